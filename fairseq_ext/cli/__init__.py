@@ -1,0 +1,1 @@
+"""Command-line verbs of ``fairseq-ext``; see :mod:`fairseq_ext.cli.main`."""

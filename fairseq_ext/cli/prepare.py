@@ -1,0 +1,96 @@
+"""Clean raw text and split it into train/valid(/test) files with one sentence a
+line and a blank line between documents (the input `fairseq-ext binarize` expects).
+
+Cleaning: invalid UTF-8 is replaced (and such sentences dropped), NUL bytes and
+control characters removed, CRLF turned into LF, empty and binary files skipped;
+every repair is counted. Prose is split into sentences; a sentence is kept when
+it looks decent (word count, share of letters) and is not an exact duplicate.
+Documents go whole into one split, chosen by --seed: the same input and seed
+always give the same split. Counts go to the screen and DIR/prepare.json.
+
+examples:
+  fairseq-ext prepare books/ -o data --doc-sep file --valid-ratio 0.01
+  fairseq-ext prepare web1.txt web2.txt -o data --min-words 5 --test-ratio 0.01
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "clean raw text and split it into sentence-per-line train/valid/test files"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="text files, or directories searched recursively")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for train.txt, valid.txt, ...")
+    p.add_argument("--valid-ratio", type=float, default=0.01, metavar="R",
+                   help="share of documents for valid.txt (default %(default)s; at least one document when > 0)")
+    p.add_argument("--test-ratio", type=float, default=0.0, metavar="R",
+                   help="share of documents for test.txt (default %(default)s: no test file)")
+    p.add_argument("--seed", type=int, default=1, metavar="S", help="seed of the document split (default %(default)s)")
+    p.add_argument("--doc-sep", choices=("blank-line", "file", "line"), default="blank-line",
+                   help="what separates documents in the input: a blank line (default), the end of a file "
+                   "(blank lines then separate paragraphs), or every line (one document a line)")
+    p.add_argument("--normalize", choices=("none",), default="none",
+                   help="domain-specific normalization of the text (default %(default)s)")
+    p.add_argument("--glob", default="*", metavar="PATTERN",
+                   help="only files matching PATTERN inside directories (default: all files)")
+    p.add_argument("--no-sentence-split", action="store_true",
+                   help="keep input lines as they are instead of splitting paragraphs into sentences")
+    p.add_argument("--min-words", type=int, default=3, metavar="N",
+                   help="drop sentences with fewer words (0 disables; default %(default)s)")
+    p.add_argument("--max-words", type=int, default=250, metavar="N",
+                   help="drop sentences with more words (0 disables; default %(default)s)")
+    p.add_argument("--min-letter-ratio", type=float, default=0.5, metavar="R",
+                   help="drop sentences whose visible characters are less than R letters (0 disables; "
+                   "default %(default)s)")
+    p.add_argument("--no-dedupe", action="store_true", help="keep exact duplicate sentences")
+    p.add_argument("--no-filter", action="store_true",
+                   help="keep every sentence (no length, letter or duplicate filtering)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fairseq_ext.data.prepare import prepare_corpus
+    from fairseq_ext.data.text_prep import SentenceFilter
+
+    flt = None if args.no_filter else SentenceFilter(
+        min_words=args.min_words, max_words=args.max_words,
+        min_letter_ratio=args.min_letter_ratio, dedupe=not args.no_dedupe,
+    )
+    s = prepare_corpus(
+        args.inputs, args.output, valid_ratio=args.valid_ratio, test_ratio=args.test_ratio, seed=args.seed,
+        doc_sep=args.doc_sep, sentence_filter=flt, split_sentences=not args.no_sentence_split,
+        pattern=args.glob, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    print(summary(s))
+    print(f"wrote {args.output}: " + ", ".join(f"{n}.txt" for n in s["splits"]) + ", prepare.json")
+    return 0
+
+
+def summary(s: dict) -> str:
+    skipped = ", ".join(f"{n} {why}" for why, n in s["files_skipped"].items()) or "none"
+    repairs = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in s["repairs"].items() if v) or "none"
+    dropped = ", ".join(f"{v:,} {k}" for k, v in sorted(s["sentences_dropped"].items())) or "none"
+    splits = "; ".join(f"{n} {v['documents']:,} documents / {v['sentences']:,} sentences"
+                       for n, v in s["splits"].items())
+    return (
+        f"read {s['files_read']:,} files ({s['bytes']:,} bytes, {s['lines']:,} lines); skipped files: {skipped}\n"
+        f"repairs: {repairs}\n"
+        f"{s['documents_in']:,} documents, {s['sentences_found']:,} sentences found -> "
+        f"{s['sentences_kept']:,} kept; dropped: {dropped}; "
+        f"{s['documents_emptied_by_filtering']:,} documents left empty\n"
+        f"{splits}"
+    )
+
+
+def main(argv=None) -> int:
+    from fairseq_ext.cli.main import main as cli_main
+
+    return cli_main(["prepare", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

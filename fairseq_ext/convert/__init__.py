@@ -1,0 +1,1 @@
+"""Hugging Face <-> fairseq weight conversion, one module per model family."""

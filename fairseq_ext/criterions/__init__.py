@@ -1,0 +1,1 @@
+"""fairseq criterions registered by fairseq_ext (one module per registry key)."""

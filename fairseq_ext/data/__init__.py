@@ -1,0 +1,1 @@
+"""Data: text preparation, tokenizer training, binarization (and, later, noising)."""

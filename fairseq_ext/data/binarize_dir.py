@@ -1,0 +1,59 @@
+"""A whole data directory: splits, dict.txt, the tokenizer and a stats file."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from fairseq_ext.data.binarizer import BinarizeError, LineEncoder, best_dtype, binarize_text
+from fairseq_ext.io_utils import atomic_output_dir
+from fairseq_ext.tokenizer import load_tokenizer, special_token_ids
+from fairseq_ext.vocab import TokenizerDictionary, save_tokenizer_files
+
+
+def binarize_directory(
+    tokenizer: str | os.PathLike,
+    files: Mapping[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    max_line_tokens: int = 510,
+    batch_bytes: int = 4 << 20,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Binarize ``files`` ({split: path}) with ``tokenizer`` into ``out_dir``.
+
+    Returns ``{"splits": {split: counts}, "files": [names written]}``; the same
+    goes to ``out_dir/binarize.json``. Nothing is left behind on failure.
+    """
+    for split, path in files.items():
+        if not Path(path).is_file():
+            raise BinarizeError(f"{path}: no such file (--{split})")
+    tok = load_tokenizer(tokenizer)
+    dictionary = TokenizerDictionary.from_tokenizer(tok)
+    dictionary.require("eos", source=str(tokenizer))
+    encoder = LineEncoder(tok, dictionary.eos(), dictionary.unk_index, special_token_ids(tok), max_line_tokens)
+    dtype = best_dtype(len(dictionary))
+    total = sum(Path(p).stat().st_size for p in files.values())
+    bar = _progress_bar(total, progress)
+    result: dict = {"tokenizer": str(tokenizer), "vocab_size": len(dictionary), "splits": {}}
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        for split, path in files.items():
+            bar.set_description(split)
+            stats = binarize_text(path, tmp / split, encoder, dtype, batch_bytes, progress=bar.update)
+            result["splits"][split] = stats.as_dict()
+        bar.close()
+        dictionary.save(str(tmp / "dict.txt"))
+        save_tokenizer_files(tok, tmp)
+        result["max_line_tokens"] = max_line_tokens
+        (tmp / "binarize.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        result["files"] = sorted(p.name for p in tmp.iterdir())
+    return result
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled,
+                dynamic_ncols=True, leave=False)

@@ -1,0 +1,331 @@
+"""Tokenizer ids straight into fairseq's mmap indexed-dataset format.
+
+Input is text with one sentence a line and a blank line between documents.
+Each sentence becomes one item ending with eos; a blank line (any run of
+them) becomes one empty item, the document separator that fairseq's
+``complete_doc`` sample-break mode looks for (``document_sep_len=0``). A
+line longer than ``max_line_tokens`` (eos included) is cut into several
+items, never dropped. Text that merely spells a special token (``<s>``,
+``[CLS]``) is encoded as ordinary text, never as the special id.
+
+Work streams in batches of lines: memory is bounded by the batch size, not
+the corpus. The fast tokenizer's ``encode_batch`` spreads a batch over every
+core; its output does not depend on the number of threads, so neither do
+the bytes written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import os
+import struct
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from fairseq_ext.errors import UserError
+
+MMAP_MAGIC = b"MMIDIDX\x00\x00"
+# fairseq's indexed_dataset._code_to_dtype, for the dtypes we write.
+DTYPE_CODES = {np.dtype(np.uint16): 8, np.dtype(np.uint32): 9, np.dtype(np.int64): 5}
+
+
+class BinarizeError(UserError):
+    """Bad input to the binarizer: the message names the file and line."""
+
+
+@dataclass
+class BinarizeStats:
+    """Counts for one split; ``lines_in`` = sentences + blank + empty."""
+
+    file: str
+    lines_in: int = 0
+    sentences: int = 0
+    blank_lines: int = 0
+    documents: int = 0
+    empty_after_tokenization: int = 0
+    items: int = 0
+    lines_split: int = 0
+    tokens: int = 0
+    unknown_tokens: int = 0
+    special_text_fixed: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def unk_rate(self) -> float:
+        return self.unknown_tokens / max(self.tokens, 1)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(unk_rate=self.unk_rate, tokens_per_second=self.tokens_per_second)
+        return d
+
+
+def best_dtype(vocab_size: int) -> np.dtype:
+    """The dtype fairseq's ``best_fitting_int_dtype`` picks for this vocabulary."""
+    if vocab_size < 65500:
+        return np.dtype(np.uint16)
+    if vocab_size < 4294967295:
+        return np.dtype(np.uint32)
+    return np.dtype(np.int64)
+
+
+class LineEncoder:
+    """Encodes batches of text lines to flat id arrays with a fast tokenizer."""
+
+    def __init__(self, tok, eos: int, unk: Optional[int], special_ids, max_line_tokens: int):
+        from tokenizers import Tokenizer
+
+        if max_line_tokens < 2:
+            raise ValueError(f"max_line_tokens must be at least 2 (one token and eos), got {max_line_tokens}")
+        backend = Tokenizer.from_str(tok.backend_tokenizer.to_str())
+        backend.no_padding()
+        backend.no_truncation()
+        # Special-token text ("<s>", "[CLS]") is split like any other text.
+        backend.encode_special_tokens = True
+        self.backend = backend
+        self._encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        self.eos, self.unk = eos, unk
+        # unk is what the model emits for unknown text: legitimate, not special-token text.
+        self.special_ids = np.asarray(sorted(set(special_ids) - {unk}), dtype=np.int64)
+        self.chunk = max_line_tokens - 1  # room for eos
+
+    def encode(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+        """ids (flat), per-line lengths, and how many lines needed special-text repair."""
+        encs = self._encode(lines, add_special_tokens=False)
+        id_lists = [e.ids for e in encs]
+        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+        flat = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=np.int64, count=int(lengths.sum()))
+        hits = np.isin(flat, self.special_ids)
+        if not hits.any():
+            return flat, lengths, 0
+        # A vocabulary can hold a special token's string as a learned merge;
+        # re-encode those lines character by character around the hit.
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        bad_lines = np.unique(np.searchsorted(offsets, np.flatnonzero(hits), side="right") - 1)
+        for i in bad_lines:
+            id_lists[i] = self._spell_out(id_lists[i])
+        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+        flat = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=np.int64, count=int(lengths.sum()))
+        return flat, lengths, len(bad_lines)
+
+    def _spell_out(self, ids: list[int]) -> list[int]:
+        out: list[int] = []
+        specials = set(self.special_ids.tolist())
+        for i in ids:
+            if i not in specials:
+                out.append(i)
+                continue
+            for ch in self.backend.id_to_token(i):
+                piece = [p for p in self.backend.encode(ch, add_special_tokens=False).ids if p not in specials]
+                out.extend(piece if piece else ([self.unk] if self.unk is not None else []))
+        return out
+
+    def items(self, flat: np.ndarray, lengths: np.ndarray, is_sep: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Lay out one batch as items: sentences cut to ``chunk`` tokens + eos, separators empty.
+
+        Returns (tokens with eos inserted, item sizes, number of lines cut).
+        Lines with no token and no separator flag produce no item.
+        """
+        n_chunks = np.where(is_sep, 1, -(-lengths // self.chunk))  # ceil; 0 for empty lines
+        item_line = np.repeat(np.arange(len(lengths)), n_chunks)
+        first_item = np.cumsum(n_chunks) - n_chunks
+        k = np.arange(len(item_line)) - first_item[item_line]  # chunk number within its line
+        item_tokens = np.minimum(lengths[item_line] - k * self.chunk, self.chunk)
+        text_item = ~is_sep[item_line]
+        sizes = np.where(text_item, item_tokens + 1, 0)
+        out = np.full(int(sizes.sum()), self.eos, dtype=np.int64)
+        if flat.size:
+            # token t of line i sits at t + (number of eos written before it)
+            tok_line = np.repeat(np.arange(len(lengths)), lengths)
+            pos_in_line = np.arange(flat.size) - (np.cumsum(lengths) - lengths)[tok_line]
+            tok_item = first_item[tok_line] + pos_in_line // self.chunk
+            eos_before = np.cumsum(text_item) - text_item
+            out[np.arange(flat.size) + eos_before[tok_item]] = flat
+        return out, sizes, int((n_chunks > 1).sum())
+
+
+class MMapWriter:
+    """Writes ``PREFIX.bin`` and ``PREFIX.idx`` as fairseq's MMapIndexedDataset reads them.
+
+    Sizes go to a side file while streaming, so memory stays flat; the index
+    is assembled from it in chunks at the end.
+    """
+
+    def __init__(self, prefix: str | os.PathLike, dtype: np.dtype):
+        self.prefix = str(prefix)
+        self.dtype = np.dtype(dtype)
+        self._bin = open(self.prefix + ".bin", "wb")
+        self._sizes = open(self.prefix + ".sizes.tmp", "wb")
+        self.count = 0
+
+    def add(self, tokens: np.ndarray, sizes: np.ndarray) -> None:
+        tokens.astype(self.dtype, copy=False).tofile(self._bin)
+        sizes.astype(np.int32, copy=False).tofile(self._sizes)
+        self.count += len(sizes)
+
+    def close(self, chunk: int = 1 << 20) -> None:
+        self._bin.close()
+        self._sizes.close()
+        sizes_path = self.prefix + ".sizes.tmp"
+        with open(self.prefix + ".idx", "wb") as idx:
+            idx.write(MMAP_MAGIC)
+            idx.write(struct.pack("<Q", 1))
+            idx.write(struct.pack("<B", DTYPE_CODES[self.dtype]))
+            idx.write(struct.pack("<Q", self.count))
+            sizes = np.memmap(sizes_path, dtype=np.int32, mode="r") if self.count else np.zeros(0, np.int32)
+            for start in range(0, self.count, chunk):
+                idx.write(np.ascontiguousarray(sizes[start : start + chunk]).tobytes())
+            address = 0
+            for start in range(0, self.count, chunk):
+                block = sizes[start : start + chunk].astype(np.int64) * self.dtype.itemsize
+                pointers = np.cumsum(block) - block + address
+                idx.write(pointers.tobytes())
+                address += int(block.sum())
+            del sizes
+        os.remove(sizes_path)
+
+
+def read_line_batches(path: Path, batch_bytes: int) -> Iterator[tuple[list[str], int, int]]:
+    """Yield (lines, first line number, bytes consumed) from a UTF-8 text file."""
+    lineno = 1
+    with open(path, "rb") as f:
+        while True:
+            raw = f.readlines(batch_bytes)
+            if not raw:
+                return
+            consumed = sum(map(len, raw))
+            try:
+                text = b"".join(raw).decode("utf-8")
+            except UnicodeDecodeError:
+                for j, line in enumerate(raw):
+                    try:
+                        line.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise BinarizeError(
+                            f"{path}:{lineno + j}: invalid UTF-8 at byte {exc.start} "
+                            "(clean the text with `fairseq-ext prepare` first)"
+                        ) from None
+                raise
+            if "\x00" in text:
+                j = next(j for j, line in enumerate(raw) if b"\x00" in line)
+                raise BinarizeError(f"{path}:{lineno + j}: NUL byte in text (clean it with `fairseq-ext prepare`)")
+            lines = text.split("\n")
+            if lines and lines[-1] == "":
+                lines.pop()
+            yield lines, lineno, consumed
+            lineno += len(lines)
+
+
+def binarize_text(
+    path: str | os.PathLike,
+    out_prefix: str | os.PathLike,
+    encoder: LineEncoder,
+    dtype: np.dtype,
+    batch_bytes: int = 4 << 20,
+    progress: Optional[Callable[[int], None]] = None,
+) -> BinarizeStats:
+    """Binarize one text file to ``out_prefix.{bin,idx}`` and return its counts.
+
+    A two-stage pipeline: a thread encodes batch k+1 while this one lays out
+    and writes batch k, so the order (and the bytes) never depend on timing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BinarizeError(f"{path}: no such file")
+    stats = BinarizeStats(file=str(path))
+    start = time.perf_counter()
+    writer = MMapWriter(out_prefix, dtype)
+    try:
+        with _gc_paused(), ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for texts, is_sep, consumed in _classified_batches(path, batch_bytes, stats):
+                sentences = [texts[i] for i in np.flatnonzero(~is_sep)]
+                encoded = pool.submit(encoder.encode, sentences)
+                if pending is not None:
+                    _write_batch(*pending, encoder, writer, stats, progress)
+                pending = (encoded, is_sep, consumed)
+            if pending is not None:
+                _write_batch(*pending, encoder, writer, stats, progress)
+        writer.close()
+    except BaseException:
+        writer.close()
+        for suffix in (".bin", ".idx"):
+            Path(str(out_prefix) + suffix).unlink(missing_ok=True)
+        raise
+    stats.documents = stats.documents + (1 if stats.items else 0)
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Millions of small id lists make the cyclic GC run constantly; none of them form cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _classified_batches(path: Path, batch_bytes: int, stats: BinarizeStats):
+    """Yield (texts, is_sep, bytes consumed): sentences and one "" per document boundary.
+
+    Runs of blank lines collapse into one boundary; none is emitted before the
+    first sentence or after the last, across batch edges too.
+    """
+    in_doc = False  # a sentence was seen since the last boundary
+    pending_sep = False
+    for lines, _first, consumed in read_line_batches(path, batch_bytes):
+        texts: list[str] = []
+        is_sep: list[bool] = []
+        for line in lines:
+            line = line.rstrip("\r")
+            if line.strip():
+                if pending_sep:
+                    texts.append("")
+                    is_sep.append(True)
+                    pending_sep = False
+                texts.append(line)
+                is_sep.append(False)
+                in_doc = True
+            else:
+                stats.blank_lines += 1
+                pending_sep = pending_sep or in_doc
+                in_doc = False
+        stats.lines_in += len(lines)
+        yield texts, np.array(is_sep, dtype=bool), consumed
+
+
+def _write_batch(encoded: Future, is_sep: np.ndarray, consumed: int, encoder: LineEncoder, writer: MMapWriter,
+                 stats: BinarizeStats, progress: Optional[Callable[[int], None]]) -> None:
+    flat, sent_lengths, fixed = encoded.result()
+    lengths = np.zeros(len(is_sep), dtype=np.int64)
+    lengths[~is_sep] = sent_lengths
+    tokens, sizes, cut = encoder.items(flat, lengths, is_sep)
+    writer.add(tokens, sizes)
+    stats.sentences += len(sent_lengths)
+    stats.empty_after_tokenization += int((sent_lengths == 0).sum())
+    stats.documents += int(is_sep.sum())
+    stats.items += len(sizes)
+    stats.lines_split += cut
+    stats.tokens += int(tokens.size)
+    stats.special_text_fixed += fixed
+    if encoder.unk is not None:
+        stats.unknown_tokens += int(np.count_nonzero(flat == encoder.unk))
+    if progress is not None:
+        progress(consumed)

@@ -1,0 +1,157 @@
+"""``prepare``: raw files -> cleaned, sentence-split train/valid/test text files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from fairseq_ext.data.text_prep import (
+    ReadStats,
+    SentenceFilter,
+    document_sentences,
+    find_input_files,
+    iter_documents,
+)
+from fairseq_ext.errors import UserError
+from fairseq_ext.io_utils import atomic_output_dir
+
+DEFAULT_FILTER = SentenceFilter()
+
+
+def prepare_corpus(
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    valid_ratio: float = 0.01,
+    test_ratio: float = 0.0,
+    seed: int = 1,
+    doc_sep: str = "blank-line",
+    sentence_filter: Optional[SentenceFilter] = DEFAULT_FILTER,
+    split_sentences: bool = True,
+    pattern: str = "*",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Write ``train.txt``/``valid.txt`` (and ``test.txt``) to ``out_dir``; return the counts.
+
+    Documents go whole to one split, chosen by a permutation drawn from
+    ``seed``: the same inputs and seed always give the same split.
+    """
+    for name, ratio in (("valid", valid_ratio), ("test", test_ratio)):
+        if not 0.0 <= ratio < 1.0:
+            raise UserError(f"--{name}-ratio must be in [0, 1), got {ratio}")
+    if valid_ratio + test_ratio >= 1.0:
+        raise UserError(f"--valid-ratio + --test-ratio must be < 1, got {valid_ratio + test_ratio}")
+    files = find_input_files(inputs, pattern)
+    read = ReadStats()
+    dropped: Counter = Counter()
+    counts = Counter()
+    seen: set[bytes] = set()
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        all_path = tmp / "all.tmp"
+        with open(all_path, "w", encoding="utf-8") as out, _bar(files, progress) as bar:
+            for doc in iter_documents(_tick(files, bar), doc_sep, read):
+                counts["documents in"] += 1
+                if split_sentences:
+                    sentences = document_sentences(doc)
+                else:
+                    sentences = [" ".join(line.split()) for para in doc for line in para if line.strip()]
+                kept = []
+                for s in sentences:
+                    reason = sentence_filter.reason(s) if sentence_filter else None
+                    if reason is None and (sentence_filter is None or sentence_filter.dedupe):
+                        key = hashlib.blake2b(s.encode("utf-8"), digest_size=12).digest()
+                        if key in seen:
+                            reason = "duplicate"
+                        else:
+                            seen.add(key)
+                    if reason:
+                        dropped[reason] += 1
+                    else:
+                        kept.append(s)
+                counts["sentences found"] += len(sentences)
+                if not kept:
+                    counts["documents emptied by filtering"] += 1
+                    continue
+                out.write("\n".join(kept) + "\n\n")
+                counts["documents kept"] += 1
+        if counts["documents kept"] == 0:
+            raise UserError(f"{', '.join(map(str, inputs))}: no sentence survived cleaning and filtering")
+        splits = _assign_splits(counts["documents kept"], valid_ratio, test_ratio, seed)
+        per_split = _write_splits(all_path, tmp, splits)
+        all_path.unlink()
+        stats = {
+            "inputs": [str(p) for p in inputs], "files_read": read.files,
+            "files_skipped": dict(read.skipped), "bytes": read.bytes, "lines": read.lines,
+            "repairs": {"invalid_utf8_sequences": read.invalid_utf8, "nul_bytes_removed": read.nul_bytes,
+                        "crlf_lines": read.crlf_lines, "control_chars_replaced": read.control_chars},
+            "documents_in": counts["documents in"],
+            "documents_emptied_by_filtering": counts["documents emptied by filtering"],
+            "sentences_found": counts["sentences found"], "sentences_dropped": dict(dropped),
+            "sentences_kept": counts["sentences found"] - sum(dropped.values()),
+            "splits": per_split, "seed": seed, "valid_ratio": valid_ratio, "test_ratio": test_ratio,
+            "filter": asdict(sentence_filter) if sentence_filter else None, "doc_sep": doc_sep,
+        }
+        (tmp / "prepare.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    return stats
+
+
+def _assign_splits(n_docs: int, valid_ratio: float, test_ratio: float, seed: int) -> np.ndarray:
+    """0 train, 1 valid, 2 test for each document; at least one valid doc when asked and possible."""
+    n_valid = int(round(valid_ratio * n_docs))
+    n_test = int(round(test_ratio * n_docs))
+    if valid_ratio > 0 and n_valid == 0 and n_docs > 1:
+        n_valid = 1
+    if test_ratio > 0 and n_test == 0 and n_docs > 1 + n_valid:
+        n_test = 1
+    if n_valid + n_test >= n_docs and (n_valid or n_test):
+        raise UserError(
+            f"only {n_docs} document(s) kept: too few to split off validation/test data "
+            "(add text, lower --valid-ratio/--test-ratio, or use --doc-sep line)"
+        )
+    order = np.random.default_rng(seed).permutation(n_docs)
+    split = np.zeros(n_docs, dtype=np.int8)
+    split[order[:n_valid]] = 1
+    split[order[n_valid:n_valid + n_test]] = 2
+    return split
+
+
+def _write_splits(all_path: Path, out: Path, split: np.ndarray) -> dict:
+    names = ["train", "valid", "test"]
+    wanted = [n for i, n in enumerate(names) if i == 0 or (split == i).any()]
+    handles = {n: open(out / f"{n}.txt", "w", encoding="utf-8") for n in wanted}
+    per = {n: {"documents": 0, "sentences": 0} for n in wanted}
+    try:
+        doc = 0
+        with open(all_path, encoding="utf-8") as f:
+            for line in f:
+                name = names[split[doc]]
+                handles[name].write(line)
+                if line == "\n":
+                    per[name]["documents"] += 1
+                    doc += 1
+                else:
+                    per[name]["sentences"] += 1
+    finally:
+        for h in handles.values():
+            h.close()
+    return per
+
+
+def _bar(files: list[Path], enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=len(files), unit="file", disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def _tick(files: list[Path], bar):
+    for path in files:
+        yield path
+        bar.update(1)

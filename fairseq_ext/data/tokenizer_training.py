@@ -1,0 +1,165 @@
+"""Train byte-level BPE, WordPiece or Unigram tokenizers with the special-token
+layouts the pretrained seeds use, and save them for ``AutoTokenizer``.
+
+| kind      | specials (ids from 0)                     | post-processing      |
+|-----------|-------------------------------------------|----------------------|
+| bpe       | ``<s> <pad> </s> <unk> <mask>`` (RoBERTa/BART) | ``<s> X </s>``   |
+| wordpiece | ``[PAD] [UNK] [CLS] [SEP] [MASK]`` (BERT)  | ``[CLS] X [SEP]``    |
+| unigram   | ``<pad> </s> <unk> <mask>`` (T5, no bos)   | ``X </s>``           |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fairseq_ext.errors import UserError
+
+
+@dataclass(frozen=True)
+class Layout:
+    specials: tuple[str, ...]
+    roles: dict  # transformers attribute -> token
+    default_vocab: int
+
+
+LAYOUTS = {
+    "bpe": Layout(
+        ("<s>", "<pad>", "</s>", "<unk>", "<mask>"),
+        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+         "mask_token": "<mask>", "cls_token": "<s>", "sep_token": "</s>"},
+        50265,
+    ),
+    "wordpiece": Layout(
+        ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
+        {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+         "mask_token": "[MASK]"},
+        30522,
+    ),
+    "unigram": Layout(
+        ("<pad>", "</s>", "<unk>", "<mask>"),
+        {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"},
+        32000,
+    ),
+}
+
+
+def build_untrained(kind: str, lowercase: bool = False):
+    """A ``tokenizers.Tokenizer`` and its trainer factory for ``kind``."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    if kind == "bpe":
+        tok = Tokenizer(models.BPE(unk_token=None))
+        tok.normalizer = normalizers.Lowercase() if lowercase else None
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+    elif kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece(prefix="##")
+    elif kind == "unigram":
+        tok = Tokenizer(models.Unigram())
+        steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
+        tok.normalizer = normalizers.Sequence(steps)
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+        tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    else:
+        raise UserError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(LAYOUTS)}")
+    return tok
+
+
+def _trainer(kind: str, vocab_size: int, min_frequency: int, show_progress: bool):
+    from tokenizers import pre_tokenizers, trainers
+
+    specials = list(LAYOUTS[kind].specials)
+    if kind == "bpe":
+        return trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress,
+        )
+    if kind == "wordpiece":
+        return trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
+            continuing_subword_prefix="##", show_progress=show_progress,
+        )
+    return trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>", show_progress=show_progress,
+    )
+
+
+def _post_processor(kind: str, tok):
+    from tokenizers import processors
+
+    def tid(t: str) -> int:
+        return tok.token_to_id(t)
+
+    if kind == "bpe":
+        return processors.RobertaProcessing(("</s>", tid("</s>")), ("<s>", tid("<s>")),
+                                            trim_offsets=True, add_prefix_space=False)
+    if kind == "wordpiece":
+        return processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", tid("[CLS]")), ("[SEP]", tid("[SEP]"))],
+        )
+    return processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B:1 </s>:1", special_tokens=[("</s>", tid("</s>"))],
+    )
+
+
+def iter_text_lines(paths: Sequence[str | os.PathLike]) -> Iterator[str]:
+    """Non-blank lines of the files; invalid UTF-8 is replaced, never fatal."""
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    yield line
+
+
+def train_tokenizer(
+    files: Sequence[str | os.PathLike],
+    kind: str = "bpe",
+    vocab_size: int | None = None,
+    min_frequency: int = 2,
+    lowercase: bool = False,
+    model_max_length: int = 512,
+    show_progress: bool = True,
+):
+    """Train on ``files`` and return a ``PreTrainedTokenizerFast`` with roles set."""
+    from transformers import PreTrainedTokenizerFast
+
+    if kind not in LAYOUTS:
+        raise UserError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(LAYOUTS)}")
+    for path in files:
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such file")
+        if Path(path).stat().st_size == 0:
+            raise UserError(f"{path}: file is empty")
+    layout = LAYOUTS[kind]
+    vocab_size = vocab_size or layout.default_vocab
+    if vocab_size <= len(layout.specials):
+        raise UserError(f"--vocab-size {vocab_size} leaves no room beyond the {len(layout.specials)} special tokens")
+    tok = build_untrained(kind, lowercase)
+    trainer = _trainer(kind, vocab_size, min_frequency, show_progress)
+    tok.train_from_iterator(iter_text_lines(files), trainer=trainer)
+    tok.post_processor = _post_processor(kind, tok)
+    for i, special in enumerate(layout.specials):
+        assert tok.token_to_id(special) == i, (special, tok.token_to_id(special))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **layout.roles)
+
+
+def first_lines(path: str | os.PathLike, n: int) -> list[str]:
+    out = []
+    for line in iter_text_lines([path]):
+        out.append(line)
+        if len(out) == n:
+            break
+    return out
+
+
+def pieces_preview(tok, lines: Iterable[str]) -> list[str]:
+    """The tokens of each line, space-joined: what ``--test`` prints."""
+    return [" ".join(tok.convert_ids_to_tokens(tok(line, add_special_tokens=False)["input_ids"])) for line in lines]

@@ -1,0 +1,1 @@
+"""fairseq architectures registered by fairseq_ext (presets over one builder)."""

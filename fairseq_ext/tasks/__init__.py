@@ -1,0 +1,1 @@
+"""fairseq tasks registered by fairseq_ext (one module per registry key)."""

@@ -1,0 +1,263 @@
+"""Load any Hugging Face tokenizer and name its special-token roles.
+
+TOK, everywhere in fairseq_ext, is one of
+  * a ``tokenizer.json`` file (a ``tokenizers`` serialisation),
+  * a directory that ``AutoTokenizer.from_pretrained`` loads (fast tokenizer),
+  * a SentencePiece ``.model`` file.
+
+Everything is turned into a ``transformers.PreTrainedTokenizerFast`` whose
+special tokens are set, so that roles (bos/pad/eos/unk/mask) are explicit and
+``save_pretrained`` writes a directory ``AutoTokenizer`` loads again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from fairseq_ext.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("bos", "pad", "eos", "unk", "mask")
+
+# Token strings that name a role when the tokenizer itself does not say.
+# Order matters: the first one present wins.
+_ROLE_NAMES = {
+    "bos": ("<s>", "[CLS]", "<bos>", "<|startoftext|>"),
+    "pad": ("<pad>", "[PAD]"),
+    "eos": ("</s>", "[SEP]", "<eos>", "<|endoftext|>"),
+    "unk": ("<unk>", "[UNK]"),
+    "mask": ("<mask>", "[MASK]"),
+}
+
+
+class TokenizerError(UserError):
+    """A tokenizer could not be loaded or lacks something a caller needs."""
+
+
+@dataclass(frozen=True)
+class SpecialRoles:
+    """Token ids of the roles fairseq needs; ``None`` where the tokenizer has none."""
+
+    bos: Optional[int]
+    pad: Optional[int]
+    eos: Optional[int]
+    unk: Optional[int]
+    mask: Optional[int]
+
+    def require(self, *roles: str, source: str = "tokenizer") -> None:
+        missing = [r for r in roles if getattr(self, r) is None]
+        if missing:
+            raise TokenizerError(
+                f"{source}: tokenizer has no {'/'.join(missing)} token, "
+                f"which this task needs (roles found: {self.describe()})"
+            )
+
+    def describe(self) -> str:
+        return ", ".join(f"{r}={getattr(self, r)}" for r in ROLES)
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """Load TOK (see module docstring) as a ``PreTrainedTokenizerFast`` with roles set."""
+    path = Path(path)
+    if not path.exists():
+        raise TokenizerError(f"{path}: no such tokenizer file or directory")
+    if path.is_dir():
+        tok = _load_directory(path)
+    elif path.suffix == ".model":
+        tok = _load_sentencepiece(path)
+    elif path.name == "tokenizer.json" and (path.parent / "tokenizer_config.json").exists():
+        tok = _load_directory(path.parent)
+    else:
+        tok = _load_tokenizer_json(path)
+    _fill_roles_by_name(tok)
+    tok.name_or_path = str(path)
+    return tok
+
+
+def _load_directory(path: Path):
+    from transformers import AutoTokenizer
+
+    if not (path / "tokenizer.json").exists() and not any(path.glob("*.model")) and not (
+        path / "vocab.txt"
+    ).exists() and not (path / "vocab.json").exists():
+        raise TokenizerError(f"{path}: directory holds no tokenizer (no tokenizer.json, vocab or .model)")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, use_fast=True)
+    except Exception as exc:  # transformers raises many kinds here
+        raise TokenizerError(f"{path}: AutoTokenizer could not load it: {_one_line(exc)}") from None
+    if not getattr(tok, "is_fast", False):
+        raise TokenizerError(f"{path}: only a slow tokenizer is available; a fast one (tokenizer.json) is needed")
+    return tok
+
+
+def _load_tokenizer_json(path: Path):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    try:
+        backend = Tokenizer.from_file(str(path))
+    except Exception as exc:
+        raise TokenizerError(f"{path}: not a valid tokenizer.json: {_one_line(exc)}") from None
+    return PreTrainedTokenizerFast(tokenizer_object=backend)
+
+
+def _load_sentencepiece(path: Path):
+    import sentencepiece as spm
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import SpmConverter
+
+    try:
+        sp = spm.SentencePieceProcessor(model_file=str(path))
+    except Exception as exc:
+        raise TokenizerError(f"{path}: not a SentencePiece model: {_one_line(exc)}") from None
+
+    class _Slow:  # the little SpmConverter needs from a slow tokenizer
+        vocab_file = str(path)
+        legacy = False
+        add_prefix_space = True
+
+    backend = SpmConverter(_Slow()).converted()
+    roles = {"bos": sp.bos_id(), "pad": sp.pad_id(), "eos": sp.eos_id(), "unk": sp.unk_id()}
+    kwargs = {f"{r}_token": sp.id_to_piece(i) for r, i in roles.items() if i >= 0}
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **kwargs)
+
+
+def _fill_roles_by_name(tok) -> None:
+    """Give roles to well-known special strings when the tokenizer names none."""
+    vocab = tok.get_vocab()
+    for role, names in _ROLE_NAMES.items():
+        if _role_id(tok, role) is not None:
+            continue
+        for name in names:
+            if name in vocab:
+                # BERT-style names go to cls/sep, the roles BERT code looks at.
+                attr = {"[CLS]": "cls", "[SEP]": "sep"}.get(name, role)
+                setattr(tok, f"{attr}_token", name)
+                break
+
+
+def _role_id(tok, role: str) -> Optional[int]:
+    """The id fairseq uses for ``role``: BERT's [CLS]/[SEP] serve as bos/eos."""
+    fallback = {"bos": "cls", "eos": "sep"}.get(role)
+    for attr in (role, fallback):
+        if attr is None:
+            continue
+        token = getattr(tok, f"{attr}_token", None)
+        if token is not None:
+            return tok.convert_tokens_to_ids(token)
+    return None
+
+
+def special_roles(tok) -> SpecialRoles:
+    return SpecialRoles(**{r: _role_id(tok, r) for r in ROLES})
+
+
+def special_token_ids(tok) -> list[int]:
+    """Every id the tokenizer treats as special: roles plus special added tokens."""
+    ids = {i for i in (_role_id(tok, r) for r in ROLES) if i is not None}
+    for idx, added in tok.backend_tokenizer.get_added_tokens_decoder().items():
+        if added.special:
+            ids.add(idx)
+    ids.update(tok.all_special_ids)
+    return sorted(ids)
+
+
+def vocab_in_id_order(tok) -> tuple[list[str], int]:
+    """All tokens by id. Holes (ids no token maps to) are filled with placeholders.
+
+    Returns the list and the number of holes filled.
+    """
+    vocab = tok.backend_tokenizer.get_vocab(with_added_tokens=True)
+    size = max(vocab.values()) + 1 if vocab else 0
+    symbols: list[Optional[str]] = [None] * size
+    for token, idx in vocab.items():
+        symbols[idx] = token
+    holes = 0
+    for idx, token in enumerate(symbols):
+        if token is None:
+            symbols[idx] = f"<fairseq_ext_unused_{idx}>"
+            holes += 1
+    return symbols, holes  # type: ignore[return-value]
+
+
+def word_start_rule(tok) -> Callable[[str], bool]:
+    """A predicate telling whether a token string starts a word.
+
+    Byte-level BPE marks word starts with ``Ġ``, SentencePiece with ``▁``;
+    WordPiece marks continuations with ``##``. Special tokens always start one.
+
+    >>> rule = word_start_rule(bert_tokenizer)        # doctest: +SKIP
+    >>> rule("play"), rule("##ing"), rule("[CLS]")     # doctest: +SKIP
+    (True, False, True)
+    """
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    model = spec.get("model") or {}
+    specials = {tok.convert_ids_to_tokens(i) for i in special_token_ids(tok)}
+    if model.get("type") == "WordLevel":  # every token is a whole word
+        return _PrefixRule("", frozenset(specials))
+    if model.get("type") == "WordPiece":
+        prefix = model.get("continuing_subword_prefix") or "##"
+        return _WordPieceRule(prefix, frozenset(specials))
+    components = json.dumps([spec.get(k) for k in ("normalizer", "pre_tokenizer", "decoder")])
+    if '"ByteLevel"' in components:
+        return _PrefixRule("\u0120", frozenset(specials))
+    if '"Metaspace"' in components:
+        return _PrefixRule(_metaspace_char(spec), frozenset(specials))
+    if model.get("type") == "BPE" and model.get("continuing_subword_prefix"):
+        return _WordPieceRule(model["continuing_subword_prefix"], frozenset(specials))
+    raise TokenizerError(
+        f"{tok.name_or_path}: cannot tell word starts for this tokenizer "
+        "(neither byte-level, SentencePiece-style nor WordPiece)"
+    )
+
+
+def _metaspace_char(spec: dict) -> str:
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("type") == "Metaspace":
+                return node.get("replacement", "\u2581")
+            for value in node.values():
+                found = walk(value)
+                if found:
+                    return found
+        elif isinstance(node, list):
+            for value in node:
+                found = walk(value)
+                if found:
+                    return found
+        return None
+
+    return walk(spec) or "\u2581"
+
+
+@dataclass(frozen=True)
+class _PrefixRule:
+    prefix: str
+    specials: frozenset
+
+    def __call__(self, token: str) -> bool:
+        return token.startswith(self.prefix) or token in self.specials or _is_filler(token)
+
+
+@dataclass(frozen=True)
+class _WordPieceRule:
+    continuation: str
+    specials: frozenset
+
+    def __call__(self, token: str) -> bool:
+        return not token.startswith(self.continuation) or token in self.specials
+
+
+def _is_filler(token: str) -> bool:
+    return token.startswith("madeupword") or token.startswith("<fairseq_ext_unused_")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,177 @@
+"""A fairseq ``Dictionary`` whose index equals the Hugging Face tokenizer id.
+
+This is the project's one invariant (see DESIGN.md): the dictionary is derived
+from the tokenizer, never from token frequencies, so ``dictionary[i]`` is the
+token the tokenizer calls ``i`` for every ``i``, special tokens included.
+
+``dict.txt`` is written for fairseq's own tools. fairseq's plain
+``Dictionary.load`` always puts ``<s> <pad> </s> <unk>`` at 0-3 before the
+file's lines; when the tokenizer has exactly those at 0-3 (RoBERTa/BART
+layout) the file leaves them out, so even the plain loader gets the same
+order. Other layouts (BERT, T5) list every token from id 0, and must be read
+with :meth:`TokenizerDictionary.load`, which every fairseq_ext task uses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from fairseq.data import Dictionary
+
+from fairseq_ext.tokenizer import (
+    SpecialRoles,
+    TokenizerError,
+    load_tokenizer,
+    special_roles,
+    special_token_ids,
+    vocab_in_id_order,
+    word_start_rule,
+)
+
+FAIRSEQ_DEFAULT_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+class TokenizerDictionary(Dictionary):
+    """``Dictionary`` built from a tokenizer's vocabulary, in id order.
+
+    Roles (``bos_index`` ...) come from the tokenizer's own special tokens;
+    a role the tokenizer lacks is ``None`` (T5 has no bos). ``mask_index`` is
+    the tokenizer's mask token, when it has one.
+    """
+
+    def __init__(self, symbols: list[str], roles: SpecialRoles, special_ids: Iterable[int] = ()):
+        # Deliberately not calling Dictionary.__init__: it would insert
+        # <s> <pad> </s> <unk> at 0-3 whatever the tokenizer says.
+        self.symbols = list(symbols)
+        self.count = [1] * len(self.symbols)
+        self.indices = {}
+        for idx, sym in enumerate(self.symbols):
+            self.indices.setdefault(sym, idx)
+        self.roles = roles
+        self.bos_index, self.pad_index = roles.bos, roles.pad
+        self.eos_index, self.unk_index = roles.eos, roles.unk
+        self.mask_index = roles.mask
+        self.bos_word, self.pad_word, self.eos_word, self.unk_word = (
+            None if i is None else self.symbols[i]
+            for i in (roles.bos, roles.pad, roles.eos, roles.unk)
+        )
+        self.special_ids = np.array(sorted(set(special_ids)), dtype=np.int64)
+        # fairseq treats indices < nspecial as special: the leading run of specials.
+        leading = 0
+        specials = set(self.special_ids.tolist())
+        while leading in specials:
+            leading += 1
+        self.nspecial = leading
+        self.tokenizer_size = len(self.symbols)
+
+    # -- construction -----------------------------------------------------
+    @classmethod
+    def from_tokenizer(cls, tok, pad_to_multiple: int = 1) -> TokenizerDictionary:
+        symbols, _holes = vocab_in_id_order(tok)
+        d = cls(symbols, special_roles(tok), special_token_ids(tok))
+        try:
+            d._word_start = word_start_rule(tok)
+        except TokenizerError as exc:  # only whole-word masking needs it; say so when asked
+            d._word_start_error = str(exc)
+        if pad_to_multiple > 1:
+            d.pad_to_multiple_(pad_to_multiple)
+        return d
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike, pad_to_multiple: int = 1) -> TokenizerDictionary:
+        """From TOK: a tokenizer.json, an HF tokenizer directory or a .model."""
+        return cls.from_tokenizer(load_tokenizer(path), pad_to_multiple)
+
+    @classmethod
+    def load(cls, f, add_special_symbols: bool = True) -> TokenizerDictionary:
+        """Load the dictionary of a data directory from its ``tokenizer.json``.
+
+        ``f`` is the path of a ``dict.txt`` (what fairseq tasks pass). The
+        tokenizer next to it is the source of truth; the ``dict.txt`` must
+        agree with it, else a ``TokenizerError`` names both files.
+        """
+        dict_path = Path(f)
+        tok_path = tokenizer_path_for(dict_path.parent)
+        d = cls.from_path(tok_path)
+        if dict_path.exists():
+            d.check_dict_txt(dict_path)
+        return d
+
+    # -- dict.txt ---------------------------------------------------------
+    def dict_txt_start(self) -> int:
+        """First id written to dict.txt (4 for the RoBERTa/BART layout, else 0)."""
+        head = tuple(self.symbols[:4])
+        return 4 if head == FAIRSEQ_DEFAULT_SPECIALS else 0
+
+    def save(self, f) -> None:
+        """Write dict.txt: tokens in id order, one ``token 1`` line each."""
+        if isinstance(f, (str, os.PathLike)):
+            with open(f, "w", encoding="utf-8") as fd:
+                return self.save(fd)
+        for sym in self.symbols[self.dict_txt_start():]:
+            print(f"{sym} 1", file=f)
+
+    def check_dict_txt(self, path: Path) -> None:
+        listed = read_dict_txt_symbols(path)
+        expected = self.symbols[self.dict_txt_start():]
+        # dict.txt may omit fairseq's vocabulary padding (madeupwordNNNN).
+        if listed != expected[: len(listed)] or len(listed) < self.tokenizer_size - self.dict_txt_start():
+            first = next(
+                (i for i, (a, b) in enumerate(zip(listed, expected)) if a != b),
+                min(len(listed), len(expected)),
+            )
+            raise TokenizerError(
+                f"{path} disagrees with {tokenizer_path_for(path.parent)}: "
+                f"{len(listed)} entries vs {len(expected)} tokenizer tokens, first difference at line {first + 1}"
+            )
+
+    # -- helpers ----------------------------------------------------------
+    def word_starts(self) -> np.ndarray:
+        """Boolean array over the dictionary: does token ``i`` start a word?"""
+        rule = getattr(self, "_word_start", None)
+        if rule is None:
+            raise TokenizerError(getattr(self, "_word_start_error", "dictionary was not built from a tokenizer"))
+        mask = np.fromiter((rule(s) for s in self.symbols), dtype=bool, count=len(self.symbols))
+        mask[self.special_ids] = True
+        return mask
+
+    def require(self, *roles: str, source: str = "tokenizer") -> None:
+        self.roles.require(*roles, source=source)
+
+
+def read_dict_txt_symbols(path: Path) -> list[str]:
+    symbols = []
+    with open(path, encoding="utf-8") as fd:
+        for lineno, line in enumerate(fd, 1):
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            word, sep, count = line.rpartition(" ")
+            if not sep or not count.lstrip("-").isdigit():
+                raise TokenizerError(f"{path}:{lineno}: expected '<token> <count>', got {line!r}")
+            if word.endswith(" #fairseq:overwrite"):
+                word = word[: -len(" #fairseq:overwrite")]
+            symbols.append(word)
+    return symbols
+
+
+def tokenizer_path_for(data_dir: str | os.PathLike) -> Path:
+    """The tokenizer stored in a data directory made by ``fairseq-ext binarize``."""
+    data_dir = Path(data_dir)
+    path = data_dir / "tokenizer.json"
+    if not path.exists():
+        raise TokenizerError(
+            f"{data_dir}: no tokenizer.json in the data directory "
+            "(make it with `fairseq-ext binarize`, which stores the tokenizer it used)"
+        )
+    return path
+
+
+def save_tokenizer_files(tok, out_dir: str | os.PathLike) -> list[str]:
+    """Write the tokenizer so ``AutoTokenizer.from_pretrained(out_dir)`` loads it."""
+    written = tok.save_pretrained(str(out_dir))
+    return [os.path.basename(p) for p in written]

@@ -1,0 +1,104 @@
+"""Tiny tokenizers of every family and small texts, all made here (no downloads)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+WORDS = (
+    "the quick brown fox jumps over lazy dog while a patient teacher explains tokenizers to "
+    "curious students who write programs and read books about language models every evening"
+).split()
+
+
+def make_text(n_lines: int = 300, seed: int = 0) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_lines):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(4, 14))]
+        words[0] = words[0].capitalize()
+        lines.append(" ".join(words) + rng.choice([".", "!", "?"]))
+    return lines
+
+
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "corpus.txt"
+    path.write_text("\n".join(make_text()) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bpe_dir(tmp_path_factory, text_file) -> Path:
+    """Byte-level BPE with RoBERTa/BART specials at 0-4, trained by our trainer."""
+    from fairseq_ext.data.tokenizer_training import train_tokenizer
+
+    out = tmp_path_factory.mktemp("bpe")
+    train_tokenizer([text_file], kind="bpe", vocab_size=400, min_frequency=1, show_progress=False).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def unigram_dir(tmp_path_factory, text_file) -> Path:
+    from fairseq_ext.data.tokenizer_training import train_tokenizer
+
+    out = tmp_path_factory.mktemp("unigram")
+    train_tokenizer([text_file], kind="unigram", vocab_size=150, show_progress=False).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory) -> Path:
+    """A BERT-layout WordPiece vocabulary: [PAD]=0, [unused*], [UNK]=100 ... [MASK]=103."""
+    import transformers
+
+    out = tmp_path_factory.mktemp("bert")
+    vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab += [".", "!", "?", ",", "<", ">", "/", "[", "]", "s"] + sorted(set(WORDS))
+    vocab += ["##s", "##ing", "##er", "t", "##h", "##e", "m", "##a", "##k"]
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        tok = transformers.BertTokenizer(vocab=str(out / "vocab.txt"), do_lower_case=True)
+    else:  # transformers 4.x
+        tok = transformers.BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def spm_model(tmp_path_factory, text_file) -> Path:
+    """A T5-layout SentencePiece model: <pad>=0, </s>=1, <unk>=2, no bos."""
+    import sentencepiece as spm
+
+    out = tmp_path_factory.mktemp("spm")
+    spm.SentencePieceTrainer.train(
+        input=str(text_file), model_prefix=str(out / "t5"), vocab_size=100, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, user_defined_symbols=["<mask>"],
+        minloglevel=2,
+    )
+    return out / "t5.model"
+
+
+def run_cli(*args: str, check: bool = True, env=None, cwd=None) -> subprocess.CompletedProcess:
+    """Run ``fairseq-ext`` as a user would, in a subprocess."""
+    full_env = dict(os.environ, **(env or {}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fairseq_ext.cli.main", *args],
+        capture_output=True, text=True, env=full_env, cwd=cwd or REPO,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fairseq-ext {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr lines that are ours (fairseq's import-time INFO lines excluded)."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and "tensorboard" not in ln.lower()]
