@@ -148,7 +148,8 @@ def main() -> int:
     sample = work / "sample.txt"
     with open(corpus, "rb") as src, open(sample, "wb") as dst:
         dst.write(src.read(8_000_000).rsplit(b"\n", 1)[0] + b"\n")
-    fx = [sys.executable, "-m", "fairseq_ext.cli.main"]
+    script = Path(sys.executable).parent / "fairseq-ext"  # the installed command, as users run it
+    fx = [str(script)] if script.exists() else [sys.executable, "-m", "fairseq_ext.cli.main"]
     subprocess.run([*fx, "train-tokenizer", "-i", str(sample), "-o", str(work / "tok"), "--vocab-size",
                     str(args.vocab_size), "--quiet"], check=True, capture_output=True)
     tok_json = str(work / "tok" / "tokenizer.json")

@@ -81,19 +81,56 @@ def load_tokenizer(path: str | os.PathLike):
 
 
 def _load_directory(path: Path):
-    from transformers import AutoTokenizer
-
-    if not (path / "tokenizer.json").exists() and not any(path.glob("*.model")) and not (
-        path / "vocab.txt"
-    ).exists() and not (path / "vocab.json").exists():
+    has_json = (path / "tokenizer.json").exists()
+    if not has_json and not any(path.glob("*.model")) and not (path / "vocab.txt").exists() and not (
+        path / "vocab.json"
+    ).exists():
         raise TokenizerError(f"{path}: directory holds no tokenizer (no tokenizer.json, vocab or .model)")
     try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, use_fast=True)
+        if has_json:
+            # tokenizer.json does all the encoding; the fast base class reads the special
+            # tokens from the config files and, unlike AutoTokenizer, does not import torch.
+            from transformers import PreTrainedTokenizerFast
+
+            tok = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        else:  # vocab files only: let AutoTokenizer convert them
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, use_fast=True)
     except Exception as exc:  # transformers raises many kinds here
-        raise TokenizerError(f"{path}: AutoTokenizer could not load it: {_one_line(exc)}") from None
+        raise TokenizerError(f"{path}: could not load the tokenizer: {_one_line(exc)}") from None
     if not getattr(tok, "is_fast", False):
         raise TokenizerError(f"{path}: only a slow tokenizer is available; a fast one (tokenizer.json) is needed")
+    config = path / "tokenizer_config.json"
+    if config.exists():
+        tok.source_tokenizer_class = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
     return tok
+
+
+def save_tokenizer(tok, out_dir: str | os.PathLike) -> list[str]:
+    """Write ``tok`` so that ``AutoTokenizer.from_pretrained(out_dir)`` loads it (same class as its source)."""
+    written = [os.path.basename(p) for p in tok.save_pretrained(str(out_dir))]
+    source_class = getattr(tok, "source_tokenizer_class", None)
+    config = Path(out_dir) / "tokenizer_config.json"
+    if source_class and config.exists():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        data["tokenizer_class"] = source_class
+        config.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return written
+
+
+FAIRSEQ_DEFAULT_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+
+
+def dict_txt_start(symbols: list[str]) -> int:
+    """First id written to dict.txt: 4 for the RoBERTa/BART layout (fairseq adds those), else 0."""
+    return 4 if tuple(symbols[:4]) == FAIRSEQ_DEFAULT_SPECIALS else 0
+
+
+def write_dict_txt(symbols: list[str], path: str | os.PathLike) -> None:
+    """dict.txt for fairseq's tools: tokens in id order, one ``token 1`` line each."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"{sym} 1\n" for sym in symbols[dict_txt_start(symbols):])
 
 
 def _load_tokenizer_json(path: Path):

@@ -24,15 +24,14 @@ from fairseq.data import Dictionary
 from fairseq_ext.tokenizer import (
     SpecialRoles,
     TokenizerError,
+    dict_txt_start,
     load_tokenizer,
     special_roles,
     special_token_ids,
     vocab_in_id_order,
     word_start_rule,
+    write_dict_txt,
 )
-
-FAIRSEQ_DEFAULT_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 class TokenizerDictionary(Dictionary):
@@ -104,16 +103,14 @@ class TokenizerDictionary(Dictionary):
     # -- dict.txt ---------------------------------------------------------
     def dict_txt_start(self) -> int:
         """First id written to dict.txt (4 for the RoBERTa/BART layout, else 0)."""
-        head = tuple(self.symbols[:4])
-        return 4 if head == FAIRSEQ_DEFAULT_SPECIALS else 0
+        return dict_txt_start(self.symbols)
 
     def save(self, f) -> None:
         """Write dict.txt: tokens in id order, one ``token 1`` line each."""
         if isinstance(f, (str, os.PathLike)):
-            with open(f, "w", encoding="utf-8") as fd:
-                return self.save(fd)
-        for sym in self.symbols[self.dict_txt_start():]:
-            print(f"{sym} 1", file=f)
+            write_dict_txt(self.symbols, f)
+        else:  # an open file, as fairseq sometimes passes
+            f.writelines(f"{sym} 1\n" for sym in self.symbols[self.dict_txt_start():])
 
     def check_dict_txt(self, path: Path) -> None:
         listed = read_dict_txt_symbols(path)
@@ -169,9 +166,3 @@ def tokenizer_path_for(data_dir: str | os.PathLike) -> Path:
             "(make it with `fairseq-ext binarize`, which stores the tokenizer it used)"
         )
     return path
-
-
-def save_tokenizer_files(tok, out_dir: str | os.PathLike) -> list[str]:
-    """Write the tokenizer so ``AutoTokenizer.from_pretrained(out_dir)`` loads it."""
-    written = tok.save_pretrained(str(out_dir))
-    return [os.path.basename(p) for p in written]

@@ -87,11 +87,17 @@ def spm_model(tmp_path_factory, text_file) -> Path:
     return out / "t5.model"
 
 
+def fairseq_ext_command() -> list[str]:
+    """The installed ``fairseq-ext`` script beside this Python (else ``python -m``)."""
+    script = Path(sys.executable).parent / "fairseq-ext"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "fairseq_ext.cli.main"]
+
+
 def run_cli(*args: str, check: bool = True, env=None, cwd=None) -> subprocess.CompletedProcess:
     """Run ``fairseq-ext`` as a user would, in a subprocess."""
     full_env = dict(os.environ, **(env or {}))
     proc = subprocess.run(
-        [sys.executable, "-m", "fairseq_ext.cli.main", *args],
+        [*fairseq_ext_command(), *args],
         capture_output=True, text=True, env=full_env, cwd=cwd or REPO,
     )
     if check and proc.returncode != 0:

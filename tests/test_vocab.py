@@ -102,9 +102,9 @@ def test_dict_txt_order(family, bpe_dir, bert_dir, unigram_dir, tmp_path):
 
 
 def test_load_checks_dict_txt_against_tokenizer(bpe_dir, bert_dir, tmp_path):
-    from fairseq_ext.vocab import save_tokenizer_files
+    from fairseq_ext.tokenizer import save_tokenizer
 
-    save_tokenizer_files(load_tokenizer(bpe_dir), tmp_path)
+    save_tokenizer(load_tokenizer(bpe_dir), tmp_path)
     TokenizerDictionary.from_path(bert_dir).save(str(tmp_path / "dict.txt"))
     with pytest.raises(TokenizerError, match="dict.txt disagrees with .*tokenizer.json"):
         TokenizerDictionary.load(tmp_path / "dict.txt")

@@ -9,8 +9,14 @@ from pathlib import Path
 
 from fairseq_ext.data.binarizer import BinarizeError, LineEncoder, best_dtype, binarize_text
 from fairseq_ext.io_utils import atomic_output_dir
-from fairseq_ext.tokenizer import load_tokenizer, special_token_ids
-from fairseq_ext.vocab import TokenizerDictionary, save_tokenizer_files
+from fairseq_ext.tokenizer import (
+    load_tokenizer,
+    save_tokenizer,
+    special_roles,
+    special_token_ids,
+    vocab_in_id_order,
+    write_dict_txt,
+)
 
 
 def binarize_directory(
@@ -31,21 +37,22 @@ def binarize_directory(
         if not Path(path).is_file():
             raise BinarizeError(f"{path}: no such file (--{split})")
     tok = load_tokenizer(tokenizer)
-    dictionary = TokenizerDictionary.from_tokenizer(tok)
-    dictionary.require("eos", source=str(tokenizer))
-    encoder = LineEncoder(tok, dictionary.eos(), dictionary.unk_index, special_token_ids(tok), max_line_tokens)
-    dtype = best_dtype(len(dictionary))
+    symbols, _holes = vocab_in_id_order(tok)
+    roles = special_roles(tok)
+    roles.require("eos", source=str(tokenizer))
+    encoder = LineEncoder(tok, roles.eos, roles.unk, special_token_ids(tok), max_line_tokens)
+    dtype = best_dtype(len(symbols))
     total = sum(Path(p).stat().st_size for p in files.values())
     bar = _progress_bar(total, progress)
-    result: dict = {"tokenizer": str(tokenizer), "vocab_size": len(dictionary), "splits": {}}
+    result: dict = {"tokenizer": str(tokenizer), "vocab_size": len(symbols), "splits": {}}
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         for split, path in files.items():
             bar.set_description(split)
             stats = binarize_text(path, tmp / split, encoder, dtype, batch_bytes, progress=bar.update)
             result["splits"][split] = stats.as_dict()
         bar.close()
-        dictionary.save(str(tmp / "dict.txt"))
-        save_tokenizer_files(tok, tmp)
+        write_dict_txt(symbols, tmp / "dict.txt")
+        save_tokenizer(tok, tmp)
         result["max_line_tokens"] = max_line_tokens
         (tmp / "binarize.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         result["files"] = sorted(p.name for p in tmp.iterdir())
