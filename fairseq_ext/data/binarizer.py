@@ -222,6 +222,8 @@ def read_line_batches(path: Path, batch_bytes: int) -> Iterator[tuple[list[str],
             if "\x00" in text:
                 j = next(j for j, line in enumerate(raw) if b"\x00" in line)
                 raise BinarizeError(f"{path}:{lineno + j}: NUL byte in text (clean it with `fairseq-ext prepare`)")
+            if "\r" in text:
+                text = text.replace("\r\n", "\n")
             lines = text.split("\n")
             if lines and lines[-1] == "":
                 lines.pop()
@@ -252,7 +254,7 @@ def binarize_text(
         with _gc_paused(), ThreadPoolExecutor(max_workers=1) as pool:
             pending = None
             for texts, is_sep, consumed in _classified_batches(path, batch_bytes, stats):
-                sentences = [texts[i] for i in np.flatnonzero(~is_sep)]
+                sentences = [texts[i] for i in np.flatnonzero(~is_sep)] if is_sep.any() else texts
                 encoded = pool.submit(encoder.encode, sentences)
                 if pending is not None:
                     _write_batch(*pending, encoder, writer, stats, progress)
@@ -291,11 +293,16 @@ def _classified_batches(path: Path, batch_bytes: int, stats: BinarizeStats):
     in_doc = False  # a sentence was seen since the last boundary
     pending_sep = False
     for lines, _first, consumed in read_line_batches(path, batch_bytes):
+        stats.lines_in += len(lines)
+        blank = [not line.strip() for line in lines]
+        if not pending_sep and not any(blank):  # the common case: no document boundary in this batch
+            in_doc = in_doc or bool(lines)
+            yield lines, np.zeros(len(lines), dtype=bool), consumed
+            continue
         texts: list[str] = []
         is_sep: list[bool] = []
-        for line in lines:
-            line = line.rstrip("\r")
-            if line.strip():
+        for line, is_blank in zip(lines, blank):
+            if not is_blank:
                 if pending_sep:
                     texts.append("")
                     is_sep.append(True)
@@ -307,7 +314,6 @@ def _classified_batches(path: Path, batch_bytes: int, stats: BinarizeStats):
                 stats.blank_lines += 1
                 pending_sep = pending_sep or in_doc
                 in_doc = False
-        stats.lines_in += len(lines)
         yield texts, np.array(is_sep, dtype=bool), consumed
 
 

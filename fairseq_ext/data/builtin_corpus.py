@@ -38,7 +38,8 @@ def stdlib_sources(root: Optional[Path] = None) -> Iterator[Path]:
 def docstring_paragraphs(source: str) -> list[str]:
     """Prose paragraphs of every docstring in ``source``.
 
-    >>> docstring_paragraphs('def f():\\n    \"\"\"Add two numbers together and return their sum.\\n\\n    >>> f()\\n    \"\"\"')
+    >>> src = 'def f():\\n    \"\"\"Add two numbers together and return their sum.\\n\\n    >>> f()\\n    \"\"\"'
+    >>> docstring_paragraphs(src)
     ['Add two numbers together and return their sum.']
     """
     with warnings.catch_warnings():

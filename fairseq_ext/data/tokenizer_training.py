@@ -129,6 +129,7 @@ def train_tokenizer(
     show_progress: bool = True,
 ):
     """Train on ``files`` and return a ``PreTrainedTokenizerFast`` with roles set."""
+    from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
 
     if kind not in LAYOUTS:
@@ -148,6 +149,9 @@ def train_tokenizer(
     tok.post_processor = _post_processor(kind, tok)
     for i, special in enumerate(layout.specials):
         assert tok.token_to_id(special) == i, (special, tok.token_to_id(special))
+    if kind == "bpe":  # as RoBERTa/BART: "a <mask>" masks the word with its space, like "a" + "Ġword"
+        tok.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False, special=True)])
+        assert tok.token_to_id("<mask>") == 4
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **layout.roles)
 
 

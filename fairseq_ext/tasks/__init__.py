@@ -1,1 +1,3 @@
 """fairseq tasks registered by fairseq_ext (one module per registry key)."""
+
+from fairseq_ext.tasks import hf_denoising  # noqa: F401

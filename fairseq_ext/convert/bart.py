@@ -1,0 +1,143 @@
+"""fairseq BART <-> Hugging Face ``BartForConditionalGeneration``.
+
+Conversion is a renaming table (``RENAMES``) plus a list of what is dropped on
+purpose (``DROPPED``); a key that matches neither is an error. Embedding rows
+are the tokenizer's ids on both sides (the project's invariant), so the only
+reshaping is cutting fairseq's vocabulary padding and lining up the learned
+position tables (fairseq starts positions at ``pad + 1``, transformers at 2).
+"""
+
+from __future__ import annotations
+
+import re
+from argparse import Namespace
+
+import torch
+
+from fairseq_ext.errors import UserError
+
+# fairseq name pattern -> transformers name
+RENAMES = [
+    (r"^(encoder|decoder)\.layers\.(\d+)\.(.+)$", r"model.\1.layers.\2.\3"),
+    (r"^(encoder|decoder)\.layernorm_embedding\.(weight|bias)$", r"model.\1.layernorm_embedding.\2"),
+    (r"^(encoder|decoder)\.embed_positions\.weight$", r"model.\1.embed_positions.weight"),
+    (r"^encoder\.embed_tokens\.weight$", "model.shared.weight"),
+]
+# fairseq keys with no transformers counterpart, and why
+DROPPED = [
+    (r"^(encoder|decoder)\.version$", "fairseq bookkeeping"),
+    (r"^decoder\.embed_tokens\.weight$", "tied to encoder.embed_tokens (share_all_embeddings)"),
+    (r"^decoder\.output_projection\.weight$", "tied to the embeddings (lm_head)"),
+]
+
+
+class ConversionError(UserError):
+    """The checkpoint cannot be converted as asked; the message says which key or setting."""
+
+
+def hf_config_from_fairseq(args: Namespace, vocab_size: int, roles) -> dict:
+    """BartConfig keyword arguments from a fairseq BART model's settings."""
+    for flag in ("encoder_normalize_before", "decoder_normalize_before"):
+        if getattr(args, flag, False):
+            raise ConversionError(f"{flag}=True (pre-norm) has no BartForConditionalGeneration equivalent")
+    if not getattr(args, "layernorm_embedding", True):
+        raise ConversionError("layernorm_embedding=False has no BartForConditionalGeneration equivalent")
+    if not getattr(args, "share_all_embeddings", False):
+        raise ConversionError("only checkpoints trained with --share-all-embeddings convert (as every BART does)")
+    if args.max_source_positions != args.max_target_positions:
+        raise ConversionError("max_source_positions != max_target_positions; transformers' BART has one size")
+    return dict(
+        vocab_size=vocab_size, d_model=args.encoder_embed_dim,
+        encoder_layers=args.encoder_layers, decoder_layers=args.decoder_layers,
+        encoder_attention_heads=args.encoder_attention_heads, decoder_attention_heads=args.decoder_attention_heads,
+        encoder_ffn_dim=args.encoder_ffn_embed_dim, decoder_ffn_dim=args.decoder_ffn_embed_dim,
+        max_position_embeddings=args.max_source_positions, activation_function=args.activation_fn,
+        dropout=args.dropout, attention_dropout=args.attention_dropout,
+        activation_dropout=args.activation_dropout, scale_embedding=not args.no_scale_embedding,
+        pad_token_id=roles.pad, bos_token_id=roles.bos, eos_token_id=roles.eos,
+        decoder_start_token_id=roles.eos, tie_word_embeddings=True,
+    )
+
+
+def _rename(key: str) -> str | None:
+    for pattern, _why in DROPPED:
+        if re.match(pattern, key):
+            return None
+    for pattern, repl in RENAMES:
+        if re.match(pattern, key):
+            return re.sub(pattern, repl, key)
+    raise ConversionError(f"unknown fairseq weight {key!r}: not in the BART conversion table")
+
+
+def positions_to_hf(weight: torch.Tensor, pad: int, max_positions: int) -> torch.Tensor:
+    """fairseq's learned positions (position p at row p + pad + 1) -> transformers' (row p + 2)."""
+    out = weight.new_zeros(max_positions + 2, weight.size(1))
+    out[2:] = weight[pad + 1: pad + 1 + max_positions]
+    lead = weight[max(pad - 1, 0): pad + 1]  # the unused leading rows, kept where they exist
+    out[2 - lead.size(0): 2] = lead
+    return out
+
+
+def positions_to_fairseq(weight: torch.Tensor, pad: int, max_positions: int) -> torch.Tensor:
+    out = weight.new_zeros(max_positions + pad + 1, weight.size(1))
+    out[pad + 1:] = weight[2: 2 + max_positions]
+    lead = weight[2 - min(pad + 1, 2): 2]
+    out[pad + 1 - lead.size(0): pad + 1] = lead
+    return out
+
+
+def fairseq_to_hf_state(state: dict, args: Namespace, vocab_size: int, pad: int) -> dict:
+    """Rename a fairseq BART state dict for ``BartForConditionalGeneration`` (tokenizer-size rows)."""
+    out = {}
+    for key, tensor in state.items():
+        name = _rename(key)
+        if name is None:
+            continue
+        if name.endswith("embed_positions.weight"):
+            tensor = positions_to_hf(tensor, pad, args.max_source_positions)
+        if name == "model.shared.weight":
+            tensor = tensor[:vocab_size]
+        out[name] = tensor
+    shared = out["model.shared.weight"]
+    out["model.encoder.embed_tokens.weight"] = shared
+    out["model.decoder.embed_tokens.weight"] = shared
+    out["lm_head.weight"] = shared
+    out["final_logits_bias"] = torch.zeros(1, vocab_size, dtype=shared.dtype)
+    return out
+
+
+def hf_to_fairseq_state(state: dict, vocab_rows: int, pad: int, max_positions: int) -> dict:
+    """The inverse of :func:`fairseq_to_hf_state`; embeddings padded to ``vocab_rows`` rows."""
+    out = {}
+    skipped = {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight",
+               "final_logits_bias"}
+    for name, tensor in state.items():
+        if name in skipped:
+            continue
+        key = _hf_name_to_fairseq(name)
+        if key.endswith("embed_positions.weight"):
+            tensor = positions_to_fairseq(tensor, pad, max_positions)
+        out[key] = tensor
+    bias = state.get("final_logits_bias")
+    if bias is not None and bias.abs().max() > 0:
+        raise ConversionError("final_logits_bias is not zero: fairseq's BART has no output bias")
+    emb = out.pop("encoder.embed_tokens.weight")
+    if vocab_rows > emb.size(0):  # fairseq's vocabulary padding: fresh rows after the last id
+        extra = emb.new_empty(vocab_rows - emb.size(0), emb.size(1)).normal_(0, emb.size(1) ** -0.5)
+        emb = torch.cat([emb, extra])
+    out["encoder.embed_tokens.weight"] = emb
+    out["decoder.embed_tokens.weight"] = emb
+    out["decoder.output_projection.weight"] = emb
+    for side in ("encoder", "decoder"):
+        out[f"{side}.version"] = torch.tensor([3.0])
+    return out
+
+
+def _hf_name_to_fairseq(name: str) -> str:
+    if name == "model.shared.weight":
+        return "encoder.embed_tokens.weight"
+    found = re.match(r"^model\.(encoder|decoder)\.(layers\.\d+\..+|layernorm_embedding\.(?:weight|bias)|"
+                     r"embed_positions\.weight)$", name)
+    if not found:
+        raise ConversionError(f"unknown transformers weight {name!r}: not in the BART conversion table")
+    return f"{found.group(1)}.{found.group(2)}"

@@ -1,0 +1,163 @@
+"""``--task hf_denoising``: BART pretraining on data made by ``fairseq-ext binarize``.
+
+The vocabulary comes from the data directory's ``tokenizer.json`` (index ==
+tokenizer id); sentence boundaries come from the data (every sentence ends
+with eos), so sentence permutation works with any tokenizer; whole-word
+masking works for byte-level BPE, SentencePiece and WordPiece alike.
+"""
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from fairseq.data import (
+    AppendTokenDataset,
+    IdDataset,
+    ListDataset,
+    NestedDictionaryDataset,
+    NumelDataset,
+    PadDataset,
+    PrependTokenDataset,
+    StripTokenDataset,
+    TokenBlockDataset,
+    data_utils,
+)
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.tasks import FairseqTask, register_task
+from omegaconf import II, MISSING
+
+from fairseq_ext.data.denoising_dataset import HFDenoisingDataset
+from fairseq_ext.data.noising import NoiseConfig
+from fairseq_ext.tokenizer import TokenizerError
+from fairseq_ext.vocab import TokenizerDictionary
+
+logger = logging.getLogger(__name__)
+
+BREAK_MODES = ChoiceEnum(["none", "complete", "complete_doc", "eos"])
+MASK_LENGTHS = ChoiceEnum(["subword", "word", "span-poisson"])
+
+
+@dataclass
+class HFDenoisingConfig(FairseqDataclass):
+    data: str = field(default=MISSING, metadata={
+        "help": "data directory made by `fairseq-ext binarize` (several joined by ':' are used in turn by epoch)"})
+    tokens_per_sample: int = field(default=512, metadata={
+        "help": "longest sample in tokens, bos and eos included"})
+    sample_break_mode: BREAK_MODES = field(default="complete_doc", metadata={
+        "help": "how sentences become samples: 'complete_doc' packs whole sentences of one document, "
+        "'complete' packs whole sentences across documents, 'none' cuts the token stream into equal blocks, "
+        "'eos' makes one sample per sentence"})
+    mask: float = field(default=0.3, metadata={"help": "share of words (or subwords) to mask"})
+    mask_random: float = field(default=0.1, metadata={
+        "help": "share of masked spans replaced by a random token instead of the mask token"})
+    insert: float = field(default=0.0, metadata={
+        "help": "insert this share (of the sample length) of extra mask/random tokens"})
+    permute_sentences: float = field(default=1.0, metadata={"help": "share of sentences to shuffle in a sample"})
+    rotate: float = field(default=0.0, metadata={
+        "help": "probability of rotating a sample to start at a random token"})
+    poisson_lambda: float = field(default=3.5, metadata={
+        "help": "mean span length (in words) for --mask-length span-poisson"})
+    mask_length: MASK_LENGTHS = field(default="span-poisson", metadata={
+        "help": "unit of masking: 'subword' tokens, whole 'word's, or spans of whole words with Poisson lengths"})
+    replace_length: int = field(default=1, metadata={
+        "help": "what a masked span becomes: 1 one mask token, 0 nothing (deleted), -1 one mask per token"})
+    pad_vocab_to_multiple: int = field(default=8, metadata={
+        "help": "pad the embedding rows to a multiple of this (8 suits fp16); padding rows come after the "
+        "last tokenizer id and are dropped by export-hf"})
+    max_source_positions: int = field(default=1024, metadata={"help": "max number of tokens in the source"})
+    max_target_positions: int = field(default=1024, metadata={"help": "max number of tokens in the target"})
+    seed: int = II("common.seed")
+    dataset_impl: Optional[str] = II("dataset.dataset_impl")
+
+
+@register_task("hf_denoising", dataclass=HFDenoisingConfig)
+class HFDenoisingTask(FairseqTask):
+    cfg: HFDenoisingConfig
+
+    def __init__(self, cfg: HFDenoisingConfig, dictionary: TokenizerDictionary):
+        super().__init__(cfg)
+        self.dictionary = dictionary
+
+    @classmethod
+    def load_dictionary(cls, filename):
+        return TokenizerDictionary.load(filename)
+
+    @classmethod
+    def setup_task(cls, cfg: HFDenoisingConfig, **kwargs):
+        first = cfg.data.split(os.pathsep)[0]
+        dictionary = cls.load_dictionary(os.path.join(first, "dict.txt"))
+        dictionary.require("bos", "eos", "pad", "mask", source=os.path.join(first, "tokenizer.json"))
+        if cfg.pad_vocab_to_multiple > 1:
+            dictionary.pad_to_multiple_(cfg.pad_vocab_to_multiple)
+        logger.info(f"dictionary: {len(dictionary)} types ({dictionary.tokenizer_size} tokenizer ids)")
+        return cls(cfg, dictionary)
+
+    def noise_config(self) -> NoiseConfig:
+        cfg = self.cfg
+        return NoiseConfig(
+            mask_ratio=cfg.mask, random_ratio=cfg.mask_random, insert_ratio=cfg.insert, rotate_ratio=cfg.rotate,
+            permute_sentence_ratio=cfg.permute_sentences, replace_length=cfg.replace_length,
+            mask_length=str(cfg.mask_length), poisson_lambda=cfg.poisson_lambda,
+        )
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        paths = self.cfg.data.split(os.pathsep)
+        data_path = paths[(epoch - 1) % len(paths)]
+        split_path = os.path.join(data_path, split)
+        dataset = data_utils.load_indexed_dataset(split_path, self.dictionary, self.cfg.dataset_impl,
+                                                  combine=combine)
+        if dataset is None:
+            raise FileNotFoundError(f"{split_path}.bin/.idx: no '{split}' split in {data_path}")
+        if data_path != paths[0]:
+            other = TokenizerDictionary.load(os.path.join(data_path, "dict.txt"))
+            if other.symbols[: other.tokenizer_size] != self.dictionary.symbols[: self.dictionary.tokenizer_size]:
+                raise TokenizerError(f"{data_path} and {paths[0]} were binarized with different tokenizers")
+        self._check_sentence_lengths(dataset.sizes, split_path)
+        blocks = TokenBlockDataset(
+            dataset, dataset.sizes, self.cfg.tokens_per_sample - 2,  # room for bos and the final eos
+            pad=self.dictionary.pad(), eos=self.dictionary.eos(),
+            break_mode=str(self.cfg.sample_break_mode), document_sep_len=0,
+        )
+        blocks = AppendTokenDataset(PrependTokenDataset(blocks, self.dictionary.bos()), self.dictionary.eos())
+        self.datasets[split] = HFDenoisingDataset(
+            blocks, blocks.sizes, self.dictionary, self.noise_config(), seed=self.cfg.seed,
+            shuffle=split != "test",
+        )
+        logger.info(f"{split}: {len(blocks)} samples from {split_path}")
+
+    def _check_sentence_lengths(self, sizes, split_path) -> None:
+        """Whole-sentence modes cannot cut a sentence: each must fit a sample with bos and eos."""
+        limit = self.cfg.tokens_per_sample - 2
+        too_long = int((sizes > limit).sum())
+        if str(self.cfg.sample_break_mode) != "none" and too_long:
+            raise TokenizerError(
+                f"{split_path}: {too_long} sentences are longer than --tokens-per-sample "
+                f"{self.cfg.tokens_per_sample} allows ({limit} tokens with eos); binarize with "
+                f"`fairseq-ext binarize --max-line-tokens {limit}` or raise --tokens-per-sample"
+            )
+
+    def build_dataset_for_inference(self, src_tokens, src_lengths, **kwargs):
+        """For fairseq's hub interface (``BARTModel.from_pretrained(...).fill_mask / sample``)."""
+        pad, eos = self.dictionary.pad(), self.dictionary.eos()
+        source = ListDataset(src_tokens, src_lengths)
+        prev = PrependTokenDataset(StripTokenDataset(source, eos), eos)
+        source = PadDataset(source, pad_idx=pad, left_pad=False)
+        return NestedDictionaryDataset(
+            {"id": IdDataset(), "net_input": {"src_tokens": source, "src_lengths": NumelDataset(source, reduce=False),
+                                              "prev_output_tokens": PadDataset(prev, pad_idx=pad, left_pad=False)},
+             "target": source},
+            sizes=[np.array(src_lengths)],
+        )
+
+    def max_positions(self):
+        return (self.cfg.max_source_positions, self.cfg.max_target_positions)
+
+    @property
+    def source_dictionary(self):
+        return self.dictionary
+
+    @property
+    def target_dictionary(self):
+        return self.dictionary
