@@ -95,6 +95,8 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
                           _as_float(extra.get("val_loss")), sum(p.numel() for p in hf_model.parameters()))
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         hf_model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.model_input_names = ["input_ids", "attention_mask"]  # BART takes no token_type_ids
+        tok.init_kwargs["model_input_names"] = tok.model_input_names
         save_tokenizer(tok, tmp)
         (tmp / "README.md").write_text(model_card(checkpoint, state, args, tok_name, result), encoding="utf-8")
         (tmp / "fairseq_ext_export.json").write_text(json.dumps(result.__dict__, indent=2) + "\n", encoding="utf-8")
