@@ -79,7 +79,6 @@ def test_export_parity_and_transformers_loads_it(trained):
     assert "12" in card and "validation loss" in card and "parity" in card
 
     # an independent check: fairseq's own hub model against the exported one, on real text
-    import fairseq_ext  # noqa: F401
     from fairseq.models.bart import BARTModel
 
     hub = BARTModel.from_pretrained(str(root / "ckpt"), checkpoint_file="checkpoint_last.pt",
@@ -132,7 +131,6 @@ def test_fairseq_hub_fill_mask_with_our_bpe(trained):
     family, root, _ = trained
     if family != "bpe":
         pytest.skip("fairseq's BART hub spells <s>/</s> literally: byte-level BPE layout only")
-    import fairseq_ext  # noqa: F401
     from fairseq.models.bart import BARTModel
 
     hub = BARTModel.from_pretrained(str(root / "ckpt"), checkpoint_file="checkpoint_last.pt",
