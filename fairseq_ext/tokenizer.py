@@ -127,10 +127,14 @@ def dict_txt_start(symbols: list[str]) -> int:
     return 4 if tuple(symbols[:4]) == FAIRSEQ_DEFAULT_SPECIALS else 0
 
 
-def write_dict_txt(symbols: list[str], path: str | os.PathLike) -> None:
-    """dict.txt for fairseq's tools: tokens in id order, one ``token 1`` line each."""
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(f"{sym} 1\n" for sym in symbols[dict_txt_start(symbols):])
+def write_dict_txt(symbols: list[str], f) -> None:
+    """dict.txt for fairseq's tools: tokens in id order, one ``token 1`` line each (path or open file)."""
+    lines = (f"{sym} 1\n" for sym in symbols[dict_txt_start(symbols):])
+    if isinstance(f, (str, os.PathLike)):
+        with open(f, "w", encoding="utf-8") as fd:
+            fd.writelines(lines)
+    else:
+        f.writelines(lines)
 
 
 def _load_tokenizer_json(path: Path):

@@ -106,11 +106,8 @@ class TokenizerDictionary(Dictionary):
         return dict_txt_start(self.symbols)
 
     def save(self, f) -> None:
-        """Write dict.txt: tokens in id order, one ``token 1`` line each."""
-        if isinstance(f, (str, os.PathLike)):
-            write_dict_txt(self.symbols, f)
-        else:  # an open file, as fairseq sometimes passes
-            f.writelines(f"{sym} 1\n" for sym in self.symbols[self.dict_txt_start():])
+        """Write dict.txt: tokens in id order, one ``token 1`` line each (path or open file)."""
+        write_dict_txt(self.symbols, f)
 
     def check_dict_txt(self, path: Path) -> None:
         listed = read_dict_txt_symbols(path)

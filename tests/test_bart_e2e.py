@@ -148,3 +148,24 @@ def test_mismatched_tokenizer_is_refused(trained, bpe_dir, bert_dir):
     (line,) = error_lines(proc.stderr)
     assert "vocabulary mismatch" in line and "embedding rows" in line and str(other) in line
     assert not (root / "bad").exists()
+
+
+def test_hydra_config_trains(trained, tmp_path):
+    family, root, _ = trained
+    if family != "bpe":
+        pytest.skip("one tokenizer family is enough for the config file")
+    hydra = [sys.executable, "-c", "from fairseq_cli.hydra_train import cli_main; cli_main()"]
+    tiny = [f"+model.{k}={v}" for k, v in dict(encoder_layers=1, decoder_layers=1, encoder_embed_dim=32,
+                                                decoder_embed_dim=32, encoder_ffn_embed_dim=64,
+                                                decoder_ffn_embed_dim=64, encoder_attention_heads=2,
+                                                decoder_attention_heads=2).items()]
+    proc = subprocess.run(
+        [*hydra, "--config-dir", str(REPO / "scripts" / "hydra"), "--config-name", "pretrain_bart",
+         f"task.data={root / 'bin'}", f"common.user_dir={REPO / 'fairseq_ext'}", f"checkpoint.save_dir={tmp_path}",
+         "task.tokens_per_sample=64", "optimization.max_update=2", "dataset.max_tokens=1024", "common.cpu=true",
+         "common.log_interval=1", "dataset.num_workers=0", f"hydra.run.dir={tmp_path / 'hydra'}", *tiny],
+        capture_output=True, text=True, cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "num_updates=2" in log.replace(" ", "") and "accuracy=" in log.replace(" ", "")
+    assert (tmp_path / "checkpoint_last.pt").exists()

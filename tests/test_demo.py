@@ -15,18 +15,26 @@ pytestmark = pytest.mark.slow
 def test_demo_runs_the_whole_recipe(tmp_path):
     out = tmp_path / "demo"
     proc = run_cli("demo", "-o", str(out), "--corpus-mb", "0.4", "--vocab-size", "2000", "--max-update", "6")
-    for n in range(1, 6):
-        assert f"[{n}/5]" in proc.stdout
-    assert "validation loss" in proc.stdout and "demo finished" in proc.stdout
+    for n in range(1, 8):
+        assert f"[{n}/7]" in proc.stdout
+    assert "validation loss" in proc.stdout and "accuracy" in proc.stdout and "demo finished" in proc.stdout
+    parity = float(proc.stdout.split("fairseq vs transformers ")[1].split()[0])
+    assert parity <= 1e-4
+    assert "in:  " in proc.stdout and "<mask>" in proc.stdout.split("in:  ")[1].splitlines()[0]
     tok = AutoTokenizer.from_pretrained(str(out / "tokenizer"), local_files_only=True)
     d = TokenizerDictionary.load(out / "data-bin" / "dict.txt")
     assert len(tok) == d.tokenizer_size == 2000
     with open(out / "checkpoints" / "checkpoint_last.pt", "rb") as f:
         state = safe_torch_load(f, map_location="cpu")
     assert state["optimizer_history"][-1]["num_updates"] == 6
-    # the embedding rows are the tokenizer's ids (fairseq's plain loader adds nothing for this layout)
-    assert state["model"]["encoder.embed_tokens.weight"].shape[0] == len(tok)
+    # the embedding rows are the tokenizer's ids, padded to a multiple of 8 after the last one
+    assert state["model"]["encoder.embed_tokens.weight"].shape[0] == -(-len(tok) // 8) * 8
     assert "--max-update 6" in (out / "train.sh").read_text()
+    from transformers import BartForConditionalGeneration
+
+    model = BartForConditionalGeneration.from_pretrained(str(out / "hf-model"), local_files_only=True)
+    assert model.config.vocab_size == len(tok)
+    assert "validation loss" in (out / "hf-model" / "README.md").read_text()
 
 
 def test_demo_refuses_to_clobber_a_directory(tmp_path):

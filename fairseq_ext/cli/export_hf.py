@@ -35,7 +35,11 @@ def run(args: argparse.Namespace) -> int:
     import fairseq_ext
 
     fairseq_ext.register()
+    from transformers.utils import logging as hf_logging
+
     from fairseq_ext.convert.export import TOLERANCE, export_hf
+
+    hf_logging.disable_progress_bar()
 
     r = export_hf(args.checkpoint, args.output, tokenizer=args.tokenizer, overwrite=args.overwrite)
     val = "n/a" if r.val_loss is None else f"{r.val_loss:.4f}"

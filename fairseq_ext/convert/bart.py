@@ -108,9 +108,13 @@ def fairseq_to_hf_state(state: dict, args: Namespace, vocab_size: int, pad: int)
 
 def hf_to_fairseq_state(state: dict, vocab_rows: int, pad: int, max_positions: int) -> dict:
     """The inverse of :func:`fairseq_to_hf_state`; embeddings padded to ``vocab_rows`` rows."""
+    shared = state["model.shared.weight"]
+    tied = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight")
+    for name in tied:
+        if name in state and not torch.equal(state[name], shared):
+            raise ConversionError(f"{name} differs from model.shared.weight: only tied embeddings convert")
     out = {}
-    skipped = {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight",
-               "final_logits_bias"}
+    skipped = {*tied, "final_logits_bias"}
     for name, tensor in state.items():
         if name in skipped:
             continue

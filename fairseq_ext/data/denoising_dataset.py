@@ -67,9 +67,12 @@ class HFDenoisingDataset(FairseqDataset):
         return self.sizes[index]
 
     def ordered_indices(self):
+        """Shuffled, then stably sorted by length: batches of similar sizes, little padding."""
         if self.shuffle:
-            return np.random.default_rng([self.seed, self.epoch]).permutation(len(self))
-        return np.arange(len(self))
+            indices = np.random.default_rng([self.seed, self.epoch]).permutation(len(self))
+        else:
+            indices = np.arange(len(self))
+        return indices[np.argsort(self.sizes[indices], kind="mergesort")]
 
     def prefetch(self, indices):
         self.blocks.prefetch(indices)
