@@ -40,16 +40,21 @@ class CrossEntropyWithAccuracy(CrossEntropyCriterion):
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         super().reduce_metrics(logging_outputs)
-        total = utils.item(sum(log.get("total", 0) for log in logging_outputs))
-        if total > 0:
-            metrics.log_scalar("total", total)
-            metrics.log_scalar("n_correct", utils.item(sum(log.get("n_correct", 0) for log in logging_outputs)))
-            metrics.log_derived(
-                "accuracy",
-                lambda meters: round(meters["n_correct"].sum / meters["total"].sum, 4)
-                if meters["total"].sum > 0 else float("nan"),
-            )
+        log_accuracy(logging_outputs)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
         return True
+
+
+def log_accuracy(logging_outputs) -> None:
+    """Log ``accuracy`` = correct / predicted tokens, summed over workers and batches."""
+    total = utils.item(sum(log.get("total", 0) for log in logging_outputs))
+    if total > 0:
+        metrics.log_scalar("total", total)
+        metrics.log_scalar("n_correct", utils.item(sum(log.get("n_correct", 0) for log in logging_outputs)))
+        metrics.log_derived(
+            "accuracy",
+            lambda meters: round(meters["n_correct"].sum / meters["total"].sum, 4)
+            if meters["total"].sum > 0 else float("nan"),
+        )

@@ -9,6 +9,8 @@ from argparse import Namespace
 from fairseq.models import register_model_architecture
 from fairseq.models.bart.model import bart_base_architecture
 
+from fairseq_ext.models.presets import apply_preset
+
 # 6+6 layers, 512 wide, 8 heads, FFN 2048; everything else as bart_base.
 BART_SMALL = {
     "encoder_layers": 6, "decoder_layers": 6,
@@ -16,13 +18,6 @@ BART_SMALL = {
     "encoder_ffn_embed_dim": 2048, "decoder_ffn_embed_dim": 2048,
     "encoder_attention_heads": 8, "decoder_attention_heads": 8,
 }
-
-
-def apply_preset(args: Namespace, preset: dict) -> None:
-    """Set each preset value the user did not set."""
-    for key, value in preset.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
 
 
 @register_model_architecture("bart", "bart_small")

@@ -21,13 +21,13 @@ from fairseq.data import (
     PadDataset,
     PrependTokenDataset,
     StripTokenDataset,
-    TokenBlockDataset,
     data_utils,
 )
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
+from fairseq_ext.data.block_dataset import check_sentence_lengths, token_blocks
 from fairseq_ext.data.denoising_dataset import HFDenoisingDataset
 from fairseq_ext.data.noising import NoiseConfig
 from fairseq_ext.tokenizer import TokenizerError
@@ -114,29 +114,16 @@ class HFDenoisingTask(FairseqTask):
             other = TokenizerDictionary.load(os.path.join(data_path, "dict.txt"))
             if other.symbols[: other.tokenizer_size] != self.dictionary.symbols[: self.dictionary.tokenizer_size]:
                 raise TokenizerError(f"{data_path} and {paths[0]} were binarized with different tokenizers")
-        self._check_sentence_lengths(dataset.sizes, split_path)
-        blocks = TokenBlockDataset(
-            dataset, dataset.sizes, self.cfg.tokens_per_sample - 2,  # room for bos and the final eos
-            pad=self.dictionary.pad(), eos=self.dictionary.eos(),
-            break_mode=str(self.cfg.sample_break_mode), document_sep_len=0,
-        )
+        check_sentence_lengths(dataset.sizes, self.cfg.tokens_per_sample - 2, str(self.cfg.sample_break_mode),
+                               split_path, self.cfg.tokens_per_sample)
+        blocks = token_blocks(dataset, self.cfg.tokens_per_sample - 2,  # room for bos and the final eos
+                              self.dictionary.pad(), self.dictionary.eos(), str(self.cfg.sample_break_mode))
         blocks = AppendTokenDataset(PrependTokenDataset(blocks, self.dictionary.bos()), self.dictionary.eos())
         self.datasets[split] = HFDenoisingDataset(
             blocks, blocks.sizes, self.dictionary, self.noise_config(), seed=self.cfg.seed,
             shuffle=split != "test",
         )
         logger.info(f"{split}: {len(blocks)} samples from {split_path}")
-
-    def _check_sentence_lengths(self, sizes, split_path) -> None:
-        """Whole-sentence modes cannot cut a sentence: each must fit a sample with bos and eos."""
-        limit = self.cfg.tokens_per_sample - 2
-        too_long = int((sizes > limit).sum())
-        if str(self.cfg.sample_break_mode) != "none" and too_long:
-            raise TokenizerError(
-                f"{split_path}: {too_long} sentences are longer than --tokens-per-sample "
-                f"{self.cfg.tokens_per_sample} allows ({limit} tokens with eos); binarize with "
-                f"`fairseq-ext binarize --max-line-tokens {limit}` or raise --tokens-per-sample"
-            )
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, **kwargs):
         """For fairseq's hub interface (``BARTModel.from_pretrained(...).fill_mask / sample``)."""

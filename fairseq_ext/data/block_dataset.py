@@ -1,0 +1,115 @@
+"""What the denoising and masked-LM datasets share: token blocks, per-sample generators, batching order."""
+
+from __future__ import annotations
+
+import numpy as np
+from fairseq.data import BaseWrapperDataset, FairseqDataset, TokenBlockDataset
+
+
+class SeededBlockDataset(FairseqDataset):
+    """Wraps token blocks; each sample gets a generator seeded with ``(seed, epoch, index)``.
+
+    So a sample is the same whatever the number of data-loader workers or the order of access.
+    """
+
+    def __init__(self, blocks, sizes, dictionary, seed: int, shuffle: bool = True):
+        self.blocks = blocks
+        self.sizes = np.asarray(sizes)
+        self.dictionary = dictionary
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 1
+        self.special = np.zeros(len(dictionary), dtype=bool)
+        self.special[dictionary.special_ids] = True
+        self.special[dictionary.tokenizer_size:] = True  # vocabulary padding is never a real token
+        self.random_pool = np.flatnonzero(~self.special)  # replacements: any ordinary token
+
+    @property
+    def can_reuse_epoch_itr_across_epochs(self):
+        return True  # only the noise changes with the epoch, not the sizes
+
+    def set_epoch(self, epoch, **unused):
+        self.epoch = epoch
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def random_tokens(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return self.random_pool[rng.integers(0, self.random_pool.size, size=n)]
+
+    def __len__(self):
+        return len(self.blocks)
+
+    def num_tokens(self, index):
+        return self.sizes[index]
+
+    def size(self, index):
+        return self.sizes[index]
+
+    def ordered_indices(self):
+        """Shuffled, then stably sorted by length: batches of similar sizes, little padding."""
+        if self.shuffle:
+            indices = np.random.default_rng([self.seed, self.epoch]).permutation(len(self))
+        else:
+            indices = np.arange(len(self))
+        return indices[np.argsort(self.sizes[indices], kind="mergesort")]
+
+    def prefetch(self, indices):
+        self.blocks.prefetch(indices)
+
+    @property
+    def supports_prefetch(self):
+        return getattr(self.blocks, "supports_prefetch", False)
+
+
+def check_sentence_lengths(sizes, limit: int, break_mode: str, split_path: str, tokens_per_sample: int) -> None:
+    """Whole-sentence modes cannot cut a sentence: each must fit a sample."""
+    from fairseq_ext.tokenizer import TokenizerError
+
+    too_long = int((np.asarray(sizes) > limit).sum())
+    if break_mode != "none" and too_long:
+        raise TokenizerError(
+            f"{split_path}: {too_long} sentences are longer than --tokens-per-sample {tokens_per_sample} allows "
+            f"({limit} tokens with eos); binarize with `fairseq-ext binarize --max-line-tokens {limit}` "
+            "or raise --tokens-per-sample"
+        )
+
+
+class SentenceItems(BaseWrapperDataset):
+    """One sentence per sample (break mode 'eos'); empty document separators are dropped.
+
+    (fairseq's own TokenBlockDataset 'eos' mode calls ``np.compat``, gone in numpy 2.)
+    """
+
+    def __init__(self, dataset, sizes):
+        super().__init__(dataset)
+        sizes = np.asarray(sizes)
+        self.keep = np.flatnonzero(sizes > 0)
+        self._sizes = sizes[self.keep]
+
+    def __getitem__(self, index):
+        return self.dataset[int(self.keep[index])]
+
+    def __len__(self):
+        return len(self.keep)
+
+    @property
+    def sizes(self):
+        return self._sizes
+
+    def num_tokens(self, index):
+        return self._sizes[index]
+
+    def size(self, index):
+        return self._sizes[index]
+
+    def prefetch(self, indices):
+        self.dataset.prefetch(self.keep[indices])
+
+
+def token_blocks(dataset, block_size: int, pad: int, eos: int, break_mode: str):
+    """Samples of at most ``block_size`` tokens; documents end at the binarizer's empty items."""
+    if break_mode == "eos":
+        return SentenceItems(dataset, dataset.sizes)
+    return TokenBlockDataset(dataset, dataset.sizes, block_size, pad=pad, eos=eos, break_mode=break_mode,
+                             document_sep_len=0)

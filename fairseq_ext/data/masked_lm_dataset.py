@@ -1,0 +1,45 @@
+"""Masked-LM samples from token blocks, with masking from :mod:`fairseq_ext.data.masking`."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from fairseq.data import data_utils
+
+from fairseq_ext.data.block_dataset import SeededBlockDataset
+from fairseq_ext.data.masking import MaskConfig, mlm_mask, shorten
+
+
+class HFMaskedLMDataset(SeededBlockDataset):
+    """Wraps blocks shaped ``[bos] tokens ...``; masks them dynamically (new masks every epoch)."""
+
+    def __init__(self, blocks, sizes, dictionary, mask: MaskConfig, seed: int, short_seq_prob: float = 0.0,
+                 shuffle: bool = True):
+        super().__init__(blocks, sizes, dictionary, seed, shuffle)
+        self.mask = mask
+        self.short_seq_prob = short_seq_prob
+        self.is_word_start = (dictionary.word_starts() if mask.unit != "subword"
+                              else np.ones(len(dictionary), dtype=bool))
+
+    def __getitem__(self, index):
+        rng = self.rng(index)
+        tokens = shorten(self.blocks[index].numpy().astype(np.int64), self.short_seq_prob, rng)
+        source, target = mlm_mask(tokens, self.mask, mask_idx=self.dictionary.mask_index, pad=self.dictionary.pad(),
+                                  is_word_start=self.is_word_start, special=self.special,
+                                  random_tokens=self.random_tokens, rng=rng)
+        return {"id": index, "source": torch.from_numpy(source), "target": torch.from_numpy(target)}
+
+    def collater(self, samples, pad_to_length=None):
+        if not samples:
+            return {}
+        pad = self.dictionary.pad()
+        src = data_utils.collate_tokens([s["source"] for s in samples], pad, pad_to_length=pad_to_length)
+        tgt = data_utils.collate_tokens([s["target"] for s in samples], pad, pad_to_length=pad_to_length)
+        lengths = torch.tensor([len(s["source"]) for s in samples])
+        return {
+            "id": torch.tensor([s["id"] for s in samples]),
+            "nsentences": len(samples),
+            "ntokens": int(lengths.sum()),
+            "net_input": {"src_tokens": src, "src_lengths": lengths},
+            "target": tgt,
+        }

@@ -1,0 +1,95 @@
+"""hf_masked_lm: registry keys, packed and line-by-line samples, worker-count independence, training."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from fairseq.criterions import CRITERION_REGISTRY
+from fairseq.models import ARCH_CONFIG_REGISTRY
+from fairseq.tasks import TASK_REGISTRY
+
+from conftest import REPO, make_text
+from fairseq_ext.criterions.masked_lm_with_accuracy import MaskedLMWithAccuracy
+from fairseq_ext.data.binarize_dir import binarize_directory
+from fairseq_ext.models.roberta import roberta_small_architecture
+from fairseq_ext.tasks.hf_masked_lm import HFMaskedLMConfig, HFMaskedLMTask
+
+
+def test_registry_keys_resolve_to_our_classes():
+    assert TASK_REGISTRY["hf_masked_lm"] is HFMaskedLMTask
+    assert CRITERION_REGISTRY["masked_lm_with_accuracy"] is MaskedLMWithAccuracy
+    assert ARCH_CONFIG_REGISTRY["roberta_small"] is roberta_small_architecture
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, bert_dir):
+    root = tmp_path_factory.mktemp("mlm")
+    lines = make_text(300, seed=8)
+    (root / "t.txt").write_text("\n".join(ln + ("\n" if i % 4 == 3 else "") for i, ln in enumerate(lines)) + "\n")
+    binarize_directory(bert_dir, {"train": root / "t.txt", "valid": root / "t.txt"}, root / "bin",
+                       max_line_tokens=62, progress=False)
+    return root / "bin"
+
+
+def make_task(data, **kw):
+    cfg = HFMaskedLMConfig(data=str(data), tokens_per_sample=64, seed=5, dataset_impl=None, **kw)
+    task = HFMaskedLMTask.setup_task(cfg)
+    task.load_dataset("train")
+    return task
+
+
+@pytest.mark.parametrize("mode", ["none", "complete_doc", "eos"])
+def test_samples_start_with_cls_and_keep_the_bert_vocabulary(data, mode):
+    task = make_task(data, sample_break_mode=mode)
+    d = task.source_dictionary
+    assert (d.bos(), d.eos(), d.pad(), d.mask_index) == (101, 102, 0, 103)  # BERT's own ids
+    ds = task.datasets["train"]
+    for i in range(len(ds)):
+        s = ds[i]
+        assert s["source"][0] == 101 and len(s["source"]) <= 64
+        if mode == "eos" and len(s["target"]) > 1:  # line by line: one sentence, ending with [SEP]
+            assert int((ds.blocks[i] == 102).sum()) == 1
+    batch = ds.collater([ds[0], ds[1]])
+    assert batch["net_input"]["src_tokens"].shape[0] == 2 and batch["target"].shape == \
+        batch["net_input"]["src_tokens"].shape
+
+
+def test_samples_do_not_depend_on_worker_count(data):
+    ds = make_task(data, mask_unit="word", short_seq_prob=0.1).datasets["train"]
+    direct = [(ds[i]["source"].tolist(), ds[i]["target"].tolist()) for i in range(len(ds))]
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, sampler=range(len(ds)))
+    assert [(s["source"].tolist(), s["target"].tolist()) for s in loader] == direct
+    ds.set_epoch(2)  # dynamic masking: new masks every epoch
+    assert [ds[i]["target"].tolist() for i in range(len(ds))] != [t for _s, t in direct]
+
+
+def test_masked_share(data):
+    ds = make_task(data).datasets["train"]
+    chosen = sum(int((ds[i]["target"] != 0).sum()) for i in range(len(ds)))
+    ordinary = sum(int((~ds.special[ds.blocks[i].numpy()]).sum()) for i in range(len(ds)))
+    assert chosen / ordinary == pytest.approx(0.15, abs=0.02)
+    assert np.isin(ds.random_pool, ds.dictionary.special_ids).sum() == 0
+
+
+@pytest.mark.slow
+def test_roberta_trains_with_accuracy(data, tmp_path):
+    args = [str(data), "--user-dir", "fairseq_ext", "--task", "hf_masked_lm", "--arch", "roberta_small",
+            "--encoder-layers", "1", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+            "--encoder-attention-heads", "2", "--tokens-per-sample", "64", "--criterion", "masked_lm_with_accuracy",
+            "--mask-unit", "word", "--short-seq-prob", "0.1", "--sample-break-mode", "complete",
+            "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "1024", "--max-update", "30", "--cpu",
+            "--num-workers", "0", "--log-format", "simple", "--log-interval", "10", "--save-dir",
+            str(tmp_path / "ckpt"), "--no-epoch-checkpoints", "--seed", "1"]
+    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args], capture_output=True, text=True,
+                          cwd=REPO, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    losses = [float(x) for x in __import__("re").findall(r"train_inner \|.*? loss=([\d.]+)", log)]
+    assert len(losses) >= 3 and losses[-1] < losses[0]
+    valid = [ln for ln in log.splitlines() if "| valid |" in ln]
+    assert valid and "| accuracy " in valid[-1]

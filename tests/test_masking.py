@@ -1,0 +1,123 @@
+"""Masked-LM masking: statistics, whole words for every tokenizer family, specials, reproducibility."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fairseq_ext.data.masking import MaskConfig, choose_positions, mlm_mask, shorten
+from fairseq_ext.tokenizer import load_tokenizer
+from fairseq_ext.vocab import TokenizerDictionary
+
+BOS, PAD, EOS, MASK = 0, 1, 2, 4
+VOCAB = 300
+SPECIAL = np.zeros(VOCAB, dtype=bool)
+SPECIAL[:5] = True
+WORD_START = (np.arange(VOCAB) % 3 == 0) | SPECIAL  # ids divisible by 3 start a word
+
+
+def random_tokens(n, rng):
+    return rng.integers(5, VOCAB, size=n)
+
+
+def block(rng, n=120):
+    body = rng.integers(5, VOCAB, size=n)
+    body[rng.random(n) < 0.1] = EOS
+    return np.concatenate([[BOS], body, [EOS]])
+
+
+def mask(tokens, cfg, seed):
+    return mlm_mask(tokens, cfg, mask_idx=MASK, pad=PAD, is_word_start=WORD_START, special=SPECIAL,
+                    random_tokens=random_tokens, rng=np.random.default_rng(seed))
+
+
+def test_fifteen_percent_chosen_and_80_10_10():
+    rng = np.random.default_rng(0)
+    chosen = total = masked = randomized = kept = 0
+    for i in range(500):
+        t = block(rng)
+        src, tgt = mask(t, MaskConfig(), [i])
+        pick = tgt != PAD
+        chosen += int(pick.sum())
+        total += int((~SPECIAL[t]).sum())
+        masked += int((src[pick] == MASK).sum())
+        kept += int((src[pick] == t[pick]).sum())
+        randomized += int(((src[pick] != MASK) & (src[pick] != t[pick])).sum())
+        assert (src[~pick] == t[~pick]).all()  # only chosen positions change
+        assert (tgt[pick] == t[pick]).all()
+    assert chosen / total == pytest.approx(0.15, abs=0.01)
+    assert masked / chosen == pytest.approx(0.8, abs=0.02)
+    assert randomized / chosen == pytest.approx(0.1, abs=0.02)
+    assert kept / chosen == pytest.approx(0.1, abs=0.02)
+
+
+def test_special_tokens_are_never_chosen():
+    rng = np.random.default_rng(1)
+    for i in range(200):
+        t = block(rng)
+        _src, tgt = mask(t, MaskConfig(mask_prob=0.5, unit="span"), [i])
+        assert (tgt[SPECIAL[t]] == PAD).all()
+
+
+@pytest.mark.parametrize("unit", ["word", "span"])
+def test_whole_words_are_chosen_together(unit):
+    rng = np.random.default_rng(2)
+    for i in range(200):
+        t = block(rng)
+        _src, tgt = mask(t, MaskConfig(mask_prob=0.3, unit=unit), [i])
+        starts = WORD_START[t].copy()
+        starts[1:] |= SPECIAL[t[:-1]]
+        word = np.cumsum(starts)
+        pick = tgt != PAD
+        for w in np.unique(word[pick]):
+            inside = (word == w) & ~SPECIAL[t]
+            assert pick[inside].all()
+
+
+def test_spans_are_longer_than_words():
+    rng = np.random.default_rng(3)
+    runs = {"word": [], "span": []}
+    for unit in runs:
+        for i in range(200):
+            t = block(rng)
+            pick = choose_positions(t, MaskConfig(mask_prob=0.2, unit=unit), WORD_START, SPECIAL,
+                                    np.random.default_rng(i))
+            edges = np.diff(np.concatenate([[0], pick.astype(int), [0]]))
+            runs[unit] += (np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).tolist()
+    assert np.mean(runs["span"]) > 1.5 * np.mean(runs["word"])
+
+
+def test_reproducible_per_seed():
+    t = block(np.random.default_rng(4))
+    a, b, c = mask(t, MaskConfig(), [1, 2]), mask(t, MaskConfig(), [1, 2]), mask(t, MaskConfig(), [1, 3])
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_short_sequences():
+    rng = np.random.default_rng(5)
+    t = block(rng)
+    lengths = [shorten(t, 0.5, np.random.default_rng(i)).size for i in range(400)]
+    short = [n for n in lengths if n < t.size]
+    assert len(short) / 400 == pytest.approx(0.5, abs=0.08)
+    assert min(lengths) >= 2 and all(shorten(t, 1.0, np.random.default_rng(i))[-1] == EOS for i in range(50))
+    assert np.array_equal(shorten(t, 0.0, rng), t)
+
+
+@pytest.mark.parametrize("family", ["bpe", "bert", "unigram"])
+def test_whole_word_units_for_every_tokenizer_family(family, bpe_dir, bert_dir, unigram_dir):
+    src = {"bpe": bpe_dir, "bert": bert_dir, "unigram": unigram_dir}[family]
+    tok = load_tokenizer(src)
+    d = TokenizerDictionary.from_tokenizer(tok)
+    special = np.zeros(len(d), dtype=bool)
+    special[d.special_ids] = True
+    text = "students explains tokenizers programs"
+    ids = tok(text)["input_ids"]  # with the family's own specials around
+    t = np.array(ids)
+    pick = choose_positions(t, MaskConfig(mask_prob=1.0, unit="word"), d.word_starts(), special,
+                            np.random.default_rng(0))
+    starts = d.word_starts()[t].copy()
+    starts[1:] |= special[t[:-1]]
+    n_words = int((starts & ~special[t]).sum())
+    assert n_words == 4, tok.convert_ids_to_tokens(ids)
+    assert pick[~special[t]].all() and not pick[special[t]].any()
