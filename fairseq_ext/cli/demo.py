@@ -12,7 +12,7 @@ the Python standard library on this machine; nothing is downloaded):
 
 and ends with a summary: paths, validation loss and accuracy, the parity figure
 and an example infill. The training log is DIR/train.log. Sizes are shrunk so it
-runs in about 9 minutes on 2 CPU cores.
+runs in about 7 minutes on 2 CPU cores.
 
 example:
   fairseq-ext demo -o demo-out
