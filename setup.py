@@ -30,6 +30,7 @@ setup(
         "protobuf>=3.20",
         "safetensors>=0.4",
         "tqdm>=4.60",
+        "emoji>=2.0",
     ],
     extras_require={
         "test": ["pytest>=7", "ruff>=0.4"],

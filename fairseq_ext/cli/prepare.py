@@ -32,8 +32,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--doc-sep", choices=("blank-line", "file", "line"), default="blank-line",
                    help="what separates documents in the input: a blank line (default), the end of a file "
                    "(blank lines then separate paragraphs), or every line (one document a line)")
-    p.add_argument("--normalize", choices=("none",), default="none",
-                   help="domain-specific normalization of the text (default %(default)s)")
+    p.add_argument("--normalize", choices=("none", "tweets"), default="none",
+                   help="domain-specific normalization: 'tweets' turns user mentions and URLs into the filler "
+                   "words twitteruser / twitterurl (runs collapsed), emoji into their names, and unescapes "
+                   "HTML entities (default %(default)s)")
+    p.add_argument("--remove-symbols", action="store_true",
+                   help="with --normalize tweets: drop symbol characters (Unicode categories S*)")
+    p.add_argument("--lowercase", choices=("auto", "yes", "no"), default="auto",
+                   help="with --normalize tweets: lower-case the text; 'auto' (default) does so only when "
+                   "--tokenizer is an uncased tokenizer")
+    p.add_argument("--tokenizer", metavar="TOK",
+                   help="the tokenizer the text is prepared for (decides --lowercase auto)")
     p.add_argument("--glob", default="*", metavar="PATTERN",
                    help="only files matching PATTERN inside directories (default: all files)")
     p.add_argument("--no-sentence-split", action="store_true",
@@ -60,14 +69,30 @@ def run(args: argparse.Namespace) -> int:
         min_words=args.min_words, max_words=args.max_words,
         min_letter_ratio=args.min_letter_ratio, dedupe=not args.no_dedupe,
     )
+    normalize = tweet_normalizer(args) if args.normalize == "tweets" else None
     s = prepare_corpus(
         args.inputs, args.output, valid_ratio=args.valid_ratio, test_ratio=args.test_ratio, seed=args.seed,
         doc_sep=args.doc_sep, sentence_filter=flt, split_sentences=not args.no_sentence_split,
-        pattern=args.glob, overwrite=args.overwrite, progress=not args.quiet,
+        pattern=args.glob, overwrite=args.overwrite, progress=not args.quiet, normalize=normalize,
     )
     print(summary(s))
     print(f"wrote {args.output}: " + ", ".join(f"{n}.txt" for n in s["splits"]) + ", prepare.json")
     return 0
+
+
+def tweet_normalizer(args: argparse.Namespace):
+    from functools import partial
+
+    from fairseq_ext.data.tweets import normalize_tweet, tokenizer_is_uncased
+
+    lowercase = args.lowercase == "yes"
+    if args.lowercase == "auto" and args.tokenizer:
+        from fairseq_ext.tokenizer import load_tokenizer
+
+        lowercase = tokenizer_is_uncased(load_tokenizer(args.tokenizer))
+    print(f"normalize: tweets (lowercase {'yes' if lowercase else 'no'}, "
+          f"symbols {'removed' if args.remove_symbols else 'kept'})")
+    return partial(normalize_tweet, remove_symbols=args.remove_symbols, lowercase=lowercase)
 
 
 def summary(s: dict) -> str:

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -38,6 +38,7 @@ def prepare_corpus(
     pattern: str = "*",
     overwrite: bool = False,
     progress: bool = True,
+    normalize: Optional[Callable[[str], str]] = None,
 ) -> dict:
     """Write ``train.txt``/``valid.txt`` (and ``test.txt``) to ``out_dir``; return the counts.
 
@@ -59,6 +60,8 @@ def prepare_corpus(
         with open(all_path, "w", encoding="utf-8") as out, _bar(files, progress) as bar:
             for doc in iter_documents(_tick(files, bar), doc_sep, read):
                 counts["documents in"] += 1
+                if normalize is not None:
+                    doc = [[normalize(line) for line in para] for para in doc]
                 if split_sentences:
                     sentences = document_sentences(doc)
                 else:
