@@ -7,7 +7,6 @@ masking works for byte-level BPE, SentencePiece and WordPiece alike.
 """
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -21,17 +20,15 @@ from fairseq.data import (
     PadDataset,
     PrependTokenDataset,
     StripTokenDataset,
-    data_utils,
 )
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.tasks import FairseqTask, register_task
+from fairseq.tasks import register_task
 from omegaconf import II, MISSING
 
 from fairseq_ext.data.block_dataset import check_sentence_lengths, token_blocks
 from fairseq_ext.data.denoising_dataset import HFDenoisingDataset
 from fairseq_ext.data.noising import NoiseConfig
-from fairseq_ext.tokenizer import TokenizerError
-from fairseq_ext.vocab import TokenizerDictionary
+from fairseq_ext.tasks.tokenizer_data import TokenizerDataTask
 
 logger = logging.getLogger(__name__)
 
@@ -73,26 +70,8 @@ class HFDenoisingConfig(FairseqDataclass):
 
 
 @register_task("hf_denoising", dataclass=HFDenoisingConfig)
-class HFDenoisingTask(FairseqTask):
+class HFDenoisingTask(TokenizerDataTask):
     cfg: HFDenoisingConfig
-
-    def __init__(self, cfg: HFDenoisingConfig, dictionary: TokenizerDictionary):
-        super().__init__(cfg)
-        self.dictionary = dictionary
-
-    @classmethod
-    def load_dictionary(cls, filename):
-        return TokenizerDictionary.load(filename)
-
-    @classmethod
-    def setup_task(cls, cfg: HFDenoisingConfig, **kwargs):
-        first = cfg.data.split(os.pathsep)[0]
-        dictionary = cls.load_dictionary(os.path.join(first, "dict.txt"))
-        dictionary.require("bos", "eos", "pad", "mask", source=os.path.join(first, "tokenizer.json"))
-        if cfg.pad_vocab_to_multiple > 1:
-            dictionary.pad_to_multiple_(cfg.pad_vocab_to_multiple)
-        logger.info(f"dictionary: {len(dictionary)} types ({dictionary.tokenizer_size} tokenizer ids)")
-        return cls(cfg, dictionary)
 
     def noise_config(self) -> NoiseConfig:
         cfg = self.cfg
@@ -103,17 +82,7 @@ class HFDenoisingTask(FairseqTask):
         )
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        paths = self.cfg.data.split(os.pathsep)
-        data_path = paths[(epoch - 1) % len(paths)]
-        split_path = os.path.join(data_path, split)
-        dataset = data_utils.load_indexed_dataset(split_path, self.dictionary, self.cfg.dataset_impl,
-                                                  combine=combine)
-        if dataset is None:
-            raise FileNotFoundError(f"{split_path}.bin/.idx: no '{split}' split in {data_path}")
-        if data_path != paths[0]:
-            other = TokenizerDictionary.load(os.path.join(data_path, "dict.txt"))
-            if other.symbols[: other.tokenizer_size] != self.dictionary.symbols[: self.dictionary.tokenizer_size]:
-                raise TokenizerError(f"{data_path} and {paths[0]} were binarized with different tokenizers")
+        dataset, split_path = self.load_split(split, epoch, combine)
         check_sentence_lengths(dataset.sizes, self.cfg.tokens_per_sample - 2, str(self.cfg.sample_break_mode),
                                split_path, self.cfg.tokens_per_sample)
         blocks = token_blocks(dataset, self.cfg.tokens_per_sample - 2,  # room for bos and the final eos
@@ -140,11 +109,3 @@ class HFDenoisingTask(FairseqTask):
 
     def max_positions(self):
         return (self.cfg.max_source_positions, self.cfg.max_target_positions)
-
-    @property
-    def source_dictionary(self):
-        return self.dictionary
-
-    @property
-    def target_dictionary(self):
-        return self.dictionary

@@ -7,19 +7,18 @@ tokenizer family, packed or line-by-line samples, a short-sequence probability.
 """
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from fairseq.data import PrependTokenDataset, data_utils
+from fairseq.data import PrependTokenDataset
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.tasks import FairseqTask, register_task
+from fairseq.tasks import register_task
 from omegaconf import II, MISSING
 
 from fairseq_ext.data.block_dataset import check_sentence_lengths, token_blocks
 from fairseq_ext.data.masked_lm_dataset import HFMaskedLMDataset
 from fairseq_ext.data.masking import MaskConfig
-from fairseq_ext.vocab import TokenizerDictionary
+from fairseq_ext.tasks.tokenizer_data import TokenizerDataTask
 
 logger = logging.getLogger(__name__)
 
@@ -53,26 +52,8 @@ class HFMaskedLMConfig(FairseqDataclass):
 
 
 @register_task("hf_masked_lm", dataclass=HFMaskedLMConfig)
-class HFMaskedLMTask(FairseqTask):
+class HFMaskedLMTask(TokenizerDataTask):
     cfg: HFMaskedLMConfig
-
-    def __init__(self, cfg: HFMaskedLMConfig, dictionary: TokenizerDictionary):
-        super().__init__(cfg)
-        self.dictionary = dictionary
-
-    @classmethod
-    def load_dictionary(cls, filename):
-        return TokenizerDictionary.load(filename)
-
-    @classmethod
-    def setup_task(cls, cfg: HFMaskedLMConfig, **kwargs):
-        first = cfg.data.split(os.pathsep)[0]
-        dictionary = cls.load_dictionary(os.path.join(first, "dict.txt"))
-        dictionary.require("bos", "eos", "pad", "mask", source=os.path.join(first, "tokenizer.json"))
-        if cfg.pad_vocab_to_multiple > 1:
-            dictionary.pad_to_multiple_(cfg.pad_vocab_to_multiple)
-        logger.info(f"dictionary: {len(dictionary)} types ({dictionary.tokenizer_size} tokenizer ids)")
-        return cls(cfg, dictionary)
 
     def mask_config(self) -> MaskConfig:
         cfg = self.cfg
@@ -81,13 +62,7 @@ class HFMaskedLMTask(FairseqTask):
                           span_lambda=cfg.span_lambda)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        paths = self.cfg.data.split(os.pathsep)
-        data_path = paths[(epoch - 1) % len(paths)]
-        split_path = os.path.join(data_path, split)
-        dataset = data_utils.load_indexed_dataset(split_path, self.dictionary, self.cfg.dataset_impl,
-                                                  combine=combine)
-        if dataset is None:
-            raise FileNotFoundError(f"{split_path}.bin/.idx: no '{split}' split in {data_path}")
+        dataset, split_path = self.load_split(split, epoch, combine)
         mode = str(self.cfg.sample_break_mode)
         check_sentence_lengths(dataset.sizes, self.cfg.tokens_per_sample - 1, mode, split_path,
                                self.cfg.tokens_per_sample)
@@ -101,11 +76,3 @@ class HFMaskedLMTask(FairseqTask):
 
     def max_positions(self):
         return self.cfg.tokens_per_sample
-
-    @property
-    def source_dictionary(self):
-        return self.dictionary
-
-    @property
-    def target_dictionary(self):
-        return self.dictionary

@@ -1,0 +1,65 @@
+"""What every fairseq_ext task shares: the vocabulary from the data's tokenizer, and split loading.
+
+Not a registered task itself; ``hf_denoising`` and ``hf_masked_lm`` build on it.
+"""
+
+import logging
+import os
+
+from fairseq.data import data_utils
+from fairseq.tasks import FairseqTask
+
+from fairseq_ext.tokenizer import TokenizerError
+from fairseq_ext.vocab import TokenizerDictionary
+
+logger = logging.getLogger(__name__)
+
+
+class TokenizerDataTask(FairseqTask):
+    """A task whose dictionary is the data directory's tokenizer (index == tokenizer id).
+
+    Subclass configs need ``data``, ``pad_vocab_to_multiple`` and ``dataset_impl``.
+    """
+
+    REQUIRED_ROLES = ("bos", "eos", "pad", "mask")
+
+    def __init__(self, cfg, dictionary: TokenizerDictionary):
+        super().__init__(cfg)
+        self.dictionary = dictionary
+
+    @classmethod
+    def load_dictionary(cls, filename):
+        return TokenizerDictionary.load(filename)
+
+    @classmethod
+    def setup_task(cls, cfg, **kwargs):
+        first = cfg.data.split(os.pathsep)[0]
+        dictionary = cls.load_dictionary(os.path.join(first, "dict.txt"))
+        dictionary.require(*cls.REQUIRED_ROLES, source=os.path.join(first, "tokenizer.json"))
+        if cfg.pad_vocab_to_multiple > 1:
+            dictionary.pad_to_multiple_(cfg.pad_vocab_to_multiple)
+        logger.info(f"dictionary: {len(dictionary)} types ({dictionary.tokenizer_size} tokenizer ids)")
+        return cls(cfg, dictionary)
+
+    def load_split(self, split: str, epoch: int, combine: bool):
+        """(indexed dataset, its path) of ``split`` in this epoch's data directory."""
+        paths = self.cfg.data.split(os.pathsep)
+        data_path = paths[(epoch - 1) % len(paths)]
+        split_path = os.path.join(data_path, split)
+        dataset = data_utils.load_indexed_dataset(split_path, self.dictionary, self.cfg.dataset_impl,
+                                                  combine=combine)
+        if dataset is None:
+            raise FileNotFoundError(f"{split_path}.bin/.idx: no '{split}' split in {data_path}")
+        if data_path != paths[0]:
+            other = TokenizerDictionary.load(os.path.join(data_path, "dict.txt"))
+            if other.symbols[: other.tokenizer_size] != self.dictionary.symbols[: self.dictionary.tokenizer_size]:
+                raise TokenizerError(f"{data_path} and {paths[0]} were binarized with different tokenizers")
+        return dataset, split_path
+
+    @property
+    def source_dictionary(self):
+        return self.dictionary
+
+    @property
+    def target_dictionary(self):
+        return self.dictionary
