@@ -38,7 +38,7 @@ class ExportResult:
 
 def model_family(args) -> str:
     arch = str(getattr(args, "arch", "") or getattr(args, "_name", ""))
-    if arch.startswith("bart") or arch == "bart":
+    if arch.startswith("bart"):
         return "bart"
     raise ConversionError(f"unknown architecture {arch!r}: export-hf converts BART checkpoints (bart_*)")
 

@@ -8,7 +8,6 @@ masking works for byte-level BPE, SentencePiece and WordPiece alike.
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 from fairseq.data import (
@@ -21,25 +20,21 @@ from fairseq.data import (
     PrependTokenDataset,
     StripTokenDataset,
 )
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
-from omegaconf import II, MISSING
 
 from fairseq_ext.data.block_dataset import check_sentence_lengths, token_blocks
 from fairseq_ext.data.denoising_dataset import HFDenoisingDataset
 from fairseq_ext.data.noising import NoiseConfig
-from fairseq_ext.tasks.tokenizer_data import TokenizerDataTask
+from fairseq_ext.tasks.tokenizer_data import BREAK_MODES, TokenizerDataConfig, TokenizerDataTask
 
 logger = logging.getLogger(__name__)
 
-BREAK_MODES = ChoiceEnum(["none", "complete", "complete_doc", "eos"])
 MASK_LENGTHS = ChoiceEnum(["subword", "word", "span-poisson"])
 
 
 @dataclass
-class HFDenoisingConfig(FairseqDataclass):
-    data: str = field(default=MISSING, metadata={
-        "help": "data directory made by `fairseq-ext binarize` (several joined by ':' are used in turn by epoch)"})
+class HFDenoisingConfig(TokenizerDataConfig):
     tokens_per_sample: int = field(default=512, metadata={
         "help": "longest sample in tokens, bos and eos included"})
     sample_break_mode: BREAK_MODES = field(default="complete_doc", metadata={
@@ -60,13 +55,8 @@ class HFDenoisingConfig(FairseqDataclass):
         "help": "unit of masking: 'subword' tokens, whole 'word's, or spans of whole words with Poisson lengths"})
     replace_length: int = field(default=1, metadata={
         "help": "what a masked span becomes: 1 one mask token, 0 nothing (deleted), -1 one mask per token"})
-    pad_vocab_to_multiple: int = field(default=8, metadata={
-        "help": "pad the embedding rows to a multiple of this (8 suits fp16); padding rows come after the "
-        "last tokenizer id and are dropped by export-hf"})
     max_source_positions: int = field(default=1024, metadata={"help": "max number of tokens in the source"})
     max_target_positions: int = field(default=1024, metadata={"help": "max number of tokens in the target"})
-    seed: int = II("common.seed")
-    dataset_impl: Optional[str] = II("dataset.dataset_impl")
 
 
 @register_task("hf_denoising", dataclass=HFDenoisingConfig)

@@ -8,28 +8,23 @@ tokenizer family, packed or line-by-line samples, a short-sequence probability.
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
 
 from fairseq.data import PrependTokenDataset
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
-from omegaconf import II, MISSING
 
 from fairseq_ext.data.block_dataset import check_sentence_lengths, token_blocks
 from fairseq_ext.data.masked_lm_dataset import HFMaskedLMDataset
 from fairseq_ext.data.masking import MaskConfig
-from fairseq_ext.tasks.tokenizer_data import TokenizerDataTask
+from fairseq_ext.tasks.tokenizer_data import BREAK_MODES, TokenizerDataConfig, TokenizerDataTask
 
 logger = logging.getLogger(__name__)
 
-BREAK_MODES = ChoiceEnum(["none", "complete", "complete_doc", "eos"])
 MASK_UNITS = ChoiceEnum(["subword", "word", "span"])
 
 
 @dataclass
-class HFMaskedLMConfig(FairseqDataclass):
-    data: str = field(default=MISSING, metadata={
-        "help": "data directory made by `fairseq-ext binarize` (several joined by ':' are used in turn by epoch)"})
+class HFMaskedLMConfig(TokenizerDataConfig):
     tokens_per_sample: int = field(default=512, metadata={"help": "longest sample in tokens, bos included"})
     sample_break_mode: BREAK_MODES = field(default="none", metadata={
         "help": "'none' packs the token stream into full blocks, 'complete' packs whole sentences, "
@@ -44,11 +39,6 @@ class HFMaskedLMConfig(FairseqDataclass):
     span_lambda: float = field(default=3.0, metadata={"help": "mean span length in words for --mask-unit span"})
     short_seq_prob: float = field(default=0.0, metadata={
         "help": "probability of cutting a sample to a random shorter length (BERT's short-sequence probability)"})
-    pad_vocab_to_multiple: int = field(default=8, metadata={
-        "help": "pad the embedding rows to a multiple of this (8 suits fp16); padding rows come after the "
-        "last tokenizer id"})
-    seed: int = II("common.seed")
-    dataset_impl: Optional[str] = II("dataset.dataset_impl")
 
 
 @register_task("hf_masked_lm", dataclass=HFMaskedLMConfig)

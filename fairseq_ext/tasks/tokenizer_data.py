@@ -5,20 +5,39 @@ Not a registered task itself; ``hf_denoising`` and ``hf_masked_lm`` build on it.
 
 import logging
 import os
+from dataclasses import dataclass, field
+from typing import Optional
 
 from fairseq.data import data_utils
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask
+from omegaconf import II, MISSING
 
 from fairseq_ext.tokenizer import TokenizerError
 from fairseq_ext.vocab import TokenizerDictionary
 
 logger = logging.getLogger(__name__)
 
+BREAK_MODES = ChoiceEnum(["none", "complete", "complete_doc", "eos"])
+
+
+@dataclass
+class TokenizerDataConfig(FairseqDataclass):
+    """Settings every fairseq_ext task has: where the data (and so the vocabulary) is."""
+
+    data: str = field(default=MISSING, metadata={
+        "help": "data directory made by `fairseq-ext binarize` (several joined by ':' are used in turn by epoch)"})
+    pad_vocab_to_multiple: int = field(default=8, metadata={
+        "help": "pad the embedding rows to a multiple of this (8 suits fp16); padding rows come after the "
+        "last tokenizer id and are dropped by export-hf"})
+    seed: int = II("common.seed")
+    dataset_impl: Optional[str] = II("dataset.dataset_impl")
+
 
 class TokenizerDataTask(FairseqTask):
     """A task whose dictionary is the data directory's tokenizer (index == tokenizer id).
 
-    Subclass configs need ``data``, ``pad_vocab_to_multiple`` and ``dataset_impl``.
+    Its config is a :class:`TokenizerDataConfig`.
     """
 
     REQUIRED_ROLES = ("bos", "eos", "pad", "mask")
