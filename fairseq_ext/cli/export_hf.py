@@ -1,9 +1,13 @@
 """Convert a fairseq checkpoint into a Hugging Face transformers directory.
 
-The directory loads with `BartForConditionalGeneration.from_pretrained(DIR)` and
-`AutoTokenizer.from_pretrained(DIR)` (offline): config derived from the
-checkpoint's own settings, weights as safetensors, the tokenizer, and a model
-card (README.md) with the recipe, data, updates and validation figures.
+BART checkpoints become BartForConditionalGeneration; RoBERTa (roberta_*) and
+hf_bert* encoders become BertForMaskedLM or RobertaForMaskedLM: the family the
+checkpoint came from (hf_bert: its --hf-model-type; roberta: RoBERTa) unless
+--family says otherwise. The directory loads offline with
+`AutoModelForMaskedLM` / `BartForConditionalGeneration.from_pretrained(DIR)`
+and `AutoTokenizer.from_pretrained(DIR)`: config derived from the checkpoint's
+own settings, weights as safetensors, the tokenizer, and a model card
+(README.md) with the recipe, data, updates and validation figures.
 
 Before writing, both models run on the same batches; if any logit differs by
 more than 1e-4 (fp32) nothing is written. Unknown or missing weights are errors.
@@ -13,6 +17,7 @@ checkpoint was trained on.
 example:
   fairseq-ext export-hf checkpoints/checkpoint_best.pt -o my-bart
   fairseq-ext export-hf checkpoints/checkpoint_last.pt -o my-bart --tokenizer data-bin/tokenizer.json
+  fairseq-ext export-hf checkpoints/checkpoint_best.pt -o my-roberta-as-bert --family bert
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write")
     p.add_argument("--tokenizer", metavar="TOK",
                    help="tokenizer.json, AutoTokenizer directory or .model (default: the checkpoint's data dir)")
+    p.add_argument("--family", choices=["bert", "roberta"],
+                   help="transformers family for an encoder checkpoint (default: the family it came from)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
 
 
@@ -41,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     hf_logging.disable_progress_bar()
 
-    r = export_hf(args.checkpoint, args.output, tokenizer=args.tokenizer, overwrite=args.overwrite)
+    r = export_hf(args.checkpoint, args.output, tokenizer=args.tokenizer, family=args.family,
+                  overwrite=args.overwrite)
     val = "n/a" if r.val_loss is None else f"{r.val_loss:.4f}"
     print(f"parity: max |logit difference| fairseq vs transformers = {r.max_abs_diff:.2e} (tolerance {TOLERANCE:g})")
     print(f"exported {r.family} ({r.parameters:,} parameters, {r.num_updates} updates, validation loss {val})")

@@ -1,14 +1,24 @@
-"""Convert a Hugging Face BART directory into a fairseq checkpoint to continue pretraining.
+"""Convert a Hugging Face BART, BERT or RoBERTa directory into a fairseq checkpoint to continue pretraining.
 
-Writes DIR/checkpoint.pt, the tokenizer (tokenizer.json ...) and dict.txt, keeping
-the original vocabulary (index == tokenizer id). Both models run on the same
-batches first; nothing is written if the outputs differ by more than 1e-4.
+Writes DIR/checkpoint.pt, the tokenizer (tokenizer.json ...), dict.txt and
+DIR/model_args.txt: the fairseq-train flags (--arch and sizes) that rebuild this
+model, for --restore-file. The original vocabulary is kept (index == tokenizer
+id). Both models run on the same batches first; nothing is written if the
+outputs differ by more than 1e-4.
+
+BART -> fairseq `bart` (task hf_denoising). RoBERTa -> fairseq `roberta`, or
+`hf_bert` when it has token-type embeddings or a layer-norm epsilon fairseq's
+RoBERTa lacks; BERT -> `hf_bert` (task hf_masked_lm). A BERT/RoBERTa directory
+without an MLM head (a bare BertModel/RobertaModel) imports with a freshly
+initialised head (seeded by --seed); weights the MLM model does not use
+(pooler, next-sentence head) are dropped. Both are reported.
 
 example:
-  fairseq-ext import-hf my-hf-bart -o bart-start
-  fairseq-ext binarize --tokenizer bart-start --train domain.txt --valid domain-valid.txt -o data-bin
-  fairseq-train data-bin --user-dir fairseq_ext --task hf_denoising --arch bart_base \\
-      --restore-file bart-start/checkpoint.pt --reset-optimizer --reset-dataloader --reset-meters ...
+  fairseq-ext import-hf my-hf-bert -o bert-start
+  fairseq-ext binarize --tokenizer bert-start --train tweets.txt --valid tweets-valid.txt -o data-bin
+  fairseq-train data-bin --user-dir fairseq_ext --task hf_masked_lm --criterion masked_lm_with_accuracy \\
+      $(cat bert-start/model_args.txt) --restore-file bert-start/checkpoint.pt \\
+      --reset-optimizer --reset-dataloader --reset-meters ...
 """
 
 from __future__ import annotations
@@ -16,14 +26,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "convert a transformers BART directory to a fairseq checkpoint (parity checked)"
+HELP = "convert a transformers BART/BERT/RoBERTa directory to a fairseq checkpoint (parity checked)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("hf_dir", metavar="HF_DIR", help="directory with config.json, weights and tokenizer")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write")
     p.add_argument("--pad-vocab-to-multiple", type=int, default=8, metavar="N",
-                   help="embedding rows padded to a multiple of N, as hf_denoising does (default %(default)s)")
+                   help="embedding rows padded to a multiple of N, as the tasks do (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for weights the directory lacks (a bare encoder's MLM head; default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
 
 
@@ -31,13 +43,25 @@ def run(args: argparse.Namespace) -> int:
     import fairseq_ext
 
     fairseq_ext.register()
+    from transformers.utils import logging as hf_logging
+
     from fairseq_ext.convert.import_hf import import_hf
 
-    r = import_hf(args.hf_dir, args.output, pad_to_multiple=args.pad_vocab_to_multiple, overwrite=args.overwrite)
-    print(f"parity: max |logit difference| transformers vs fairseq = {r['max_abs_diff']:.2e}")
-    print(f"imported BART {r['layers'][0]}+{r['layers'][1]} layers, d_model {r['d_model']}, "
-          f"{r['vocab']:,} tokens ({r['rows']:,} embedding rows)")
-    print(f"wrote {args.output}: checkpoint.pt, dict.txt, tokenizer files")
+    hf_logging.set_verbosity_error()  # its load report is summarised below
+    hf_logging.disable_progress_bar()
+    r = import_hf(args.hf_dir, args.output, pad_to_multiple=args.pad_vocab_to_multiple, seed=args.seed,
+                  overwrite=args.overwrite)
+    print(f"parity: max |logit difference| transformers vs fairseq = {r.max_abs_diff:.2e}")
+    print(f"imported {r.family} as fairseq {r.fairseq_arch}: {r.layers} layers, d_model {r.d_model}, "
+          f"{r.vocab:,} tokens ({r.rows:,} embedding rows)")
+    if r.fresh_head:
+        print(f"note: {args.hf_dir} has no MLM head (a bare encoder); the head is freshly initialised "
+              f"(seed {args.seed}): {', '.join(r.fresh_head)}")
+    if r.dropped:
+        print(f"note: dropped weights the masked-LM model does not use: {', '.join(r.dropped)}")
+    print(f"wrote {args.output}: checkpoint.pt, dict.txt, tokenizer files, model_args.txt")
+    print(f"continue with: fairseq-train DATA --user-dir fairseq_ext $(cat {args.output}/model_args.txt) "
+          f"--restore-file {args.output}/checkpoint.pt --reset-optimizer --reset-dataloader --reset-meters ...")
     return 0
 
 

@@ -10,11 +10,12 @@ position tables (fairseq starts positions at ``pad + 1``, transformers at 2).
 from __future__ import annotations
 
 import re
+import warnings
 from argparse import Namespace
 
 import torch
 
-from fairseq_ext.errors import UserError
+from fairseq_ext.convert.common import ConversionError, parity_batches
 
 # fairseq name pattern -> transformers name
 RENAMES = [
@@ -29,10 +30,6 @@ DROPPED = [
     (r"^decoder\.embed_tokens\.weight$", "tied to encoder.embed_tokens (share_all_embeddings)"),
     (r"^decoder\.output_projection\.weight$", "tied to the embeddings (lm_head)"),
 ]
-
-
-class ConversionError(UserError):
-    """The checkpoint cannot be converted as asked; the message says which key or setting."""
 
 
 def hf_config_from_fairseq(args: Namespace, vocab_size: int, roles) -> dict:
@@ -145,3 +142,38 @@ def _hf_name_to_fairseq(name: str) -> str:
     if not found:
         raise ConversionError(f"unknown transformers weight {name!r}: not in the BART conversion table")
     return f"{found.group(1)}.{found.group(2)}"
+
+
+def hf_bart_from_fairseq(args, dictionary, weights):
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    roles = dictionary.roles
+    config = BartConfig(**hf_config_from_fairseq(args, dictionary.tokenizer_size, roles))
+    hf = BartForConditionalGeneration(config)
+    gen = hf.generation_config  # as the released BART checkpoints generate
+    gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = roles.bos, roles.eos, roles.pad
+    gen.decoder_start_token_id, gen.forced_bos_token_id, gen.forced_eos_token_id = roles.eos, roles.bos, roles.eos
+    hf_state = fairseq_to_hf_state(weights, args, dictionary.tokenizer_size, roles.pad)
+    missing, unexpected = hf.load_state_dict(hf_state, strict=False)
+    if missing or unexpected:
+        raise ConversionError(f"weights do not fit BartForConditionalGeneration: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    return hf.eval()
+
+
+@torch.no_grad()
+def bart_parity(fs_model, hf_model, dictionary, max_positions: int) -> float:
+    """Largest |logit difference| between the two models over real (non-pad) decoder positions."""
+    worst = 0.0
+    vocab = dictionary.tokenizer_size
+    max_len = min(48, max_positions)
+    for src, prev in parity_batches(vocab, dictionary.roles, dictionary.special_ids, max_len):
+        lengths = src.ne(dictionary.pad()).sum(1)
+        with warnings.catch_warnings():  # fairseq mixes mask dtypes; torch warns, results are exact
+            warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
+            fs_logits = fs_model(src, lengths, prev)[0][..., :vocab]
+        hf_logits = hf_model(input_ids=src, attention_mask=src.ne(dictionary.pad()).long(),
+                             decoder_input_ids=prev, decoder_attention_mask=prev.ne(dictionary.pad()).long()).logits
+        keep = prev.ne(dictionary.pad())
+        worst = max(worst, float((fs_logits - hf_logits).abs()[keep].max()))
+    return worst

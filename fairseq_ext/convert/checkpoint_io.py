@@ -6,9 +6,7 @@ import os
 from argparse import Namespace
 from pathlib import Path
 
-import torch
-
-from fairseq_ext.convert.bart import ConversionError
+from fairseq_ext.convert.common import ConversionError
 from fairseq_ext.tokenizer import TokenizerError, load_tokenizer
 from fairseq_ext.vocab import TokenizerDictionary, tokenizer_path_for
 
@@ -81,26 +79,21 @@ class _DictionaryTask:
         self.source_dictionary = self.target_dictionary = dictionary
 
 
-def build_fairseq_bart(args: Namespace, dictionary, weights: dict):
-    from fairseq.models.bart import BARTModel
+def fairseq_model_name(args: Namespace, path) -> str:
+    """The registered fairseq model (bart, roberta, hf_bert) of a checkpoint's architecture."""
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
 
-    model = BARTModel.build_model(Namespace(**vars(args)), _DictionaryTask(dictionary))
+    arch = str(getattr(args, "arch", "") or getattr(args, "_name", ""))
+    name = ARCH_MODEL_NAME_REGISTRY.get(arch)
+    if name not in ("bart", "roberta", "hf_bert"):
+        raise ConversionError(f"{path}: unknown architecture {arch!r}: export-hf converts BART (bart_*), "
+                              "RoBERTa (roberta_*) and BERT (hf_bert*) checkpoints")
+    return name
+
+
+def build_fairseq_model(args: Namespace, dictionary, weights: dict):
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    model = ARCH_MODEL_REGISTRY[args.arch].build_model(Namespace(**vars(args)), _DictionaryTask(dictionary))
     model.load_state_dict(weights, strict=True)
     return model.eval()
-
-
-def parity_batches(vocab_size: int, roles, special_ids, max_len: int, seed: int = 0):
-    """Two padded batches of random ordinary tokens: (src, prev_output_tokens), shaped (B, T)."""
-    g = torch.Generator().manual_seed(seed)
-    special = set(int(i) for i in special_ids)
-    pool = torch.tensor([i for i in range(vocab_size) if i not in special])
-    for lengths in ([max_len, max_len // 2, 3], [max_len // 3, max_len // 3 - 1]):
-        src = torch.full((len(lengths), max(lengths)), roles.pad, dtype=torch.long)
-        for row, n in enumerate(lengths):
-            body = pool[torch.randint(len(pool), (n - 2,), generator=g)]
-            src[row, :n] = torch.cat([torch.tensor([roles.bos]), body, torch.tensor([roles.eos])])
-        prev = torch.full_like(src, roles.pad)
-        for row, n in enumerate(lengths):
-            prev[row, 0] = roles.eos
-            prev[row, 1:n] = src[row, : n - 1]
-        yield src, prev

@@ -1,0 +1,30 @@
+"""What every conversion shares: its error type, its tolerance and the batches both models run on."""
+
+from __future__ import annotations
+
+import torch
+
+from fairseq_ext.errors import UserError
+
+TOLERANCE = 1e-4  # largest |logit difference| (fp32) accepted between fairseq and transformers
+
+
+class ConversionError(UserError):
+    """The checkpoint cannot be converted as asked; the message says which key or setting."""
+
+
+def parity_batches(vocab_size: int, roles, special_ids, max_len: int, seed: int = 0):
+    """Two padded batches of random ordinary tokens: (src, prev_output_tokens), shaped (B, T)."""
+    g = torch.Generator().manual_seed(seed)
+    special = set(int(i) for i in special_ids)
+    pool = torch.tensor([i for i in range(vocab_size) if i not in special])
+    for lengths in ([max_len, max_len // 2, 3], [max_len // 3, max_len // 3 - 1]):
+        src = torch.full((len(lengths), max(lengths)), roles.pad, dtype=torch.long)
+        for row, n in enumerate(lengths):
+            body = pool[torch.randint(len(pool), (n - 2,), generator=g)]
+            src[row, :n] = torch.cat([torch.tensor([roles.bos]), body, torch.tensor([roles.eos])])
+        prev = torch.full_like(src, roles.pad)
+        for row, n in enumerate(lengths):
+            prev[row, 0] = roles.eos
+            prev[row, 1:n] = src[row, : n - 1]
+        yield src, prev

@@ -1,0 +1,221 @@
+"""fairseq RoBERTa / ``bert`` encoders <-> Hugging Face ``BertForMaskedLM`` / ``RobertaForMaskedLM``.
+
+Both transformers families have the same weights under different names; the
+table below is generated for the number of layers, so every name maps one to
+one and a name that is not in it is an error. Beyond renaming there are three
+things, each exact:
+
+* vocabulary: fairseq's padding rows (after the last tokenizer id) are cut on
+  export and appended on import (the project's invariant keeps every other row);
+* positions: fairseq and transformers' RoBERTa put position p at row
+  ``p + pad + 1`` (the same table); BERT puts it at row p, so BERT's table is
+  fairseq's from row ``pad + 1`` on;
+* token types: fairseq's ``roberta`` has none (exported as a zero table); the
+  ``hf_bert`` model (:mod:`fairseq_ext.models.bert`) carries the table as is.
+"""
+
+from __future__ import annotations
+
+from argparse import Namespace
+
+import torch
+
+from fairseq_ext.convert.common import ConversionError, parity_batches
+
+FAMILIES = ("bert", "roberta")
+FS = "encoder.sentence_encoder."
+# fairseq layer weight -> transformers name inside ``{prefix}.encoder.layer.{i}``
+LAYER = [
+    ("self_attn.q_proj", "attention.self.query"),
+    ("self_attn.k_proj", "attention.self.key"),
+    ("self_attn.v_proj", "attention.self.value"),
+    ("self_attn.out_proj", "attention.output.dense"),
+    ("self_attn_layer_norm", "attention.output.LayerNorm"),
+    ("fc1", "intermediate.dense"),
+    ("fc2", "output.dense"),
+    ("final_layer_norm", "output.LayerNorm"),
+]
+# the MLM head: fairseq's RobertaLMHead -> each family's names
+HEAD = {
+    "bert": {"dense": "cls.predictions.transform.dense", "layer_norm": "cls.predictions.transform.LayerNorm",
+             "bias": "cls.predictions.bias", "decoder": "cls.predictions.decoder"},
+    "roberta": {"dense": "lm_head.dense", "layer_norm": "lm_head.layer_norm", "bias": "lm_head.bias",
+                "decoder": "lm_head.decoder"},
+}
+# fairseq activation -> transformers hidden_act (same function)
+ACTIVATIONS = {"gelu": "gelu", "gelu_accurate": "gelu_new", "gelu_fast": "gelu_new", "relu": "relu",
+               "tanh": "tanh", "linear": "linear"}
+
+
+def rename_table(family: str, layers: int) -> dict[str, str]:
+    """fairseq name -> transformers name for every weight that is only renamed."""
+    p = family
+    table = {f"{FS}layernorm_embedding.{w}": f"{p}.embeddings.LayerNorm.{w}" for w in ("weight", "bias")}
+    for i in range(layers):
+        for fs, hf in LAYER:
+            for w in ("weight", "bias"):
+                table[f"{FS}layers.{i}.{fs}.{w}"] = f"{p}.encoder.layer.{i}.{hf}.{w}"
+    for part in ("dense", "layer_norm"):
+        for w in ("weight", "bias"):
+            table[f"encoder.lm_head.{part}.{w}"] = f"{HEAD[family][part]}.{w}"
+    return table
+
+
+def embedding_names(family: str) -> dict[str, str]:
+    p = family
+    return {"tokens": f"{p}.embeddings.word_embeddings.weight",
+            "positions": f"{p}.embeddings.position_embeddings.weight",
+            "types": f"{p}.embeddings.token_type_embeddings.weight",
+            "bias": HEAD[family]["bias"], "decoder_weight": f"{HEAD[family]['decoder']}.weight",
+            "decoder_bias": f"{HEAD[family]['decoder']}.bias"}
+
+
+def check_convertible(args: Namespace) -> None:
+    """Settings of a fairseq encoder that transformers' BERT/RoBERTa cannot express."""
+    if getattr(args, "encoder_normalize_before", False):
+        raise ConversionError("encoder_normalize_before=True (pre-norm) has no BERT/RoBERTa equivalent")
+    if not getattr(args, "layernorm_embedding", True):
+        raise ConversionError("layernorm_embedding=False has no BERT/RoBERTa equivalent")
+    if not getattr(args, "no_scale_embedding", True):
+        raise ConversionError("scaled embeddings (no_scale_embedding=False) have no BERT/RoBERTa equivalent")
+    if getattr(args, "no_token_positional_embeddings", False) or not getattr(args, "encoder_learned_pos", True):
+        raise ConversionError("only learned positional embeddings convert to BERT/RoBERTa")
+    if args.activation_fn not in ACTIVATIONS:
+        raise ConversionError(f"activation {args.activation_fn!r} has no transformers equivalent")
+
+
+def hf_config_from_fairseq(args: Namespace, family: str, vocab_size: int, roles, position_rows: int,
+                           type_vocab_size: int) -> dict:
+    """BertConfig / RobertaConfig keyword arguments from a fairseq encoder's settings."""
+    check_convertible(args)
+    positions = position_rows - roles.pad - 1  # usable positions in fairseq's table
+    return dict(
+        vocab_size=vocab_size, hidden_size=args.encoder_embed_dim, num_hidden_layers=args.encoder_layers,
+        num_attention_heads=args.encoder_attention_heads, intermediate_size=args.encoder_ffn_embed_dim,
+        hidden_act=ACTIVATIONS[args.activation_fn], hidden_dropout_prob=args.dropout,
+        attention_probs_dropout_prob=args.attention_dropout,
+        max_position_embeddings=positions if family == "bert" else position_rows,
+        type_vocab_size=type_vocab_size, layer_norm_eps=float(getattr(args, "layer_norm_eps", 1e-5)),
+        pad_token_id=roles.pad, bos_token_id=roles.bos, eos_token_id=roles.eos,
+        tie_word_embeddings=not getattr(args, "untie_weights_roberta", False),
+    )
+
+
+def fairseq_to_hf_state(state: dict, args: Namespace, family: str, vocab_size: int, pad: int) -> dict:
+    """Rename a fairseq encoder's state dict for ``{Bert,Roberta}ForMaskedLM`` (tokenizer-size rows)."""
+    if family not in FAMILIES:
+        raise ConversionError(f"unknown transformers family {family!r}: choose one of {', '.join(FAMILIES)}")
+    table = rename_table(family, args.encoder_layers)
+    names = embedding_names(family)
+    tied = not getattr(args, "untie_weights_roberta", False)
+    out = {}
+    for key, tensor in state.items():
+        if key in table:
+            out[table[key]] = tensor
+        elif key == f"{FS}embed_tokens.weight":
+            out[names["tokens"]] = tensor[:vocab_size]
+        elif key == f"{FS}embed_positions.weight":
+            out[names["positions"]] = tensor[pad + 1:] if family == "bert" else tensor
+        elif key == f"{FS}embed_token_types.weight":
+            out[names["types"]] = tensor
+        elif key == "encoder.lm_head.bias":
+            out[names["bias"]] = out[names["decoder_bias"]] = tensor[:vocab_size]
+        elif key == "encoder.lm_head.weight":
+            if not tied:
+                out[names["decoder_weight"]] = tensor[:vocab_size]
+        elif key == f"{FS}version":
+            continue  # fairseq bookkeeping
+        elif key.startswith("classification_heads."):
+            raise ConversionError(f"{key}: classification heads are not converted; export the pretrained model")
+        else:
+            raise ConversionError(f"unknown fairseq weight {key!r}: not in the BERT/RoBERTa conversion table")
+    emb = out[names["tokens"]]
+    if tied:
+        out[names["decoder_weight"]] = emb
+    if names["types"] not in out:  # fairseq's roberta has no token types: a zero table adds nothing
+        out[names["types"]] = emb.new_zeros(2 if family == "bert" else 1, emb.size(1))
+    return out
+
+
+def hf_to_fairseq_state(state: dict, family: str, layers: int, vocab_rows: int, pad: int,
+                        keep_types: bool, tied: bool = True) -> dict:
+    """The inverse of :func:`fairseq_to_hf_state`; embeddings and output bias padded to ``vocab_rows`` rows.
+
+    ``keep_types``: the target is the ``hf_bert`` model (carries the token-type table); otherwise the
+    table must be a single zero row (fairseq's ``roberta`` has none). ``tied``: the output
+    projection is the word embedding table (``tie_word_embeddings``).
+    """
+    inverse = {hf: fs for fs, hf in rename_table(family, layers).items()}
+    names = embedding_names(family)
+    out = {}
+    for name, tensor in state.items():
+        if name in inverse:
+            out[inverse[name]] = tensor
+        elif name not in names.values():
+            raise ConversionError(f"unknown transformers weight {name!r}: not in the {family} conversion table")
+    emb = state[names["tokens"]]
+    fresh_rows = vocab_rows - emb.size(0)  # fairseq's vocabulary padding: rows after the last id
+    padded = torch.cat([emb, emb.new_empty(fresh_rows, emb.size(1)).normal_(0, 0.02)]) if fresh_rows else emb
+    out[f"{FS}embed_tokens.weight"] = padded
+    positions = state[names["positions"]]
+    if family == "bert":  # BERT's position p -> fairseq row p + pad + 1; rows up to pad are never used
+        positions = torch.cat([positions.new_zeros(pad + 1, positions.size(1)), positions])
+    out[f"{FS}embed_positions.weight"] = positions
+    types = state[names["types"]]
+    if keep_types:
+        out[f"{FS}embed_token_types.weight"] = types
+    elif types.size(0) != 1 or types.abs().max() > 0:
+        raise ConversionError("token_type_embeddings are not one zero row: only the hf_bert model carries them")
+    bias = state[names["bias"]]
+    dec_bias = state.get(names["decoder_bias"], bias)
+    if not torch.equal(dec_bias, bias):
+        raise ConversionError(f"{names['decoder_bias']} differs from {names['bias']}: only the tied bias converts")
+    out["encoder.lm_head.bias"] = torch.cat([bias, bias.new_zeros(fresh_rows)]) if fresh_rows else bias
+    decoder = state.get(names["decoder_weight"], emb)
+    if tied:
+        if not torch.equal(decoder, emb):
+            raise ConversionError(f"{names['decoder_weight']} differs from {names['tokens']} "
+                                  "although tie_word_embeddings is set")
+        out["encoder.lm_head.weight"] = padded
+    else:  # untied output projection (--untie-weights-roberta)
+        out["encoder.lm_head.weight"] = (
+            torch.cat([decoder, decoder.new_empty(fresh_rows, decoder.size(1)).normal_(0, 0.02)])
+            if fresh_rows else decoder)
+    out[f"{FS}version"] = torch.tensor([3.0])
+    return out
+
+
+def hf_classes(family: str):
+    from transformers import BertConfig, BertForMaskedLM, RobertaConfig, RobertaForMaskedLM
+
+    return {"bert": (BertConfig, BertForMaskedLM), "roberta": (RobertaConfig, RobertaForMaskedLM)}[family]
+
+
+def hf_encoder_from_fairseq(args: Namespace, family: str, dictionary, weights: dict):
+    """A ``{Bert,Roberta}ForMaskedLM`` holding a fairseq encoder's weights."""
+    types = weights.get(f"{FS}embed_token_types.weight")
+    type_vocab = types.size(0) if types is not None else (2 if family == "bert" else 1)
+    rows = weights[f"{FS}embed_positions.weight"].size(0)
+    config_cls, model_cls = hf_classes(family)
+    roles = dictionary.roles
+    config = config_cls(**hf_config_from_fairseq(args, family, dictionary.tokenizer_size, roles, rows, type_vocab))
+    hf = model_cls(config)
+    hf_state = fairseq_to_hf_state(weights, args, family, dictionary.tokenizer_size, roles.pad)
+    missing, unexpected = hf.load_state_dict(hf_state, strict=False)
+    if missing or unexpected:
+        raise ConversionError(f"weights do not fit {model_cls.__name__}: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    return hf.eval()
+
+
+@torch.no_grad()
+def encoder_parity(fs_model, hf_model, dictionary, max_positions: int) -> float:
+    """Largest |MLM logit difference| between the two models over real (non-pad) positions."""
+    worst = 0.0
+    vocab = dictionary.tokenizer_size
+    for src, _prev in parity_batches(vocab, dictionary.roles, dictionary.special_ids, min(48, max_positions)):
+        keep = src.ne(dictionary.pad())
+        fs_logits = fs_model(src)[0][..., :vocab]
+        hf_logits = hf_model(input_ids=src, attention_mask=keep.long()).logits
+        worst = max(worst, float((fs_logits - hf_logits).abs()[keep].max()))
+    return worst
