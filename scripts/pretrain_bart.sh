@@ -15,7 +15,7 @@ UPDATE_FREQ=${UPDATE_FREQ:-4}      # gradient accumulation
 MAX_UPDATE=${MAX_UPDATE:-100000}
 LR=${LR:-5e-4}
 WARMUP=${WARMUP:-10000}
-PRECISION=${PRECISION:---fp16}     # --fp16 (V100), --bf16 (A100/H100) or "" (CPU)
+PRECISION=${PRECISION---fp16}     # --fp16 (V100), --bf16 (A100/H100) or "" (CPU)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ ! -f "$WORK/text/train.txt" ]; then

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 from fairseq.criterions import CRITERION_REGISTRY
-from fairseq.models import ARCH_CONFIG_REGISTRY
+from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY, MODEL_REGISTRY
 from fairseq.tasks import TASK_REGISTRY
 
-from conftest import REPO, make_text
+from conftest import REPO, make_text, run_cli
 from fairseq_ext.criterions.masked_lm_with_accuracy import MaskedLMWithAccuracy
 from fairseq_ext.data.binarize_dir import binarize_directory
+from fairseq_ext.models.bert import BertModel, bert_large_architecture
 from fairseq_ext.models.roberta import roberta_small_architecture
 from fairseq_ext.tasks.hf_masked_lm import HFMaskedLMConfig, HFMaskedLMTask
 
@@ -24,6 +25,8 @@ def test_registry_keys_resolve_to_our_classes():
     assert TASK_REGISTRY["hf_masked_lm"] is HFMaskedLMTask
     assert CRITERION_REGISTRY["masked_lm_with_accuracy"] is MaskedLMWithAccuracy
     assert ARCH_CONFIG_REGISTRY["roberta_small"] is roberta_small_architecture
+    assert MODEL_REGISTRY["hf_bert"] is BertModel and ARCH_MODEL_REGISTRY["hf_bert_base"] is BertModel
+    assert ARCH_CONFIG_REGISTRY["hf_bert_large"] is bert_large_architecture
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +96,24 @@ def test_roberta_trains_with_accuracy(data, tmp_path):
     assert len(losses) >= 3 and losses[-1] < losses[0]
     valid = [ln for ln in log.splitlines() if "| valid |" in ln]
     assert valid and "| accuracy " in valid[-1]
+
+    # export: RoBERTa by default (where it came from), BERT on request; both give fairseq's MLM logits
+    from fairseq import checkpoint_utils
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    checkpoint = tmp_path / "ckpt" / "checkpoint_last.pt"
+    models, _cfg, _task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)])
+    for family, flags in (("RobertaForMaskedLM", []), ("BertForMaskedLM", ["--family", "bert"])):
+        out = tmp_path / family
+        proc = run_cli("export-hf", str(checkpoint), "-o", str(out), *flags)
+        assert "parity: max |logit difference|" in proc.stdout
+        model = AutoModelForMaskedLM.from_pretrained(str(out)).eval()
+        assert type(model).__name__ == family
+        tok = AutoTokenizer.from_pretrained(str(out))
+        batch = tok(["The quick brown fox jumps over the lazy dog.", "Students read books."], padding=True,
+                    return_tensors="pt")
+        with torch.no_grad():
+            fs_logits = models[0].eval()(batch["input_ids"])[0][..., : len(tok)]
+            hf_logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        keep = batch["attention_mask"].bool()
+        assert float((fs_logits - hf_logits).abs()[keep].max()) <= 1e-4

@@ -1,10 +1,11 @@
 """Convert a Hugging Face BART, BERT or RoBERTa directory into a fairseq checkpoint to continue pretraining.
 
-Writes DIR/checkpoint.pt, the tokenizer (tokenizer.json ...), dict.txt and
-DIR/model_args.txt: the fairseq-train flags (--arch and sizes) that rebuild this
-model, for --restore-file. The original vocabulary is kept (index == tokenizer
-id). Both models run on the same batches first; nothing is written if the
-outputs differ by more than 1e-4.
+Writes DIR/checkpoint.pt, the tokenizer (tokenizer.json ...), dict.txt,
+DIR/model_args.txt (the fairseq-train flags, --arch and sizes, that rebuild
+this model for --restore-file or --finetune-from-model) and
+DIR/hydra_overrides.txt (the same for fairseq-hydra-train). The original
+vocabulary is kept (index == tokenizer id). Both models run on the same
+batches first; nothing is written if the outputs differ by more than 1e-4.
 
 BART -> fairseq `bart` (task hf_denoising). RoBERTa -> fairseq `roberta`, or
 `hf_bert` when it has token-type embeddings or a layer-norm epsilon fairseq's
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
               f"(seed {args.seed}): {', '.join(r.fresh_head)}")
     if r.dropped:
         print(f"note: dropped weights the masked-LM model does not use: {', '.join(r.dropped)}")
-    print(f"wrote {args.output}: checkpoint.pt, dict.txt, tokenizer files, model_args.txt")
+    print(f"wrote {args.output}: checkpoint.pt, dict.txt, tokenizer files, model_args.txt, hydra_overrides.txt")
     print(f"continue with: fairseq-train DATA --user-dir fairseq_ext $(cat {args.output}/model_args.txt) "
           f"--restore-file {args.output}/checkpoint.pt --reset-optimizer --reset-dataloader --reset-meters ...")
     return 0

@@ -84,6 +84,13 @@ def check_convertible(args: Namespace) -> None:
         raise ConversionError(f"activation {args.activation_fn!r} has no transformers equivalent")
 
 
+def layer_norm_eps(args: Namespace) -> float:
+    """fairseq's RoBERTa: 1e-5 always; the hf_bert model: its --layer-norm-eps."""
+    if str(getattr(args, "arch", "")).startswith("hf_bert"):
+        return float(args.layer_norm_eps)
+    return 1e-5
+
+
 def hf_config_from_fairseq(args: Namespace, family: str, vocab_size: int, roles, position_rows: int,
                            type_vocab_size: int) -> dict:
     """BertConfig / RobertaConfig keyword arguments from a fairseq encoder's settings."""
@@ -95,7 +102,7 @@ def hf_config_from_fairseq(args: Namespace, family: str, vocab_size: int, roles,
         hidden_act=ACTIVATIONS[args.activation_fn], hidden_dropout_prob=args.dropout,
         attention_probs_dropout_prob=args.attention_dropout,
         max_position_embeddings=positions if family == "bert" else position_rows,
-        type_vocab_size=type_vocab_size, layer_norm_eps=float(getattr(args, "layer_norm_eps", 1e-5)),
+        type_vocab_size=type_vocab_size, layer_norm_eps=layer_norm_eps(args),
         pad_token_id=roles.pad, bos_token_id=roles.bos, eos_token_id=roles.eos,
         tie_word_embeddings=not getattr(args, "untie_weights_roberta", False),
     )

@@ -47,7 +47,7 @@ def hf_family(model_name: str, args, family: str | None) -> str:
             raise ConversionError(f"a BART checkpoint exports as bart, not {family!r}")
         return "bart"
     if family is None:
-        return getattr(args, "hf_model_type", None) or ("bert" if model_name == "hf_bert" else "roberta")
+        return (getattr(args, "hf_model_type", None) or "bert") if model_name == "hf_bert" else "roberta"
     if family not in encoder.FAMILIES:
         raise ConversionError(f"an encoder checkpoint exports as bert or roberta, not {family!r}")
     return family

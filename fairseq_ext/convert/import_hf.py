@@ -1,8 +1,9 @@
 """Hugging Face BART / BERT / RoBERTa directory -> fairseq checkpoint that ``fairseq-train --restore-file``
 continues from.
 
-OUT gets ``checkpoint.pt``, the tokenizer (``tokenizer.json`` ...), ``dict.txt``
-and ``model_args.txt`` (the fairseq-train flags that rebuild this model):
+OUT gets ``checkpoint.pt``, the tokenizer (``tokenizer.json`` ...), ``dict.txt``,
+``model_args.txt`` (the fairseq-train flags that rebuild this model) and
+``hydra_overrides.txt`` (the same for fairseq-hydra-train):
 OUT is itself a valid data directory for the vocabulary, so ``binarize`` new
 text with OUT as the tokenizer and the ids stay the original model's.
 
@@ -94,6 +95,18 @@ def encoder_flags(config, family: str, pad: int, keep_types: bool) -> list[str]:
     if not config.tie_word_embeddings:
         flags.append("--untie-weights-roberta")
     return flags
+
+
+def hydra_overrides(flags: list[str]) -> list[str]:
+    """The same model settings as fairseq-hydra-train overrides (model._name=ARCH ++model.key=value ...)."""
+    out, i = [], 0
+    while i < len(flags):
+        key = flags[i][2:].replace("-", "_")
+        has_value = i + 1 < len(flags) and not flags[i + 1].startswith("--")
+        value = flags[i + 1] if has_value else "true"
+        out.append(f"model._name={value}" if key == "arch" else f"++model.{key}={value}")
+        i += 2 if has_value else 1
+    return out
 
 
 def training_args(data_dir: str, family: str, flags: list[str], pad_to_multiple: int, positions: int):
@@ -195,6 +208,7 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, pad_to_mult
         save_tokenizer(tok, tmp)
         write_dict_txt(symbols, tmp / "dict.txt")
         (tmp / "model_args.txt").write_text(" ".join(flags) + "\n", encoding="utf-8")
+        (tmp / "hydra_overrides.txt").write_text(" ".join(hydra_overrides(flags)) + "\n", encoding="utf-8")
     layers = (f"{config.encoder_layers}+{config.decoder_layers}" if family == "bart"
               else str(config.num_hidden_layers))
     d_model = config.d_model if family == "bart" else config.hidden_size
