@@ -16,6 +16,7 @@ MAX_UPDATE=${MAX_UPDATE:-100000}
 LR=${LR:-5e-4}
 WARMUP=${WARMUP:-10000}
 PRECISION=${PRECISION---fp16}     # --fp16 (V100), --bf16 (A100/H100) or "" (CPU)
+EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-} # anything else for fairseq-train, e.g. "--encoder-layers 3 --cpu"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ ! -f "$WORK/text/train.txt" ]; then
@@ -42,6 +43,6 @@ fairseq-train "$WORK/data-bin" --user-dir "$ROOT/fairseq_ext" \
     $PRECISION --num-workers 4 \
     --save-dir "$WORK/checkpoints" --save-interval-updates 5000 --keep-interval-updates 3 --no-epoch-checkpoints \
     --validate-interval-updates 5000 --log-format simple --log-interval 100 \
-    --tensorboard-logdir "$WORK/tensorboard"
+    --tensorboard-logdir "$WORK/tensorboard" $EXTRA_TRAIN_ARGS
 
 fairseq-ext export-hf "$WORK/checkpoints/checkpoint_best.pt" -o "$WORK/hf-model" --overwrite

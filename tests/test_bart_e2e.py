@@ -170,3 +170,25 @@ def test_hydra_config_trains(trained, tmp_path):
     assert proc.returncode == 0, log[-3000:]
     assert "num_updates=2" in log.replace(" ", "") and "accuracy=" in log.replace(" ", "")
     assert (tmp_path / "checkpoint_last.pt").exists()
+
+
+def test_pretrain_bart_script_runs_the_whole_recipe(tmp_path):
+    """scripts/pretrain_bart.sh as a user runs it (CPU, tiny sizes through its variables)."""
+    (tmp_path / "books").mkdir()
+    for i in range(6):
+        (tmp_path / "books" / f"book{i}.txt").write_text("\n".join(make_text(80, seed=20 + i)) + "\n")
+    bin_dir = os.path.dirname(sys.executable)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", PYTHONWARNINGS="ignore",
+               RAW=str(tmp_path / "books"), WORK=str(tmp_path / "run"), VOCAB="400", TOKENS_PER_SAMPLE="64",
+               MAX_TOKENS="1024", UPDATE_FREQ="1", MAX_UPDATE="6", WARMUP="1", PRECISION="",
+               EXTRA_TRAIN_ARGS=" ".join(SIZES["bpe"] + ["--cpu", "--num-workers", "0", "--log-interval", "1",
+                                                         "--max-source-positions", "64",
+                                                         "--max-target-positions", "64"]))
+    proc = subprocess.run(["bash", "scripts/pretrain_bart.sh"], capture_output=True, text=True, cwd=REPO, env=env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "num_updates=6" in log.replace(" ", "") and "parity: max |logit difference|" in log
+    from transformers import BartForConditionalGeneration
+
+    model = BartForConditionalGeneration.from_pretrained(str(tmp_path / "run" / "hf-model"))
+    assert model.config.encoder_layers == 1 and model.config.vocab_size == 400
