@@ -164,6 +164,9 @@ def test_hydra_config_and_restore_file_continue_from_the_import(recipe, tmp_path
                  *(start / "hydra_overrides.txt").read_text().split()], {}, cwd=tmp_path)
     assert "loaded checkpoint" in log.lower() and "num_updates=2" in log.replace(" ", "")
     assert "accuracy=" in log.replace(" ", "")
+    log = shell([str(BIN / "fairseq-ext"), "export-hf", str(tmp_path / "checkpoint_last.pt"), "-o",
+                 str(tmp_path / "hf-from-hydra")], {})  # hydra stores the model settings as a plain dict
+    assert "parity: max |logit difference|" in log and "exported bert" in log
     log = shell([sys.executable, "-m", "fairseq_cli.train", str(data), "--user-dir", "fairseq_ext",
                  "--task", "hf_masked_lm", "--criterion", "masked_lm_with_accuracy",
                  *(start / "model_args.txt").read_text().split(), "--tokens-per-sample", "32",

@@ -23,7 +23,7 @@ from transformers import (
 from conftest import error_lines, run_cli
 from fairseq_ext.convert.common import TOLERANCE, ConversionError
 from fairseq_ext.convert.encoder import fairseq_to_hf_state, hf_to_fairseq_state, rename_table
-from fairseq_ext.convert.export import export_hf
+from fairseq_ext.convert.export import export_hf, hf_family
 from fairseq_ext.convert.import_hf import import_hf
 
 SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
@@ -100,6 +100,24 @@ def test_bert_imports_exactly_and_exports_bit_identical(tmp_path, bert_dir):
     for key in ("vocab_size", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act",
                 "pad_token_id", "architectures"):
         assert a[key] == b[key], key
+
+
+def test_untied_output_projection_round_trips(tmp_path, bert_dir):
+    model = bert(bert_dir, tie_word_embeddings=False)
+    assert not torch.equal(model.cls.predictions.decoder.weight, model.bert.embeddings.word_embeddings.weight)
+    # transformers 5 unties the two output biases too; only cls.predictions.decoder.bias is used
+    hf = save_hf(model, bert_dir, tmp_path / "hf")
+    r = import_hf(hf, tmp_path / "fs")
+    assert "--untie-weights-roberta" in r.model_flags and r.max_abs_diff <= TOLERANCE
+    assert any(d.startswith("cls.predictions.bias (unused") for d in r.dropped)
+    with torch.no_grad():  # with equal biases (as transformers 4 saves them) the round trip is exact
+        model.cls.predictions.bias.copy_(model.cls.predictions.decoder.bias)
+    hf = save_hf(model, bert_dir, tmp_path / "hf-equal")
+    r = import_hf(hf, tmp_path / "fs-equal")
+    assert r.dropped == []
+    export_hf(tmp_path / "fs-equal" / "checkpoint.pt", tmp_path / "back")
+    assert_same_weights(hf, tmp_path / "back")
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["tie_word_embeddings"] is False
 
 
 def test_bert_exported_as_roberta_gives_the_same_logits(tmp_path, bert_dir):
@@ -197,6 +215,9 @@ def test_conversion_tables_are_inverse_and_complete():
     with pytest.raises(ConversionError, match="classification heads are not converted"):
         fairseq_to_hf_state({"classification_heads.mnli.dense.weight": torch.zeros(1)},
                             type("A", (), {"encoder_layers": 1})(), "roberta", 10, 1)
+    with pytest.raises(ConversionError, match="a BART checkpoint exports as bart, not 'bert'"):
+        hf_family("bart", None, "bert")
+    assert hf_family("roberta", None, None) == "roberta" and hf_family("roberta", None, "bert") == "bert"
     state = RobertaForMaskedLM(RobertaConfig(vocab_size=20, max_position_embeddings=10, type_vocab_size=1,
                                              **SIZE)).state_dict()
     state["roberta.embeddings.token_type_embeddings.weight"] += 1.0

@@ -29,10 +29,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def model_args(state: dict, path) -> Namespace:
+    """The model's settings: a Namespace from fairseq-train, a plain dict (``_name`` = arch) from
+    fairseq-hydra-train."""
     cfg = state.get("cfg") or {}
     args = cfg.get("model") if isinstance(cfg, dict) else None
     if args is None:
         args = state.get("args")
+    if isinstance(args, dict) and args.get("_name"):
+        args = Namespace(**args)
+        args.arch = getattr(args, "arch", None) or args._name
     if not isinstance(args, Namespace):
         raise ConversionError(f"{path}: checkpoint has no model settings (cfg.model / args)")
     return args

@@ -176,7 +176,9 @@ def hf_to_fairseq_state(state: dict, family: str, layers: int, vocab_rows: int, 
     bias = state[names["bias"]]
     dec_bias = state.get(names["decoder_bias"], bias)
     if not torch.equal(dec_bias, bias):
-        raise ConversionError(f"{names['decoder_bias']} differs from {names['bias']}: only the tied bias converts")
+        if tied:
+            raise ConversionError(f"{names['decoder_bias']} differs from {names['bias']} although they are tied")
+        bias = dec_bias  # untied (transformers 5): the decoder's bias is the one the forward pass adds
     out["encoder.lm_head.bias"] = torch.cat([bias, bias.new_zeros(fresh_rows)]) if fresh_rows else bias
     decoder = state.get(names["decoder_weight"], emb)
     if tied:

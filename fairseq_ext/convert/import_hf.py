@@ -183,6 +183,10 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, pad_to_mult
         positions = int(flags[flags.index("--max-positions") + 1])
         weights = encoder.hf_to_fairseq_state(state, family, config.num_hidden_layers, len(dictionary),
                                               dictionary.pad(), keep_types, tied=config.tie_word_embeddings)
+        names = encoder.embedding_names(family)
+        if not torch.equal(state[names["bias"]], state[names["decoder_bias"]]):
+            dropped.append(f"{names['bias']} (unused beside the untied {names['decoder_bias']}; "
+                           "exported equal to it)")
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         args = training_args(str(Path(out_dir).resolve()), family, flags, pad_to_multiple, positions)
         fs_model = build_fairseq_model(args, dictionary, weights)
