@@ -125,7 +125,7 @@ Converted from the fairseq checkpoint `{Path(checkpoint).name}` by `fairseq-ext 
 | architecture | {args.arch}: {layers}, d_model {args.encoder_embed_dim}, \
 {args.encoder_attention_heads} heads, FFN {args.encoder_ffn_embed_dim}, {result.parameters:,} parameters |
 | objective | {objective} |
-| training data | `{data}` |
+| training data | `{data}` |{_started_from(state)}
 | tokenizer | `{tok_name}` ({positions} positions) |
 | updates | {result.num_updates} |
 | validation loss | {val} |
@@ -137,6 +137,11 @@ tok = AutoTokenizer.from_pretrained("{result.out_dir}")
 model = {cls}.from_pretrained("{result.out_dir}")
 ```
 """
+
+
+def _started_from(state) -> str:
+    source = (state.get("extra_state") or {}).get("imported_from")
+    return f"\n| started from | `{source}` (fairseq-ext import-hf) |" if source else ""
 
 
 BART_KEYS = ("mask", "mask_length", "poisson_lambda", "permute_sentences", "mask_random", "rotate", "insert")

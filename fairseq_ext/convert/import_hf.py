@@ -17,6 +17,7 @@ carries the token-type table and the epsilon exactly.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,7 +197,9 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, pad_to_mult
             diff = encoder.encoder_parity(fs_model, hf_model, dictionary, positions)
         if not diff <= TOLERANCE:
             raise ConversionError(f"{hf_dir}: fairseq and transformers outputs differ by {diff:.2e}; nothing written")
-        cfg = convert_namespace_to_omegaconf(args)
+        with warnings.catch_warnings():  # hydra's deprecation notices about fairseq's own config files
+            warnings.simplefilter("ignore", UserWarning)
+            cfg = convert_namespace_to_omegaconf(args)
         criterion = "CrossEntropyWithAccuracy" if family == "bart" else "MaskedLMWithAccuracy"
         checkpoint = {
             "args": None,
