@@ -71,6 +71,18 @@ def test_samples_do_not_depend_on_worker_count(data):
     assert [ds[i]["target"].tolist() for i in range(len(ds))] != [t for _s, t in direct]
 
 
+def test_every_sample_is_batched(data):
+    """fairseq 0.12 drops a last batch that is not a multiple of 8 (fairseq#5036); ours keeps it."""
+    task = make_task(data)
+    ds = task.datasets["train"]
+    batches = ds.batch_by_size(np.arange(13), max_tokens=4096, required_batch_size_multiple=8)
+    assert [len(b) for b in batches] == [8, 5]
+    itr = task.get_batch_iterator(ds, max_tokens=1024, max_positions=64, required_batch_size_multiple=8)
+    seen = sorted(int(i) for b in itr.frozen_batches for i in b)
+    assert seen == list(range(len(ds))) and len(ds) % 8 != 0
+    assert all(len(b) % 8 == 0 for b in itr.frozen_batches[:-1] if len(b) >= 8)
+
+
 def test_masked_share(data):
     ds = make_task(data).datasets["train"]
     chosen = sum(int((ds[i]["target"] != 0).sum()) for i in range(len(ds)))
@@ -117,3 +129,28 @@ def test_roberta_trains_with_accuracy(data, tmp_path):
             hf_logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         keep = batch["attention_mask"].bool()
         assert float((fs_logits - hf_logits).abs()[keep].max()) <= 1e-4
+
+
+@pytest.mark.slow
+def test_pretrain_roberta_script_runs_the_whole_recipe(tmp_path):
+    """scripts/pretrain_roberta.sh as a user runs it (CPU, tiny sizes through its variables)."""
+    from transformers import AutoModelForMaskedLM
+
+    (tmp_path / "corpus").mkdir()
+    lines = make_text(500, seed=30)
+    text = "\n".join(ln + ("\n" if i % 5 == 4 else "") for i, ln in enumerate(lines)) + "\n"
+    (tmp_path / "corpus" / "text.txt").write_text(text, encoding="utf-8")
+    tiny = ["--encoder-layers", "1", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+            "--encoder-attention-heads", "2", "--cpu", "--num-workers", "0", "--log-interval", "1"]
+    env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+               PYTHONWARNINGS="ignore", RAW=str(tmp_path / "corpus"), WORK=str(tmp_path / "run"), VOCAB="400",
+               TOKENS_PER_SAMPLE="64", MASK_UNIT="word", MAX_TOKENS="1024", UPDATE_FREQ="1", MAX_UPDATE="6",
+               WARMUP="1", PRECISION="", EXTRA_TRAIN_ARGS=" ".join(tiny))
+    proc = subprocess.run(["bash", "scripts/pretrain_roberta.sh"], capture_output=True, text=True, cwd=REPO,
+                          env=env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "num_updates=6" in log.replace(" ", "") and "| accuracy " in log
+    assert "exported roberta" in log and "parity: max |logit difference|" in log
+    model = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "run" / "hf-model"))
+    assert type(model).__name__ == "RobertaForMaskedLM" and model.config.vocab_size == 400
