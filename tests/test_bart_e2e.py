@@ -121,7 +121,9 @@ def test_import_then_export_is_bit_identical_and_training_continues(trained):
         assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
     assert json.loads((hf / "config.json").read_text())["vocab_size"] == \
         json.loads((root / "hf-again" / "config.json").read_text())["vocab_size"]
-    log = fairseq_train([str(root / "bin"), "--user-dir", "fairseq_ext", *COMMON, *SIZES[family],
+    model_flags = (root / "imported" / "model_args.txt").read_text().split()  # the sizes, from the import
+    assert model_flags[:2] == ["--arch", "bart_base"]
+    log = fairseq_train([str(root / "bin"), "--user-dir", "fairseq_ext", *COMMON, *model_flags,
                          "--max-update", "2", "--save-dir", str(root / "ckpt-cont"),
                          "--restore-file", str(root / "imported" / "checkpoint.pt"),
                          "--reset-optimizer", "--reset-dataloader", "--reset-meters"])
