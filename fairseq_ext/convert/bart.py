@@ -15,7 +15,7 @@ from argparse import Namespace
 
 import torch
 
-from fairseq_ext.convert.common import ConversionError, parity_batches
+from fairseq_ext.convert.common import ConversionError, load_hf_state, parity_batches
 
 # fairseq name pattern -> transformers name
 RENAMES = [
@@ -153,12 +153,7 @@ def hf_bart_from_fairseq(args, dictionary, weights):
     gen = hf.generation_config  # as the released BART checkpoints generate
     gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = roles.bos, roles.eos, roles.pad
     gen.decoder_start_token_id, gen.forced_bos_token_id, gen.forced_eos_token_id = roles.eos, roles.bos, roles.eos
-    hf_state = fairseq_to_hf_state(weights, args, dictionary.tokenizer_size, roles.pad)
-    missing, unexpected = hf.load_state_dict(hf_state, strict=False)
-    if missing or unexpected:
-        raise ConversionError(f"weights do not fit BartForConditionalGeneration: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
-    return hf.eval()
+    return load_hf_state(hf, fairseq_to_hf_state(weights, args, dictionary.tokenizer_size, roles.pad))
 
 
 @torch.no_grad()

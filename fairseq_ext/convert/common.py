@@ -13,6 +13,15 @@ class ConversionError(UserError):
     """The checkpoint cannot be converted as asked; the message says which key or setting."""
 
 
+def load_hf_state(hf_model, state: dict):
+    """Put converted weights into a transformers model; a missing or unexpected name is an error."""
+    missing, unexpected = hf_model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConversionError(f"weights do not fit {type(hf_model).__name__}: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    return hf_model.eval()
+
+
 def parity_batches(vocab_size: int, roles, special_ids, max_len: int, seed: int = 0):
     """Two padded batches of random ordinary tokens: (src, prev_output_tokens), shaped (B, T)."""
     g = torch.Generator().manual_seed(seed)

@@ -20,7 +20,7 @@ from argparse import Namespace
 
 import torch
 
-from fairseq_ext.convert.common import ConversionError, parity_batches
+from fairseq_ext.convert.common import ConversionError, load_hf_state, parity_batches
 
 FAMILIES = ("bert", "roberta")
 FS = "encoder.sentence_encoder."
@@ -84,15 +84,8 @@ def check_convertible(args: Namespace) -> None:
         raise ConversionError(f"activation {args.activation_fn!r} has no transformers equivalent")
 
 
-def layer_norm_eps(args: Namespace) -> float:
-    """fairseq's RoBERTa: 1e-5 always; the hf_bert model: its --layer-norm-eps."""
-    if str(getattr(args, "arch", "")).startswith("hf_bert"):
-        return float(args.layer_norm_eps)
-    return 1e-5
-
-
 def hf_config_from_fairseq(args: Namespace, family: str, vocab_size: int, roles, position_rows: int,
-                           type_vocab_size: int) -> dict:
+                           type_vocab_size: int, layer_norm_eps: float) -> dict:
     """BertConfig / RobertaConfig keyword arguments from a fairseq encoder's settings."""
     check_convertible(args)
     positions = position_rows - roles.pad - 1  # usable positions in fairseq's table
@@ -102,7 +95,7 @@ def hf_config_from_fairseq(args: Namespace, family: str, vocab_size: int, roles,
         hidden_act=ACTIVATIONS[args.activation_fn], hidden_dropout_prob=args.dropout,
         attention_probs_dropout_prob=args.attention_dropout,
         max_position_embeddings=positions if family == "bert" else position_rows,
-        type_vocab_size=type_vocab_size, layer_norm_eps=layer_norm_eps(args),
+        type_vocab_size=type_vocab_size, layer_norm_eps=layer_norm_eps,
         pad_token_id=roles.pad, bos_token_id=roles.bos, eos_token_id=roles.eos,
         tie_word_embeddings=not getattr(args, "untie_weights_roberta", False),
     )
@@ -161,8 +154,7 @@ def hf_to_fairseq_state(state: dict, family: str, layers: int, vocab_rows: int, 
         elif name not in names.values():
             raise ConversionError(f"unknown transformers weight {name!r}: not in the {family} conversion table")
     emb = state[names["tokens"]]
-    fresh_rows = vocab_rows - emb.size(0)  # fairseq's vocabulary padding: rows after the last id
-    padded = torch.cat([emb, emb.new_empty(fresh_rows, emb.size(1)).normal_(0, 0.02)]) if fresh_rows else emb
+    padded = _pad_rows(emb, vocab_rows)
     out[f"{FS}embed_tokens.weight"] = padded
     positions = state[names["positions"]]
     if family == "bert":  # BERT's position p -> fairseq row p + pad + 1; rows up to pad are never used
@@ -179,7 +171,7 @@ def hf_to_fairseq_state(state: dict, family: str, layers: int, vocab_rows: int, 
         if tied:
             raise ConversionError(f"{names['decoder_bias']} differs from {names['bias']} although they are tied")
         bias = dec_bias  # untied (transformers 5): the decoder's bias is the one the forward pass adds
-    out["encoder.lm_head.bias"] = torch.cat([bias, bias.new_zeros(fresh_rows)]) if fresh_rows else bias
+    out["encoder.lm_head.bias"] = _pad_rows(bias, vocab_rows)
     decoder = state.get(names["decoder_weight"], emb)
     if tied:
         if not torch.equal(decoder, emb):
@@ -187,11 +179,18 @@ def hf_to_fairseq_state(state: dict, family: str, layers: int, vocab_rows: int, 
                                   "although tie_word_embeddings is set")
         out["encoder.lm_head.weight"] = padded
     else:  # untied output projection (--untie-weights-roberta)
-        out["encoder.lm_head.weight"] = (
-            torch.cat([decoder, decoder.new_empty(fresh_rows, decoder.size(1)).normal_(0, 0.02)])
-            if fresh_rows else decoder)
+        out["encoder.lm_head.weight"] = _pad_rows(decoder, vocab_rows)
     out[f"{FS}version"] = torch.tensor([3.0])
     return out
+
+
+def _pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """fairseq's vocabulary padding: rows after the last id, initialised as fairseq's RoBERTa does
+    (embeddings N(0, 0.02), output bias 0)."""
+    fresh = tensor.new_zeros(rows - tensor.size(0), *tensor.shape[1:])
+    if tensor.dim() > 1:
+        fresh.normal_(0, 0.02)
+    return torch.cat([tensor, fresh]) if fresh.size(0) else tensor
 
 
 def hf_classes(family: str):
@@ -203,18 +202,17 @@ def hf_classes(family: str):
 def hf_encoder_from_fairseq(args: Namespace, family: str, dictionary, weights: dict):
     """A ``{Bert,Roberta}ForMaskedLM`` holding a fairseq encoder's weights."""
     types = weights.get(f"{FS}embed_token_types.weight")
-    type_vocab = types.size(0) if types is not None else (2 if family == "bert" else 1)
+    if types is not None:  # the hf_bert model: its own type table and epsilon
+        type_vocab, eps = types.size(0), float(args.layer_norm_eps)
+    else:  # fairseq's roberta: no token types, epsilon 1e-5
+        type_vocab, eps = (2 if family == "bert" else 1), 1e-5
     rows = weights[f"{FS}embed_positions.weight"].size(0)
     config_cls, model_cls = hf_classes(family)
     roles = dictionary.roles
-    config = config_cls(**hf_config_from_fairseq(args, family, dictionary.tokenizer_size, roles, rows, type_vocab))
-    hf = model_cls(config)
-    hf_state = fairseq_to_hf_state(weights, args, family, dictionary.tokenizer_size, roles.pad)
-    missing, unexpected = hf.load_state_dict(hf_state, strict=False)
-    if missing or unexpected:
-        raise ConversionError(f"weights do not fit {model_cls.__name__}: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
-    return hf.eval()
+    config = config_cls(**hf_config_from_fairseq(args, family, dictionary.tokenizer_size, roles, rows, type_vocab,
+                                                  eps))
+    return load_hf_state(model_cls(config), fairseq_to_hf_state(weights, args, family, dictionary.tokenizer_size,
+                                                                 roles.pad))
 
 
 @torch.no_grad()

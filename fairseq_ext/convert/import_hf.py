@@ -73,7 +73,7 @@ def bart_flags(config) -> list[str]:
     return flags
 
 
-def encoder_flags(config, family: str, pad: int, keep_types: bool) -> list[str]:
+def encoder_flags(config, family: str, positions: int, keep_types: bool) -> list[str]:
     """fairseq-train model flags for a ``roberta`` or ``bert`` model equal to an HF Bert/RobertaConfig."""
     act = ACTIVATIONS.get(config.hidden_act)
     if act is None:
@@ -81,7 +81,6 @@ def encoder_flags(config, family: str, pad: int, keep_types: bool) -> list[str]:
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
         raise ConversionError(f"position_embedding_type {config.position_embedding_type!r}: "
                               "only absolute positions convert")
-    positions = config.max_position_embeddings - (0 if family == "bert" else pad + 1)
     flags = [
         "--arch", "hf_bert" if keep_types else "roberta",
         "--encoder-layers", str(config.num_hidden_layers), "--encoder-embed-dim", str(config.hidden_size),
@@ -177,14 +176,15 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, pad_to_mult
     else:
         hf_model, fresh_head, dropped = load_encoder(hf_dir, config, seed)
         state = hf_model.state_dict()
-        types = state[encoder.embedding_names(family)["types"]]
+        names = encoder.embedding_names(family)
+        types = state[names["types"]]
         keep_types = family == "bert" or not (
             types.size(0) == 1 and not types.abs().max() > 0 and config.layer_norm_eps == 1e-5)
-        flags = encoder_flags(config, family, dictionary.pad(), keep_types)
-        positions = int(flags[flags.index("--max-positions") + 1])
+        # BERT's table holds its positions; RoBERTa's also the pad + 1 unused rows before them
+        positions = config.max_position_embeddings - (0 if family == "bert" else dictionary.pad() + 1)
+        flags = encoder_flags(config, family, positions, keep_types)
         weights = encoder.hf_to_fairseq_state(state, family, config.num_hidden_layers, len(dictionary),
                                               dictionary.pad(), keep_types, tied=config.tie_word_embeddings)
-        names = encoder.embedding_names(family)
         if not torch.equal(state[names["bias"]], state[names["decoder_bias"]]):
             dropped.append(f"{names['bias']} (unused beside the untied {names['decoder_bias']}; "
                            "exported equal to it)")
