@@ -12,6 +12,7 @@ special tokens are set, so that roles (bos/pad/eos/unk/mask) are explicit and
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -127,9 +128,31 @@ def dict_txt_start(symbols: list[str]) -> int:
     return 4 if tuple(symbols[:4]) == FAIRSEQ_DEFAULT_SPECIALS else 0
 
 
+# First line of a dict.txt that lists ids from 0 (BERT, T5 and every other layout
+# without fairseq's <s> <pad> </s> <unk> at 0-3). fairseq's plain Dictionary.load
+# would put its own four specials first and shift every id by 4; this line is not
+# "<token> <count>" (its last field is not a number), so plain fairseq refuses the
+# file and its error quotes the line up to that last field. TokenizerDictionary
+# skips it; dict.txt files written before it existed load as before.
+DICT_TXT_HEADER = (
+    "#fairseq_ext: token ids start at 0 in this dict.txt (BERT/T5 layout) and plain fairseq would "
+    "shift every id by its own <s> <pad> </s> <unk>; read it with --user-dir fairseq_ext and a "
+    "fairseq_ext task (hf_masked_lm, hf_denoising) or fairseq_ext.vocab.TokenizerDictionary.load #"
+)
+
+
+def is_dict_txt_header(line: str) -> bool:
+    return line.startswith("#fairseq_ext:") and not line.rstrip().rpartition(" ")[2].lstrip("-").isdigit()
+
+
 def write_dict_txt(symbols: list[str], f) -> None:
-    """dict.txt for fairseq's tools: tokens in id order, one ``token 1`` line each (path or open file)."""
-    lines = (f"{sym} 1\n" for sym in symbols[dict_txt_start(symbols):])
+    """dict.txt for fairseq's tools: tokens in id order, one ``token 1`` line each (path or open file).
+
+    The RoBERTa/BART layout leaves out the four specials, which plain fairseq
+    adds itself; every other layout starts with :data:`DICT_TXT_HEADER`.
+    """
+    start = dict_txt_start(symbols)
+    lines = itertools.chain([DICT_TXT_HEADER + "\n"] if start == 0 else [], (f"{sym} 1\n" for sym in symbols[start:]))
     if isinstance(f, (str, os.PathLike)):
         with open(f, "w", encoding="utf-8") as fd:
             fd.writelines(lines)

@@ -8,8 +8,10 @@ token the tokenizer calls ``i`` for every ``i``, special tokens included.
 ``Dictionary.load`` always puts ``<s> <pad> </s> <unk>`` at 0-3 before the
 file's lines; when the tokenizer has exactly those at 0-3 (RoBERTa/BART
 layout) the file leaves them out, so even the plain loader gets the same
-order. Other layouts (BERT, T5) list every token from id 0, and must be read
-with :meth:`TokenizerDictionary.load`, which every fairseq_ext task uses.
+order. Other layouts (BERT, T5) list every token from id 0 after a header
+line that the plain loader refuses (it would shift every id by 4), and must
+be read with :meth:`TokenizerDictionary.load`, which every fairseq_ext task
+uses (``fairseq-preprocess --user-dir fairseq_ext --task hf_masked_lm`` too).
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
 from fairseq.data import Dictionary
+from fairseq.tokenizer import tokenize_line
 
 from fairseq_ext.tokenizer import (
     SpecialRoles,
     TokenizerError,
     dict_txt_start,
+    is_dict_txt_header,
     load_tokenizer,
+    save_tokenizer,
     special_roles,
     special_token_ids,
     vocab_in_id_order,
@@ -72,6 +78,7 @@ class TokenizerDictionary(Dictionary):
     def from_tokenizer(cls, tok, pad_to_multiple: int = 1) -> TokenizerDictionary:
         symbols, _holes = vocab_in_id_order(tok)
         d = cls(symbols, special_roles(tok), special_token_ids(tok))
+        d._tokenizer = tok
         try:
             d._word_start = word_start_rule(tok)
         except TokenizerError as exc:  # only whole-word masking needs it; say so when asked
@@ -91,13 +98,19 @@ class TokenizerDictionary(Dictionary):
 
         ``f`` is the path of a ``dict.txt`` (what fairseq tasks pass). The
         tokenizer next to it is the source of truth; the ``dict.txt`` must
-        agree with it, else a ``TokenizerError`` names both files.
+        agree with it, else a ``TokenizerError`` names both files. ``f`` may
+        also be TOK itself (a ``tokenizer.json``, a tokenizer directory or a
+        ``.model``), as in ``fairseq-preprocess --srcdict TOK``.
         """
-        dict_path = Path(f)
-        tok_path = tokenizer_path_for(dict_path.parent)
-        d = cls.from_path(tok_path)
-        if dict_path.exists():
-            d.check_dict_txt(dict_path)
+        path = Path(f)
+        if path.is_dir() or (path.suffix in (".json", ".model") and path.is_file()):
+            d = cls.from_path(path)
+            if (path / "dict.txt").is_file():
+                d.check_dict_txt(path / "dict.txt")
+            return d
+        d = cls.from_path(tokenizer_path_for(path.parent))
+        if path.exists():
+            d.check_dict_txt(path)
         return d
 
     # -- dict.txt ---------------------------------------------------------
@@ -106,8 +119,28 @@ class TokenizerDictionary(Dictionary):
         return dict_txt_start(self.symbols)
 
     def save(self, f) -> None:
-        """Write dict.txt: tokens in id order, one ``token 1`` line each (path or open file)."""
+        """Write dict.txt: tokens in id order, one ``token 1`` line each (path or open file).
+
+        Saved to a path in a directory without a tokenizer (as ``fairseq-preprocess``
+        saves ``--srcdict`` into ``--destdir``), the tokenizer is saved beside it, so the
+        directory carries its vocabulary like one made by ``fairseq-ext binarize``.
+        """
         write_dict_txt(self.symbols, f)
+        tok = getattr(self, "_tokenizer", None)
+        if tok is not None and isinstance(f, (str, os.PathLike)) and not (Path(f).parent / "tokenizer.json").exists():
+            save_tokenizer(tok, Path(f).parent)
+
+    def encode_line(self, line, line_tokenizer=tokenize_line, add_if_not_exist=True, consumer=None,
+                    append_eos=True, reverse_order=False) -> torch.IntTensor:
+        """fairseq's ``encode_line``, except that a blank line is a document separator: an empty item.
+
+        That is what ``fairseq-ext binarize`` writes for a blank line and what the
+        tasks' ``complete_doc`` mode (``document_sep_len=0``) looks for; fairseq's
+        own would write a lone eos.
+        """
+        if append_eos and not line_tokenizer(line):
+            return torch.IntTensor(0)
+        return super().encode_line(line, line_tokenizer, add_if_not_exist, consumer, append_eos, reverse_order)
 
     def check_dict_txt(self, path: Path) -> None:
         listed = read_dict_txt_symbols(path)
@@ -142,7 +175,7 @@ def read_dict_txt_symbols(path: Path) -> list[str]:
     with open(path, encoding="utf-8") as fd:
         for lineno, line in enumerate(fd, 1):
             line = line.rstrip("\n")
-            if not line:
+            if not line or (lineno == 1 and is_dict_txt_header(line)):
                 continue
             word, sep, count = line.rpartition(" ")
             if not sep or not count.lstrip("-").isdigit():

@@ -36,11 +36,7 @@ def binarize_directory(
     for split, path in files.items():
         if not Path(path).is_file():
             raise BinarizeError(f"{path}: no such file (--{split})")
-    tok = load_tokenizer(tokenizer)
-    symbols, _holes = vocab_in_id_order(tok)
-    roles = special_roles(tok)
-    roles.require("eos", source=str(tokenizer))
-    encoder = LineEncoder(tok, roles.eos, roles.unk, special_token_ids(tok), max_line_tokens)
+    tok, symbols, encoder = load_line_encoder(tokenizer, max_line_tokens)
     dtype = best_dtype(len(symbols))
     total = sum(Path(p).stat().st_size for p in files.values())
     bar = _progress_bar(total, progress)
@@ -57,6 +53,15 @@ def binarize_directory(
         (tmp / "binarize.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         result["files"] = sorted(p.name for p in tmp.iterdir())
     return result
+
+
+def load_line_encoder(tokenizer: str | os.PathLike, max_line_tokens: int) -> tuple[object, list[str], LineEncoder]:
+    """(the tokenizer, its tokens in id order, a :class:`LineEncoder` over it) for TOK."""
+    tok = load_tokenizer(tokenizer)
+    symbols, _holes = vocab_in_id_order(tok)
+    roles = special_roles(tok)
+    roles.require("eos", source=str(tokenizer))
+    return tok, symbols, LineEncoder(tok, roles.eos, roles.unk, special_token_ids(tok), max_line_tokens)
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 
@@ -157,6 +157,12 @@ class LineEncoder:
         return out, sizes, int((n_chunks > 1).sum())
 
 
+class ItemSink(Protocol):
+    """Where encoded items go: :class:`MMapWriter`, or ``fairseq-ext encode``'s piece writer."""
+
+    def add(self, tokens: np.ndarray, sizes: np.ndarray) -> None: ...
+
+
 class MMapWriter:
     """Writes ``PREFIX.bin`` and ``PREFIX.idx`` as fairseq's MMapIndexedDataset reads them.
 
@@ -247,26 +253,47 @@ def binarize_text(
     path = Path(path)
     if not path.is_file():
         raise BinarizeError(f"{path}: no such file")
-    stats = BinarizeStats(file=str(path))
-    start = time.perf_counter()
     writer = MMapWriter(out_prefix, dtype)
     try:
-        with _gc_paused(), ThreadPoolExecutor(max_workers=1) as pool:
-            pending = None
-            for texts, is_sep, consumed in _classified_batches(path, batch_bytes, stats):
-                sentences = [texts[i] for i in np.flatnonzero(~is_sep)] if is_sep.any() else texts
-                encoded = pool.submit(encoder.encode, sentences)
-                if pending is not None:
-                    _write_batch(*pending, encoder, writer, stats, progress)
-                pending = (encoded, is_sep, consumed)
-            if pending is not None:
-                _write_batch(*pending, encoder, writer, stats, progress)
+        stats = encode_items(path, encoder, writer, batch_bytes, progress)
         writer.close()
     except BaseException:
         writer.close()
         for suffix in (".bin", ".idx"):
             Path(str(out_prefix) + suffix).unlink(missing_ok=True)
         raise
+    return stats
+
+
+def encode_items(
+    path: str | os.PathLike,
+    encoder: LineEncoder,
+    sink: ItemSink,
+    batch_bytes: int = 4 << 20,
+    progress: Optional[Callable[[int], None]] = None,
+) -> BinarizeStats:
+    """Encode one text file and hand its items, batch by batch, to ``sink.add(tokens, sizes)``.
+
+    ``tokens`` is the batch's items laid end to end (each text item ends with
+    eos; a document separator is an empty item), ``sizes`` their lengths. The
+    binary writer and ``fairseq-ext encode``'s piece writer are both sinks, so
+    they see exactly the same items.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BinarizeError(f"{path}: no such file")
+    stats = BinarizeStats(file=str(path))
+    start = time.perf_counter()
+    with _gc_paused(), ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for texts, is_sep, consumed in _classified_batches(path, batch_bytes, stats):
+            sentences = [texts[i] for i in np.flatnonzero(~is_sep)] if is_sep.any() else texts
+            encoded = pool.submit(encoder.encode, sentences)
+            if pending is not None:
+                _write_batch(*pending, encoder, sink, stats, progress)
+            pending = (encoded, is_sep, consumed)
+        if pending is not None:
+            _write_batch(*pending, encoder, sink, stats, progress)
     stats.documents = stats.documents + (1 if stats.items else 0)
     stats.seconds = time.perf_counter() - start
     return stats
@@ -317,7 +344,7 @@ def _classified_batches(path: Path, batch_bytes: int, stats: BinarizeStats):
         yield texts, np.array(is_sep, dtype=bool), consumed
 
 
-def _write_batch(encoded: Future, is_sep: np.ndarray, consumed: int, encoder: LineEncoder, writer: MMapWriter,
+def _write_batch(encoded: Future, is_sep: np.ndarray, consumed: int, encoder: LineEncoder, writer: ItemSink,
                  stats: BinarizeStats, progress: Optional[Callable[[int], None]]) -> None:
     flat, sent_lengths, fixed = encoded.result()
     lengths = np.zeros(len(is_sep), dtype=np.int64)

@@ -1,0 +1,86 @@
+"""Write the tokenizer's pieces of text files, for fairseq's classic `fairseq-preprocess` step.
+
+One line of space-separated pieces (the tokenizer's vocabulary strings) per
+item that `fairseq-ext binarize` would write from the same text: lines longer
+than --max-line-tokens are cut into several lines, a run of blank lines becomes
+one blank line (a document separator), text spelling a special token (`<s>`,
+`[CLS]`) is written as ordinary pieces. Several inputs are read in order, each
+ending its last document. Then
+
+  fairseq-preprocess --user-dir fairseq_ext --task hf_masked_lm --only-source \\
+      --srcdict TOK --trainpref train.pieces --validpref valid.pieces --destdir data-bin
+
+writes the same train.bin/.idx bytes as `fairseq-ext binarize`, with dict.txt
+and the tokenizer beside them.
+
+example:
+  fairseq-ext encode --tokenizer tok/ -i data/train.txt -o data/train.pieces
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from fairseq_ext.errors import UserError
+
+HELP = "write tokenizer pieces of text, one item a line (for fairseq-preprocess --srcdict)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", required=True, metavar="TOK",
+                   help="a tokenizer.json, a directory AutoTokenizer loads, or a SentencePiece .model")
+    p.add_argument("-i", "--input", required=True, nargs="+", metavar="INPUT",
+                   help="text files, one sentence a line, blank line between documents; read in order")
+    p.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="the pieces file to write")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="threads for the tokenizer's batch encoding (default: all %(default)s cores); "
+                   "the output is identical for any N")
+    p.add_argument("--max-line-tokens", type=int, default=510, metavar="N",
+                   help="longest item, eos included (as in `binarize`); longer lines are cut into several "
+                   "lines of at most N-1 pieces (default %(default)s)")
+    p.add_argument("--batch-mb", type=float, default=4.0, metavar="MB",
+                   help="text read and encoded per batch; bounds memory (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.max_line_tokens < 2:
+        raise UserError(f"--max-line-tokens must be at least 2 (one token and eos), got {args.max_line_tokens}")
+    if not args.batch_mb > 0:
+        raise UserError(f"--batch-mb must be positive, got {args.batch_mb}")
+    from fairseq_ext.cli.binarize import set_thread_count, summary_line
+
+    set_thread_count(args.workers)
+    from fairseq_ext.data.pieces import encode_to_pieces
+
+    result = encode_to_pieces(
+        args.tokenizer, args.input, args.output, max_line_tokens=args.max_line_tokens,
+        batch_bytes=max(1, int(args.batch_mb * (1 << 20))), overwrite=args.overwrite, progress=not args.quiet,
+    )
+    for counts in result["inputs"]:
+        print(summary_line(counts["file"], counts))
+    print(f"wrote {args.output}: {result['lines']:,} lines ({result['lines'] - result['separators']:,} of pieces, "
+          f"{result['separators']:,} blank between documents), {result['pieces']:,} pieces")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fairseq-ext encode", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return p
+
+
+def main(argv=None) -> int:
+    from fairseq_ext.cli.main import main as cli_main
+
+    return cli_main(["encode", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
