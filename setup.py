@@ -31,6 +31,10 @@ setup(
         "safetensors>=0.4",
         "tqdm>=4.60",
         "emoji>=2.0",
+        # fairseq-train --tensorboard-logdir writes nothing without a writer. fairseq tries
+        # torch.utils.tensorboard (needs the whole `tensorboard` app: grpcio, werkzeug, ...) and
+        # then tensorboardX, a small pure-Python writer (numpy, protobuf, packaging).
+        "tensorboardX>=2.6",
     ],
     extras_require={
         "test": ["pytest>=7", "ruff>=0.4"],

@@ -66,6 +66,16 @@ def build_corpus(path: Path, mb: float) -> int:
     return written
 
 
+def command(script: str, module: str) -> list[str]:
+    """The installed ``script`` beside this Python, as users run it; else ``python -m module``.
+
+    Found through ``sys.executable``, not PATH: ``.venv/bin/python benchmarks/binarize.py``
+    works without activating the virtualenv.
+    """
+    path = Path(sys.executable).parent / script
+    return [str(path)] if path.exists() else [sys.executable, "-m", module]
+
+
 def timed(cmd: list[str], env=None) -> tuple[float, float, str]:
     """Run ``cmd``; return (seconds, peak RSS in MB of its largest process, stdout)."""
     wrapper = textwrap.dedent("""
@@ -148,8 +158,7 @@ def main() -> int:
     sample = work / "sample.txt"
     with open(corpus, "rb") as src, open(sample, "wb") as dst:
         dst.write(src.read(8_000_000).rsplit(b"\n", 1)[0] + b"\n")
-    script = Path(sys.executable).parent / "fairseq-ext"  # the installed command, as users run it
-    fx = [str(script)] if script.exists() else [sys.executable, "-m", "fairseq_ext.cli.main"]
+    fx = command("fairseq-ext", "fairseq_ext.cli.main")
     subprocess.run([*fx, "train-tokenizer", "-i", str(sample), "-o", str(work / "tok"), "--vocab-size",
                     str(args.vocab_size), "--quiet"], check=True, capture_output=True)
     tok_json = str(work / "tok" / "tokenizer.json")
@@ -170,9 +179,9 @@ def main() -> int:
     t1, rss1, _ = timed([sys.executable, "-c", CLASSIC_ENCODE, tok_json, str(corpus), str(work / "ids.txt"), n])
     with open(work / "dict.txt", "w") as f:
         f.writelines(f"{i} 1\n" for i in range(args.vocab_size))
-    t2, rss2, _ = timed(["fairseq-preprocess", "--only-source", "--srcdict", str(work / "dict.txt"), "--trainpref",
-                         str(work / "ids.txt"), "--destdir", str(work / "classic"), "--workers", n,
-                         "--dataset-impl", "mmap"])
+    t2, rss2, _ = timed([*command("fairseq-preprocess", "fairseq_cli.preprocess"), "--only-source", "--srcdict",
+                         str(work / "dict.txt"), "--trainpref", str(work / "ids.txt"), "--destdir",
+                         str(work / "classic"), "--workers", n, "--dataset-impl", "mmap"])
     rows["(c) classic: gpt2 BPE pool + fairseq-preprocess"] = (t1 + t2, max(rss1, rss2), tokens)
     rows["    (c1) gpt2 BPE encoding to text"] = (t1, rss1, tokens)
     rows["    (c2) fairseq-preprocess"] = (t2, rss2, tokens)

@@ -8,16 +8,72 @@ loadable under torch >= 2.6 without turning off ``weights_only`` (see
 The one exception is the ``fairseq-ext`` command itself: its verbs prepare
 text and data without fairseq, so it skips importing fairseq and torch (seconds
 on every call); a verb that needs fairseq in-process calls :func:`register`.
+
+Registering first makes a torchaudio that cannot load invisible (see
+:func:`ignore_broken_torchaudio`): fairseq requires torchaudio, pip then installs
+the newest one, and beside a newer or CPU-only torch its C++ extension fails to
+load; transformers imports it whenever it is installed, so every model import
+would fail although no text model uses audio.
 """
 
+import importlib.util
+import logging
 import os
 import sys
 
 __version__ = "0.1.0"
 
+_COMMAND = os.path.basename(sys.argv[0] if sys.argv else "") == "fairseq-ext"
+_torchaudio_checked = False
+
+
+def ignore_broken_torchaudio() -> None:
+    """If torchaudio is installed but cannot be imported, make it look absent (once per process).
+
+    ``sys.modules["torchaudio"] = None`` makes ``importlib.util.find_spec`` return
+    None (transformers' availability check) and ``import torchaudio`` raise
+    ImportError (what optional-audio code expects). One log line names the versions
+    and the error: a warning in Python sessions and ``fairseq-train``, where other
+    code might want audio; an INFO line under ``fairseq-ext``, whose verbs never do.
+    """
+    global _torchaudio_checked
+    if _torchaudio_checked:
+        return
+    _torchaudio_checked = True
+    if "torchaudio" in sys.modules or importlib.util.find_spec("torchaudio") is None:
+        return  # already imported (it works) or marked absent, or not installed
+    try:
+        import torchaudio  # noqa: F401  (imports torch first, which registering needs anyway)
+    except Exception as exc:  # OSError from its C++ extension; ImportError/RuntimeError from other mismatches
+        for name in [n for n in sys.modules if n == "torchaudio" or n.startswith("torchaudio.")]:
+            del sys.modules[name]
+        sys.modules["torchaudio"] = None
+        logging.getLogger(__name__).log(
+            logging.INFO if _COMMAND else logging.WARNING,
+            "torchaudio %s cannot be loaded beside torch %s (%s: %s); ignoring it, as no text model uses audio "
+            "(`pip uninstall torchaudio`, or the torchaudio build matching torch, removes this message)",
+            _version("torchaudio"), _version("torch"), type(exc).__name__, _reason(exc),
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    """The exception's message and its cause's, on one line."""
+    parts = [str(e).strip() for e in (exc, exc.__cause__) if e is not None and str(e).strip()]
+    return " <- ".join(parts).replace("\n", " ")
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "(unknown version)"
+
 
 def register() -> None:
     """Register every fairseq_ext component with fairseq (idempotent)."""
+    ignore_broken_torchaudio()
     from fairseq_ext import checkpoints
 
     checkpoints.install()
@@ -25,5 +81,5 @@ def register() -> None:
     from fairseq_ext.data import encoders  # noqa: F401  (--bpe hf_tokenizer)
 
 
-if os.path.basename(sys.argv[0] if sys.argv else "") != "fairseq-ext":
+if not _COMMAND:
     register()

@@ -1,0 +1,74 @@
+"""--tensorboard-logdir writes event files: loss and accuracy for train and valid, read back as records."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.record_writer import masked_crc32c
+
+from conftest import REPO, make_text
+from fairseq_ext.data.binarize_dir import binarize_directory
+
+pytestmark = pytest.mark.slow
+
+
+def read_events(path: Path) -> list[Event]:
+    """Every record of a TFRecord event file, its length and data checked against their CRCs."""
+    events, data = [], path.read_bytes()
+    pos = 0
+    while pos < len(data):
+        header = data[pos:pos + 8]
+        (length,) = struct.unpack("<Q", header)
+        assert struct.unpack("<I", data[pos + 8:pos + 12])[0] == masked_crc32c(header), f"{path}: bad length CRC"
+        body = data[pos + 12:pos + 12 + length]
+        assert struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])[0] == masked_crc32c(body), \
+            f"{path}: bad record CRC"
+        events.append(Event.FromString(body))
+        pos += 16 + length
+    return events
+
+
+def scalars(logdir: Path) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} over every event file under ``logdir``."""
+    out: dict[str, dict[int, float]] = {}
+    files = sorted(logdir.glob("events.out.tfevents.*"))
+    assert files, f"no event file in {logdir}"
+    for path in files:
+        for event in read_events(path):
+            for value in event.summary.value:
+                if value.WhichOneof("value") == "simple_value":
+                    out.setdefault(value.tag, {})[event.step] = value.simple_value
+    return out
+
+
+def test_training_writes_loss_and_accuracy_for_train_and_valid(tmp_path, bert_dir):
+    text = "\n".join(ln + ("\n" if i % 4 == 3 else "") for i, ln in enumerate(make_text(200, seed=9))) + "\n"
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    binarize_directory(bert_dir, {"train": tmp_path / "t.txt", "valid": tmp_path / "t.txt"}, tmp_path / "bin",
+                       max_line_tokens=30, progress=False)
+    logdir = tmp_path / "tb"
+    args = [str(tmp_path / "bin"), "--user-dir", "fairseq_ext", "--task", "hf_masked_lm", "--arch", "roberta_small",
+            "--encoder-layers", "1", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+            "--encoder-attention-heads", "2", "--tokens-per-sample", "32", "--criterion", "masked_lm_with_accuracy",
+            "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "512", "--max-update", "6",
+            "--validate-interval-updates", "3", "--cpu", "--num-workers", "0", "--log-format", "simple",
+            "--log-interval", "2", "--no-save", "--seed", "1", "--tensorboard-logdir", str(logdir)]
+    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args], capture_output=True, text=True,
+                          cwd=REPO)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "tensorboard not found" not in log
+
+    train, valid, inner = (scalars(logdir / tag) for tag in ("train", "valid", "train_inner"))
+    for name, tags in (("train", train), ("valid", valid), ("train_inner", inner)):
+        assert {"loss", "accuracy"} <= set(tags), (name, sorted(tags))
+        assert all(0.0 <= v <= 1.0 for v in tags["accuracy"].values()), (name, tags["accuracy"])
+        assert all(v > 0 for v in tags["loss"].values()), (name, tags["loss"])
+    assert {3, 6} <= set(valid["loss"])  # --validate-interval-updates 3, and the end of training
+    assert sorted(inner["loss"]) == [2, 4, 6]  # --log-interval 2
+    assert max(train["loss"]) == 6
