@@ -107,7 +107,7 @@ def infill_eval(model_dir: Path, sentences: list[str], examples: int = 3, beams:
         masked = " ".join(words[:middle] + [tok.mask_token] + words[middle + 1:])
         with torch.no_grad():
             out = model.generate(**tok(masked, return_tensors="pt"), num_beams=beams,
-                                 max_new_tokens=2 * len(words) + 8)
+                                 no_repeat_ngram_size=3, max_new_tokens=2 * len(words) + 8)
         infill = tok.decode(out[0], skip_special_tokens=True).strip()
         context = words[:middle] + words[middle + 1:]
         kept_total += len(context)

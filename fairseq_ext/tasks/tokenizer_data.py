@@ -13,6 +13,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask
 from omegaconf import II, MISSING
 
+from fairseq_ext.models.init import init_normal_
 from fairseq_ext.tokenizer import TokenizerError
 from fairseq_ext.vocab import TokenizerDictionary
 
@@ -30,6 +31,11 @@ class TokenizerDataConfig(FairseqDataclass):
     pad_vocab_to_multiple: int = field(default=8, metadata={
         "help": "pad the embedding rows to a multiple of this (8 suits fp16); padding rows come after the "
         "last tokenizer id and are dropped by export-hf"})
+    init_std: float = field(default=0.0, metadata={
+        "help": "draw every Linear/Embedding weight of a new model from N(0, INIT_STD) instead of the model's "
+        "own initialisation (BART/RoBERTa use 0.02, tuned for 768+ wide models; about d**-0.5 suits narrow "
+        "models such as the demo's 128-wide BART); 0 keeps the model's own. Ignored when weights are loaded "
+        "from a checkpoint"})
     seed: int = II("common.seed")
     dataset_impl: Optional[str] = II("dataset.dataset_impl")
 
@@ -74,6 +80,15 @@ class TokenizerDataTask(FairseqTask):
             if other.symbols[: other.tokenizer_size] != self.dictionary.symbols[: self.dictionary.tokenizer_size]:
                 raise TokenizerError(f"{data_path} and {paths[0]} were binarized with different tokenizers")
         return dataset, split_path
+
+    def build_model(self, cfg, from_checkpoint=False):
+        if self.cfg.init_std < 0:
+            raise ValueError(f"--init-std must be >= 0, got {self.cfg.init_std}")
+        model = super().build_model(cfg, from_checkpoint)
+        if self.cfg.init_std > 0 and not from_checkpoint:
+            init_normal_(model, self.cfg.init_std)
+            logger.info(f"weights drawn from N(0, {self.cfg.init_std}) (--init-std)")
+        return model
 
     @property
     def source_dictionary(self):
