@@ -28,15 +28,19 @@ import sys
 import time
 from pathlib import Path
 
+from fairseq_ext.cli.arguments import int_at_least, positive_float, positive_int
+
 HELP = "run the whole recipe on the built-in corpus (no download)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="demo-out", metavar="DIR", help="working directory (default %(default)s)")
-    p.add_argument("--corpus-mb", type=float, default=2.0, metavar="MB",
+    p.add_argument("--corpus-mb", type=positive_float, default=2.0, metavar="MB",
                    help="how much stdlib prose to use (default %(default)s; all of it is about 1.3 MB)")
-    p.add_argument("--vocab-size", type=int, default=8000, metavar="N", help="tokenizer size (default %(default)s)")
-    p.add_argument("--max-update", type=int, default=600, metavar="N", help="training updates (default %(default)s)")
+    p.add_argument("--vocab-size", type=int_at_least(261, "at least 261 (5 specials + 256 bytes)"), default=8000,
+                   metavar="N", help="tokenizer size (default %(default)s)")
+    p.add_argument("--max-update", type=positive_int, default=600, metavar="N",
+                   help="training updates (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
 
 
