@@ -34,6 +34,8 @@ def _check_checkpoint_file(path: Path) -> None:
     if path.is_dir():
         hint = next((f"; did you mean {path / n}?" for n in ("checkpoint_best.pt", "checkpoint_last.pt")
                      if (path / n).is_file()), "")
+        if not hint and (path / "config.json").is_file():
+            hint = " (it looks like a transformers model: import-hf converts those to fairseq)"
         raise ConversionError(f"{path}: is a directory, not a checkpoint file{hint}")
     if not path.is_file():
         raise ConversionError(f"{path}: no such checkpoint file")
