@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+import errno
+from typing import Optional
+
 
 class UserError(ValueError):
     """Bad input: a missing file, malformed text, mismatched tokenizer, ..."""
 
 
-# What the command line reports as one line with a non-zero exit status.
-USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+# OS errors that are the user's paths or machine, never a bug: a missing, misplaced or
+# unwritable path, a full disk or quota, a read-only file system.
+USER_ERRNOS = frozenset({
+    errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS,
+    errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTEMPTY,
+})
+
+# What the command line reports as one line with a non-zero exit status (see user_message).
+USER_ERRORS = (UserError, OSError)
+
+
+def user_message(exc: BaseException) -> Optional[str]:
+    """The one line a user sees for ``exc``, or None when ``exc`` is not a user mistake (a bug).
+
+    >>> user_message(FileNotFoundError(2, "No such file or directory", "data/train.txt"))
+    'data/train.txt: no such file or directory'
+    >>> user_message(KeyError("x")) is None
+    True
+    """
+    if isinstance(exc, UserError):
+        return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.errno in USER_ERRNOS:
+        reason = (exc.strerror or errno.errorcode.get(exc.errno, "")).lower()
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return f"{where}: {reason}" if where else reason
+    return None

@@ -99,13 +99,26 @@ def _load_directory(path: Path):
 
             tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, use_fast=True)
     except Exception as exc:  # transformers raises many kinds here
-        raise TokenizerError(f"{path}: could not load the tokenizer: {_one_line(exc)}") from None
+        raise TokenizerError(_broken_json(path) or f"{path}: could not load the tokenizer: {_one_line(exc)}") from None
     if not getattr(tok, "is_fast", False):
         raise TokenizerError(f"{path}: only a slow tokenizer is available; a fast one (tokenizer.json) is needed")
     config = path / "tokenizer_config.json"
     if config.exists():
         tok.source_tokenizer_class = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
     return tok
+
+
+def _broken_json(path: Path) -> Optional[str]:
+    """Which of a tokenizer directory's JSON files does not parse, and where (for the error message)."""
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json"):
+        try:
+            json.loads((path / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            where = f":{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+            return f"{path / name}{where}: not valid JSON ({getattr(exc, 'msg', None) or _one_line(exc)})"
+    return None
 
 
 def save_tokenizer(tok, out_dir: str | os.PathLike) -> list[str]:

@@ -121,4 +121,4 @@ def test_cli_reports_counts_and_errors(tmp_path):
     assert bad.returncode == 1
     assert error_lines(bad.stderr) == [f"fairseq-ext prepare: error: {tmp_path / 'missing'}: no such file or directory"]
     bad = run_cli("prepare", str(tmp_path / "raw"), "-o", str(tmp_path / "o3"), "--valid-ratio", "1.5", check=False)
-    assert bad.returncode == 1 and "--valid-ratio must be in [0, 1)" in bad.stderr
+    assert bad.returncode == 2 and "argument --valid-ratio: must be in [0, 1), got '1.5'" in bad.stderr

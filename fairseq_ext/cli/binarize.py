@@ -23,6 +23,14 @@ import argparse
 import os
 import sys
 
+from fairseq_ext.cli.arguments import (
+    OneLineParser,
+    int_at_least,
+    positive_float,
+    positive_int,
+    refuse_output_over_inputs,
+)
+
 HELP = "tokenize text files into a fairseq data directory (ids == tokenizer ids)"
 SPLITS = ("train", "valid", "test")
 
@@ -34,13 +42,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid", metavar="FILE", help="validation text (optional)")
     p.add_argument("--test", metavar="FILE", help="test text (optional)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="data directory to create")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="N",
                    help="threads for the tokenizer's batch encoding (default: all %(default)s cores); "
                    "the output is identical for any N")
-    p.add_argument("--max-line-tokens", type=int, default=510, metavar="N",
+    p.add_argument("--max-line-tokens", type=int_at_least(2, "at least 2 (one token and eos)"), default=510,
+                   metavar="N",
                    help="longest item written, eos included; longer lines are cut into several items "
                    "(default %(default)s: fits --tokens-per-sample 512 with bos and eos)")
-    p.add_argument("--batch-mb", type=float, default=4.0, metavar="MB",
+    p.add_argument("--batch-mb", type=positive_float, default=4.0, metavar="MB",
                    help="text read and encoded per batch; bounds memory (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from fairseq_ext.data.binarize_dir import binarize_directory
 
     files = {split: getattr(args, split) for split in SPLITS if getattr(args, split)}
+    refuse_output_over_inputs(args.output, files.values())
     stats = binarize_directory(
         args.tokenizer, files, args.output,
-        max_line_tokens=args.max_line_tokens, batch_bytes=int(args.batch_mb * (1 << 20)),
+        max_line_tokens=args.max_line_tokens, batch_bytes=max(1, int(args.batch_mb * (1 << 20))),
         overwrite=args.overwrite, progress=not args.quiet,
     )
     for split, s in stats["splits"].items():
@@ -81,7 +91,9 @@ def summary_line(split: str, s: dict) -> str:
 def set_thread_count(workers: int) -> None:
     """Rayon (the tokenizer's thread pool) reads these once, at first use."""
     if workers < 1:
-        raise SystemExit(f"fairseq-ext binarize: error: --workers must be >= 1, got {workers}")
+        from fairseq_ext.errors import UserError
+
+        raise UserError(f"--workers must be at least 1, got {workers}")
     os.environ["RAYON_NUM_THREADS"] = str(workers)
     os.environ["RAYON_RS_NUM_CPUS"] = str(workers)
     if workers == 1:
@@ -89,7 +101,7 @@ def set_thread_count(workers: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fairseq-ext binarize", description=__doc__,
+    p = OneLineParser(prog="fairseq-ext binarize", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     return p

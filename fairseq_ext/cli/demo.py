@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from fairseq_ext.cli.arguments import int_at_least, positive_float, positive_int
 from fairseq_ext.cli.demo_report import InfillResult, held_out_sentences, infill_eval, parse_train_log, plot_curves
 
 HELP = "run the whole recipe on the built-in corpus (no download)"
@@ -38,10 +39,12 @@ HELP = "run the whole recipe on the built-in corpus (no download)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="demo-out", metavar="DIR", help="working directory (default %(default)s)")
-    p.add_argument("--corpus-mb", type=float, default=2.0, metavar="MB",
+    p.add_argument("--corpus-mb", type=positive_float, default=2.0, metavar="MB",
                    help="how much stdlib prose to use (default %(default)s; all of it is about 1.3 MB)")
-    p.add_argument("--vocab-size", type=int, default=4000, metavar="N", help="tokenizer size (default %(default)s)")
-    p.add_argument("--max-update", type=int, default=1200, metavar="N", help="training updates (default %(default)s)")
+    p.add_argument("--vocab-size", type=int_at_least(261, "at least 261 (5 specials + 256 bytes)"), default=4000,
+                   metavar="N", help="tokenizer size (default %(default)s)")
+    p.add_argument("--max-update", type=positive_int, default=1200, metavar="N",
+                   help="training updates (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
 
 
@@ -163,8 +166,8 @@ def write_summary(work: Path, args: argparse.Namespace, val_loss: float, val_acc
 
 def train_args(work: Path, max_update: int) -> list[str]:
     user_dir = Path(__file__).resolve().parents[1]
-    return [str(work / "data-bin"), "--user-dir", str(user_dir), *model_args(max_update), "--max-update", str(max_update),
-            "--save-dir", str(work / "checkpoints")]
+    return [str(work / "data-bin"), "--user-dir", str(user_dir), *model_args(max_update),
+            "--max-update", str(max_update), "--save-dir", str(work / "checkpoints")]
 
 
 def train(work: Path, max_update: int) -> tuple[float, float]:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fairseq_ext.cli.arguments import refuse_output_over_inputs
+
 HELP = "convert a fairseq checkpoint to a transformers model directory (parity checked)"
 
 
@@ -40,7 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import fairseq_ext
+    from fairseq_ext.io_utils import check_output_dir
 
+    check_output_dir(args.output, args.overwrite)  # before minutes of conversion, not after
+    refuse_output_over_inputs(args.output, [args.checkpoint])
     fairseq_ext.register()
     from transformers.utils import logging as hf_logging
 

@@ -27,13 +27,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fairseq_ext.cli.arguments import positive_int, refuse_output_over_inputs
+
 HELP = "convert a transformers BART/BERT/RoBERTa directory to a fairseq checkpoint (parity checked)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("hf_dir", metavar="HF_DIR", help="directory with config.json, weights and tokenizer")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write")
-    p.add_argument("--pad-vocab-to-multiple", type=int, default=8, metavar="N",
+    p.add_argument("--pad-vocab-to-multiple", type=positive_int, default=8, metavar="N",
                    help="embedding rows padded to a multiple of N, as the tasks do (default %(default)s)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for weights the directory lacks (a bare encoder's MLM head; default %(default)s)")
@@ -42,7 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import fairseq_ext
+    from fairseq_ext.io_utils import check_output_dir
 
+    check_output_dir(args.output, args.overwrite)  # before minutes of conversion, not after
+    refuse_output_over_inputs(args.output, [args.hf_dir])
     fairseq_ext.register()
     from transformers.utils import logging as hf_logging
 

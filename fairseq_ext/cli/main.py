@@ -21,12 +21,10 @@ VERBS = {
 }
 
 
-class CommandError(Exception):
-    """A user-facing failure: printed as one line, exit status 1."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from fairseq_ext.cli.arguments import OneLineParser
+
+    parser = OneLineParser(
         prog="fairseq-ext",
         description="Prepare text, train tokenizers and binarize data for fairseq with "
         "Hugging Face tokenizers (index == tokenizer id), then train with "
@@ -42,23 +40,33 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
-        p.set_defaults(_run=module.run, _verb=verb)
+        p.set_defaults(_run=module.run, _verb=verb, _parser=p)
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Run one verb; the exit status: 0 done, 1 bad input (one line on stderr), 2 bad usage, 130 Ctrl-C."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    try:
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:  # reported by the verb's parser, so the line names the verb
+            args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed as one line
+        return exc.code if isinstance(exc.code, int) else 1
     return run_verb(args)
 
 
 def run_verb(args: argparse.Namespace) -> int:
-    from fairseq_ext.errors import USER_ERRORS
+    """Run ``args._run``; a user mistake becomes one line and exit status 1, a bug keeps its traceback."""
+    from fairseq_ext.errors import USER_ERRORS, user_message
 
     try:
         return int(args._run(args) or 0)
     except USER_ERRORS as exc:
-        print(f"fairseq-ext {args._verb}: error: {exc}", file=sys.stderr)
+        message = user_message(exc)
+        if message is None:  # an OSError that is not about the user's paths or machine
+            raise
+        print(f"fairseq-ext {args._verb}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"fairseq-ext {args._verb}: interrupted; no output was left behind", file=sys.stderr)

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from fairseq_ext.cli.arguments import fraction, nonnegative_int, ratio, refuse_output_over_inputs
 
 HELP = "clean raw text and split it into sentence-per-line train/valid/test files"
 
@@ -24,11 +27,12 @@ HELP = "clean raw text and split it into sentence-per-line train/valid/test file
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="text files, or directories searched recursively")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for train.txt, valid.txt, ...")
-    p.add_argument("--valid-ratio", type=float, default=0.01, metavar="R",
+    p.add_argument("--valid-ratio", type=ratio, default=0.01, metavar="R",
                    help="share of documents for valid.txt (default %(default)s; at least one document when > 0)")
-    p.add_argument("--test-ratio", type=float, default=0.0, metavar="R",
+    p.add_argument("--test-ratio", type=ratio, default=0.0, metavar="R",
                    help="share of documents for test.txt (default %(default)s: no test file)")
-    p.add_argument("--seed", type=int, default=1, metavar="S", help="seed of the document split (default %(default)s)")
+    p.add_argument("--seed", type=nonnegative_int, default=1, metavar="S",
+                   help="seed of the document split (default %(default)s)")
     p.add_argument("--doc-sep", choices=("blank-line", "file", "line"), default="blank-line",
                    help="what separates documents in the input: a blank line (default), the end of a file "
                    "(blank lines then separate paragraphs), or every line (one document a line)")
@@ -47,11 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="only files matching PATTERN inside directories (default: all files)")
     p.add_argument("--no-sentence-split", action="store_true",
                    help="keep input lines as they are instead of splitting paragraphs into sentences")
-    p.add_argument("--min-words", type=int, default=3, metavar="N",
+    p.add_argument("--min-words", type=nonnegative_int, default=3, metavar="N",
                    help="drop sentences with fewer words (0 disables; default %(default)s)")
-    p.add_argument("--max-words", type=int, default=250, metavar="N",
+    p.add_argument("--max-words", type=nonnegative_int, default=250, metavar="N",
                    help="drop sentences with more words (0 disables; default %(default)s)")
-    p.add_argument("--min-letter-ratio", type=float, default=0.5, metavar="R",
+    p.add_argument("--min-letter-ratio", type=fraction, default=0.5, metavar="R",
                    help="drop sentences whose visible characters are less than R letters (0 disables; "
                    "default %(default)s)")
     p.add_argument("--no-dedupe", action="store_true", help="keep exact duplicate sentences")
@@ -64,7 +68,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from fairseq_ext.data.prepare import prepare_corpus
     from fairseq_ext.data.text_prep import SentenceFilter
+    from fairseq_ext.errors import UserError
 
+    refuse_output_over_inputs(args.output, args.inputs)
+    if args.min_words and args.max_words and args.min_words > args.max_words:
+        raise UserError(f"--min-words {args.min_words} > --max-words {args.max_words}: every sentence would be dropped")
+    if args.tokenizer and not Path(args.tokenizer).exists():  # loaded only when it decides --lowercase auto
+        raise UserError(f"{args.tokenizer}: no such tokenizer file or directory (--tokenizer)")
     flt = None if args.no_filter else SentenceFilter(
         min_words=args.min_words, max_words=args.max_words,
         min_letter_ratio=args.min_letter_ratio, dedupe=not args.no_dedupe,

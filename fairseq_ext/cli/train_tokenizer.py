@@ -18,21 +18,24 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fairseq_ext.cli.arguments import positive_int, refuse_output_over_inputs
+
 HELP = "train a byte-level BPE, WordPiece or Unigram tokenizer"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-i", "--input", nargs="+", required=True, metavar="FILE", help="text files to learn from")
+    p.add_argument("-i", "--input", nargs="+", required=True, metavar="FILE",
+                   help="text files to learn from, or directories (every file in them, recursively)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write the tokenizer to")
     p.add_argument("--kind", choices=("bpe", "wordpiece", "unigram"), default="bpe",
                    help="tokenizer family (default: %(default)s)")
-    p.add_argument("--vocab-size", type=int, metavar="N",
+    p.add_argument("--vocab-size", type=positive_int, metavar="N",
                    help="vocabulary size, special tokens included (default: 50265 bpe, 30522 wordpiece, "
                    "32000 unigram)")
-    p.add_argument("--min-frequency", type=int, default=2, metavar="N",
+    p.add_argument("--min-frequency", type=positive_int, default=2, metavar="N",
                    help="a merge/piece must occur at least N times (bpe, wordpiece; default %(default)s)")
     p.add_argument("--lowercase", action="store_true", help="lower-case text before tokenizing (uncased model)")
-    p.add_argument("--model-max-length", type=int, default=512, metavar="N",
+    p.add_argument("--model-max-length", type=positive_int, default=512, metavar="N",
                    help="model_max_length recorded in tokenizer_config.json (default %(default)s)")
     p.add_argument("--test", action="store_true", help="print the pieces of the first 5 lines of the first file")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
@@ -40,13 +43,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fairseq_ext.data.tokenizer_training import first_lines, pieces_preview, train_tokenizer
+    from fairseq_ext.data.tokenizer_training import first_lines, pieces_preview, text_files, train_tokenizer
     from fairseq_ext.io_utils import atomic_output_dir
     from fairseq_ext.tokenizer import special_roles
 
+    refuse_output_over_inputs(args.output, args.input)
+    files = text_files(args.input)
     with atomic_output_dir(args.output, overwrite=args.overwrite) as tmp:
         tok = train_tokenizer(
-            args.input, kind=args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
+            files, kind=args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
             lowercase=args.lowercase, model_max_length=args.model_max_length, show_progress=not args.quiet,
         )
         written = tok.save_pretrained(str(tmp))
@@ -54,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {args.kind} tokenizer: {len(tok):,} tokens ({special_roles(tok).describe()})")
     print(f"wrote {args.output}: {names}")
     if args.test:
-        for line, pieces in zip(lines := first_lines(args.input[0], 5), pieces_preview(tok, lines)):
+        for line, pieces in zip(lines := first_lines(files[0], 5), pieces_preview(tok, lines)):
             print(f"> {line}\n  {pieces}")
     return 0
 

@@ -16,16 +16,44 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     from fairseq_ext.checkpoints import safe_torch_load
 
     path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such checkpoint file")
+    _check_checkpoint_file(path)
     with open(path, "rb") as f:
         try:
             state = safe_torch_load(f, map_location="cpu")
         except (RuntimeError, EOFError, OSError) as exc:
-            raise ConversionError(f"{path}: not a readable torch checkpoint ({exc})") from None
+            raise ConversionError(f"{path}: not a readable torch checkpoint ({_short(exc)})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ConversionError(f"{path}: not a fairseq checkpoint (no 'model' weights)")
     return state
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """A file ``torch.save`` wrote (a zip archive, or a pickle in the legacy format), else a one-line error."""
+    import zipfile
+
+    if path.is_dir():
+        hint = next((f"; did you mean {path / n}?" for n in ("checkpoint_best.pt", "checkpoint_last.pt")
+                     if (path / n).is_file()), "")
+        if not hint and (path / "config.json").is_file():
+            hint = " (it looks like a transformers model: import-hf converts those to fairseq)"
+        raise ConversionError(f"{path}: is a directory, not a checkpoint file{hint}")
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise ConversionError(f"{path}: not a fairseq checkpoint (the file is empty)")
+    if zipfile.is_zipfile(path) or head[:1] == b"\x80":  # a zip, or a pickle (protocol >= 2 starts with 0x80)
+        return
+    if head == b"PK\x03\x04":
+        raise ConversionError(f"{path}: damaged or incomplete checkpoint (its zip archive has no end)")
+    raise ConversionError(f"{path}: not a fairseq checkpoint (not a file torch.save writes)")
+
+
+def _short(exc: BaseException) -> str:
+    """The first sentence of the first line of an exception's message."""
+    line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    return line.split(". ")[0].rstrip(".") if len(line) > 100 else line
 
 
 def model_args(state: dict, path) -> Namespace:

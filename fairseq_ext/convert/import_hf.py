@@ -123,6 +123,9 @@ def training_args(data_dir: str, family: str, flags: list[str], pad_to_multiple:
 def read_hf_dir(hf_dir: Path):
     from transformers import AutoConfig
 
+    if hf_dir.is_file():
+        raise ConversionError(f"{hf_dir}: is a file; HF_DIR is a transformers model directory "
+                              "(config.json, weights, tokenizer)")
     if not hf_dir.is_dir():
         raise ConversionError(f"{hf_dir}: no such directory")
     try:
@@ -140,11 +143,22 @@ def read_hf_dir(hf_dir: Path):
     return config, tok, symbols
 
 
+def load_weights(model_cls, hf_dir: Path, **kwargs):
+    """``model_cls.from_pretrained(hf_dir)``; missing or unreadable weight files are a one-line error."""
+    from safetensors import SafetensorError
+
+    try:
+        return model_cls.from_pretrained(str(hf_dir), local_files_only=True, **kwargs)
+    except (OSError, SafetensorError) as exc:  # no weights file / a damaged one
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise ConversionError(f"{hf_dir}: cannot read the model weights: {first}") from None
+
+
 def load_encoder(hf_dir: Path, config, seed: int):
     """``{Bert,Roberta}ForMaskedLM`` from the directory; a missing MLM head is initialised from ``seed``."""
     _config_cls, model_cls = encoder.hf_classes(config.model_type)
     torch.manual_seed(seed)
-    model, info = model_cls.from_pretrained(str(hf_dir), local_files_only=True, output_loading_info=True)
+    model, info = load_weights(model_cls, hf_dir, output_loading_info=True)
     head = "cls." if config.model_type == "bert" else "lm_head."
     missing = sorted(info["missing_keys"])
     body = [k for k in missing if not k.startswith(head)]
@@ -171,7 +185,7 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, pad_to_mult
     if family == "bart":
         flags = bart_flags(config)
         positions = config.max_position_embeddings
-        hf_model = BartForConditionalGeneration.from_pretrained(str(hf_dir), local_files_only=True).eval()
+        hf_model = load_weights(BartForConditionalGeneration, hf_dir).eval()
         weights = bart.hf_to_fairseq_state(hf_model.state_dict(), len(dictionary), dictionary.pad(), positions)
     else:
         hf_model, fresh_head, dropped = load_encoder(hf_dir, config, seed)

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from fairseq_ext.data.binarizer import BinarizeError, LineEncoder, best_dtype, binarize_text
+from fairseq_ext.data.binarizer import BinarizeError, LineEncoder, best_dtype, binarize_text, check_text_file
 from fairseq_ext.io_utils import atomic_output_dir
 from fairseq_ext.tokenizer import (
     load_tokenizer,
@@ -33,20 +33,26 @@ def binarize_directory(
     Returns ``{"splits": {split: counts}, "files": [names written]}``; the same
     goes to ``out_dir/binarize.json``. Nothing is left behind on failure.
     """
+    if not files:
+        raise BinarizeError("nothing to binarize: give --train FILE")
     for split, path in files.items():
-        if not Path(path).is_file():
-            raise BinarizeError(f"{path}: no such file (--{split})")
+        check_text_file(Path(path), f"--{split}")
+    if max_line_tokens < 2:
+        raise BinarizeError(f"--max-line-tokens must be at least 2 (one token and eos), got {max_line_tokens}")
+    if batch_bytes < 1:
+        raise BinarizeError(f"--batch-mb must be > 0 (batch_bytes {batch_bytes})")
     tok, symbols, encoder = load_line_encoder(tokenizer, max_line_tokens)
     dtype = best_dtype(len(symbols))
     total = sum(Path(p).stat().st_size for p in files.values())
-    bar = _progress_bar(total, progress)
     result: dict = {"tokenizer": str(tokenizer), "vocab_size": len(symbols), "splits": {}}
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    # the bar closes (and clears its line) before an error is printed
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, _progress_bar(total, progress) as bar:
         for split, path in files.items():
             bar.set_description(split)
             stats = binarize_text(path, tmp / split, encoder, dtype, batch_bytes, progress=bar.update)
+            if stats.items == 0:
+                raise BinarizeError(f"{path}: no text to binarize, only blank lines (--{split})")
             result["splits"][split] = stats.as_dict()
-        bar.close()
         write_dict_txt(symbols, tmp / "dict.txt")
         save_tokenizer(tok, tmp)
         result["max_line_tokens"] = max_line_tokens

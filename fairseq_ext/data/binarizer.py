@@ -89,7 +89,7 @@ class LineEncoder:
         from tokenizers import Tokenizer
 
         if max_line_tokens < 2:
-            raise ValueError(f"max_line_tokens must be at least 2 (one token and eos), got {max_line_tokens}")
+            raise BinarizeError(f"--max-line-tokens must be at least 2 (one token and eos), got {max_line_tokens}")
         backend = Tokenizer.from_str(tok.backend_tokenizer.to_str())
         backend.no_padding()
         backend.no_truncation()
@@ -251,8 +251,9 @@ def binarize_text(
     and writes batch k, so the order (and the bytes) never depend on timing.
     """
     path = Path(path)
-    if not path.is_file():
-        raise BinarizeError(f"{path}: no such file")
+    check_text_file(path)
+    if batch_bytes < 1:  # readlines(0) would read the whole file at once
+        raise BinarizeError(f"--batch-mb must be > 0 (batch_bytes {batch_bytes})")
     writer = MMapWriter(out_prefix, dtype)
     try:
         stats = encode_items(path, encoder, writer, batch_bytes, progress)
@@ -297,6 +298,17 @@ def encode_items(
     stats.documents = stats.documents + (1 if stats.items else 0)
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+def check_text_file(path: Path, option: str = "") -> None:
+    """A readable, non-empty regular file, or a BinarizeError naming it (and the option, e.g. ``--train``)."""
+    where = f" ({option})" if option else ""
+    if path.is_dir():
+        raise BinarizeError(f"{path}: is a directory, not a text file{where}")
+    if not path.is_file():
+        raise BinarizeError(f"{path}: no such file{where}")
+    if path.stat().st_size == 0:
+        raise BinarizeError(f"{path}: file is empty{where}")
 
 
 @contextlib.contextmanager

@@ -85,6 +85,9 @@ def prepare_corpus(
                     continue
                 out.write("\n".join(kept) + "\n\n")
                 counts["documents kept"] += 1
+        if read.files == 0:
+            skipped = ", ".join(f"{n} {why}" for why, n in read.skipped.items())
+            raise UserError(f"{', '.join(map(str, inputs))}: no text to read (skipped: {skipped})")
         if counts["documents kept"] == 0:
             raise UserError(f"{', '.join(map(str, inputs))}: no sentence survived cleaning and filtering")
         splits = _assign_splits(counts["documents kept"], valid_ratio, test_ratio, seed)
@@ -114,7 +117,8 @@ def _assign_splits(n_docs: int, valid_ratio: float, test_ratio: float, seed: int
         n_valid = 1
     if test_ratio > 0 and n_test == 0 and n_docs > 1 + n_valid:
         n_test = 1
-    if n_valid + n_test >= n_docs and (n_valid or n_test):
+    too_few = (valid_ratio > 0 and n_valid == 0) or (test_ratio > 0 and n_test == 0)
+    if too_few or (n_valid + n_test >= n_docs and (n_valid or n_test)):
         raise UserError(
             f"only {n_docs} document(s) kept: too few to split off validation/test data "
             "(add text, lower --valid-ratio/--test-ratio, or use --doc-sep line)"

@@ -124,7 +124,7 @@ def find_input_files(inputs: Sequence[str | os.PathLike], pattern: str = "*") ->
 _NON_TEXT = bytes(b for b in range(32) if b not in (9, 10, 12, 13)) + b"\x7f"
 
 
-def _looks_binary(head: bytes) -> bool:
+def looks_binary(head: bytes) -> bool:
     """Many NULs or control bytes: a binary file, skipped (a stray NUL is repaired instead)."""
     control = len(head) - len(head.translate(None, _NON_TEXT))
     return head.count(0) > max(1, len(head) // 100) or control > 0.05 * len(head)
@@ -137,7 +137,7 @@ def read_clean_lines(path: Path, stats: ReadStats) -> Iterator[str]:
         if not head:
             stats.skipped["empty file"] += 1
             return
-        if _looks_binary(head):
+        if looks_binary(head):
             stats.skipped["binary file"] += 1
             return
         f.seek(0)

@@ -134,18 +134,31 @@ def train_tokenizer(
 
     if kind not in LAYOUTS:
         raise UserError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(LAYOUTS)}")
-    for path in files:
-        if not Path(path).is_file():
-            raise UserError(f"{path}: no such file")
-        if Path(path).stat().st_size == 0:
-            raise UserError(f"{path}: file is empty")
+    files = text_files(files)
     layout = LAYOUTS[kind]
-    vocab_size = vocab_size or layout.default_vocab
-    if vocab_size <= len(layout.specials):
-        raise UserError(f"--vocab-size {vocab_size} leaves no room beyond the {len(layout.specials)} special tokens")
+    vocab_size = layout.default_vocab if vocab_size is None else vocab_size
+    smallest = len(layout.specials) + (256 if kind == "bpe" else 1)  # byte-level BPE starts with 256 bytes
+    if vocab_size < smallest:
+        raise UserError(f"--vocab-size {vocab_size} is too small for a {kind} tokenizer: it needs at least "
+                        f"{smallest} ({len(layout.specials)} special tokens"
+                        f"{' + 256 bytes' if kind == 'bpe' else ' + 1'})")
+    if min_frequency < 0:
+        raise UserError(f"--min-frequency must be >= 0, got {min_frequency}")
     tok = build_untrained(kind, lowercase)
     trainer = _trainer(kind, vocab_size, min_frequency, show_progress)
-    tok.train_from_iterator(iter_text_lines(files), trainer=trainer)
+    lines = _Counted(iter_text_lines(files))
+    try:
+        tok.train_from_iterator(lines, trainer=trainer)
+    except Exception as exc:  # tokenizers' trainers raise a bare Exception
+        if "not large enough to contain all chars" not in str(exc):
+            raise
+        raise UserError(f"--vocab-size {vocab_size} is smaller than the {kind} tokenizer's alphabet "
+                        f"(the distinct characters of {files[0]}...); raise it") from None
+    if lines.count == 0:
+        raise UserError(f"{', '.join(map(str, files))}: no text to learn from (only blank lines)")
+    if tok.get_vocab_size() > vocab_size:
+        raise UserError(f"--vocab-size {vocab_size} is smaller than the {kind} tokenizer's alphabet: training "
+                        f"gave {tok.get_vocab_size()} tokens; raise --vocab-size to at least that")
     tok.post_processor = _post_processor(kind, tok)
     for i, special in enumerate(layout.specials):
         assert tok.token_to_id(special) == i, (special, tok.token_to_id(special))
@@ -153,6 +166,35 @@ def train_tokenizer(
         tok.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False, special=True)])
         assert tok.token_to_id("<mask>") == 4
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **layout.roles)
+
+
+class _Counted:
+    """An iterator that counts what it yields."""
+
+    def __init__(self, it: Iterable[str]):
+        self._it, self.count = iter(it), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        item = next(self._it)
+        self.count += 1
+        return item
+
+
+def text_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """The text files named, and those under directories named; a missing, empty or binary file is an error."""
+    from fairseq_ext.data.text_prep import find_input_files, looks_binary
+
+    files = find_input_files(inputs)
+    for path in files:
+        if path.stat().st_size == 0:
+            raise UserError(f"{path}: file is empty")
+        with open(path, "rb") as f:
+            if looks_binary(f.read(65536)):
+                raise UserError(f"{path}: not a text file (binary or compressed data)")
+    return files
 
 
 def first_lines(path: str | os.PathLike, n: int) -> list[str]:
