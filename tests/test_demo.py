@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from transformers import AutoTokenizer
 
@@ -20,7 +22,20 @@ def test_demo_runs_the_whole_recipe(tmp_path):
     assert "validation loss" in proc.stdout and "accuracy" in proc.stdout and "demo finished" in proc.stdout
     parity = float(proc.stdout.split("fairseq vs transformers ")[1].split()[0])
     assert parity <= 1e-4
-    assert "in:  " in proc.stdout and "<mask>" in proc.stdout.split("in:  ")[1].splitlines()[0]
+    examples = [line for line in proc.stdout.splitlines() if line.strip().startswith("in:")]
+    assert len(examples) == 3 and all("<mask>" in line for line in examples)
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["infill_sentences"] == 40 and 0 <= summary["infill_context_kept"] <= 1
+    assert f"{summary['infill_context_kept']:.0%} of the unmasked words" in proc.stdout
+    assert [e["input"] for e in summary["infill_examples"]] == [line.split("in:", 1)[1].strip() for line in examples]
+    # the curves: every logged update of train and valid, drawn into a real PNG
+    assert [p[0] for p in summary["valid_curve"]] == [6] and summary["valid_curve"][0][1] == pytest.approx(
+        float(proc.stdout.split("validation loss ")[1].split()[0]), abs=1e-3)
+    png = (out / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    assert matplotlib.image.imread(str(out / "curves.png")).shape[:2] == (400, 1000)
     tok = AutoTokenizer.from_pretrained(str(out / "tokenizer"), local_files_only=True)
     d = TokenizerDictionary.load(out / "data-bin" / "dict.txt")
     assert len(tok) == d.tokenizer_size == 2000

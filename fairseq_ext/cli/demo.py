@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how much stdlib prose to use (default %(default)s; all of it is about 1.3 MB)")
     p.add_argument("--vocab-size", type=int_at_least(261, "at least 261 (5 specials + 256 bytes)"), default=4000,
                    metavar="N", help="tokenizer size (default %(default)s)")
-    p.add_argument("--max-update", type=positive_int, default=1200, metavar="N",
+    p.add_argument("--max-update", type=positive_int, default=1300, metavar="N",
                    help="training updates (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
 
@@ -68,13 +68,13 @@ def model_args(max_update: int) -> list[str]:
         "--decoder-embed-dim", "128", "--encoder-ffn-embed-dim", "512", "--decoder-ffn-embed-dim", "512",
         "--encoder-attention-heads", "4", "--decoder-attention-heads", "4", "--share-all-embeddings",
         "--init-std", "0.09", "--dropout", "0.0", "--permute-sentences", "0",
-        "--tokens-per-sample", str(TOKENS_PER_SAMPLE), "--max-source-positions", str(TOKENS_PER_SAMPLE),
-        "--max-target-positions", str(TOKENS_PER_SAMPLE), "--sample-break-mode", "complete",
+        "--tokens-per-sample", str(TOKENS_PER_SAMPLE), "--max-source-positions", "128",
+        "--max-target-positions", "128", "--sample-break-mode", "complete",
         "--criterion", "cross_entropy_with_accuracy", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
         "--lr", "2e-3", "--lr-scheduler", "polynomial_decay", "--warmup-updates", "100",
         "--total-num-update", str(max_update), "--end-learning-rate", "1e-4", "--clip-norm", "1.0",
         "--max-tokens", "2048", "--num-workers", "0", "--seed", "1",
-        "--log-format", "simple", "--log-interval", "50", "--validate-interval-updates", "200",
+        "--log-format", "simple", "--log-interval", "50", "--validate-interval-updates", "200", "--validate-interval", "1000",
         "--no-epoch-checkpoints", "--cpu",
     ]
 

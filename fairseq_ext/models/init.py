@@ -27,12 +27,13 @@ def init_normal_(model: nn.Module, std: float) -> None:
     """
     if std <= 0:
         raise ValueError(f"init std must be positive, got {std}")
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            module.weight.normal_(0.0, std)
-            if module.bias is not None:
-                module.bias.zero_()
-        elif isinstance(module, nn.Embedding):
-            module.weight.normal_(0.0, std)
-            if module.padding_idx is not None:
-                module.weight[module.padding_idx].zero_()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    for module in linears:
+        module.weight.normal_(0.0, std)
+        if module.bias is not None:
+            module.bias.zero_()
+    for module in embeddings:  # after the linears: an output projection may share an embedding's weight
+        module.weight.normal_(0.0, std)
+        if module.padding_idx is not None:
+            module.weight[module.padding_idx].zero_()
