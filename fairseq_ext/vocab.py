@@ -24,6 +24,7 @@ from fairseq.data import Dictionary
 from fairseq_ext.tokenizer import (
     SpecialRoles,
     TokenizerError,
+    TokenizerIdentity,
     dict_txt_start,
     load_tokenizer,
     special_roles,
@@ -135,6 +136,10 @@ class TokenizerDictionary(Dictionary):
 
     def require(self, *roles: str, source: str = "tokenizer") -> None:
         self.roles.require(*roles, source=source)
+
+    def identity(self) -> TokenizerIdentity:
+        """The tokenizer's identity (size, role ids, vocabulary hash); fairseq's padding rows excluded."""
+        return TokenizerIdentity.of(self.symbols[: self.tokenizer_size], self.roles)
 
 
 def read_dict_txt_symbols(path: Path) -> list[str]:
