@@ -10,12 +10,20 @@ Instead, fairseq's checkpoint reader gets a ``torch.load`` that keeps
 ``weights_only=True`` and allows exactly the types fairseq checkpoints hold
 (:data:`ALLOWED_GLOBALS`). Anything else, e.g. an object whose unpickling
 would call a function, is refused with :class:`CheckpointRefusedError`.
+
+Every checkpoint fairseq_ext writes records its tokenizer's identity under
+``task_state["tokenizer"]`` (:func:`tokenizer_task_state`). When fairseq's
+trainer loads a checkpoint into a task's model, the task is asked first
+(``task.check_checkpoint(state, path)``, see :mod:`fairseq_ext.tasks.tokenizer_data`),
+so a checkpoint made with another tokenizer stops with one line naming both.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextvars
+import functools
 import pickle
 import re
 import types
@@ -24,7 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from fairseq_ext.errors import UserError
+from fairseq_ext.errors import UserError, report_user_errors_in_one_line
+from fairseq_ext.tokenizer import TokenizerIdentity
+
+TOKENIZER_STATE_KEY = "tokenizer"
+# fairseq's training entry points, whose UserErrors become one line (see install)
+TRAINING_PROGRAMS = ("fairseq-train", "fairseq-hydra-train", "train.py", "hydra_train.py")
 
 
 class CheckpointRefusedError(UserError, pickle.UnpicklingError):
@@ -104,9 +117,73 @@ class _TorchWithSafeLoad(types.ModuleType):
     load = staticmethod(safe_torch_load)
 
 
+def tokenizer_task_state(identity: TokenizerIdentity) -> dict:
+    """The ``task_state`` entry that records a checkpoint's tokenizer."""
+    return {TOKENIZER_STATE_KEY: identity.to_dict()}
+
+
+def recorded_tokenizer(state: dict, path) -> TokenizerIdentity | None:
+    """The tokenizer a checkpoint records, or ``None`` for one written before identities were recorded."""
+    recorded = (state.get("task_state") or {}).get(TOKENIZER_STATE_KEY)
+    if recorded is None:
+        return None
+    try:
+        return TokenizerIdentity.from_dict(recorded)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UserError(f"{path}: task_state.{TOKENIZER_STATE_KEY} is not a tokenizer identity") from None
+
+
+# The task whose model fairseq's trainer is loading a checkpoint into (None outside Trainer.load_checkpoint).
+_LOADING_FOR_TASK: contextvars.ContextVar = contextvars.ContextVar("fairseq_ext_loading_for_task", default=None)
+
+
+def _checked_load_checkpoint_to_cpu(load):
+    """fairseq's ``load_checkpoint_to_cpu``, then the loading task's ``check_checkpoint``."""
+
+    @functools.wraps(load)
+    def load_checkpoint_to_cpu(path, *args, **kwargs):
+        state = load(path, *args, **kwargs)
+        check = getattr(_LOADING_FOR_TASK.get(), "check_checkpoint", None)
+        if check is not None:
+            check(state, path)
+        return state
+
+    load_checkpoint_to_cpu.fairseq_ext_checked = True
+    return load_checkpoint_to_cpu
+
+
+def _load_checkpoint_for_task(load_checkpoint):
+    """``Trainer.load_checkpoint`` that lets the checkpoint reader know the trainer's task."""
+
+    @functools.wraps(load_checkpoint)
+    def wrapper(self, filename, *args, **kwargs):
+        token = _LOADING_FOR_TASK.set(self.task)
+        try:
+            return load_checkpoint(self, filename, *args, **kwargs)
+        finally:
+            _LOADING_FOR_TASK.reset(token)
+
+    wrapper.fairseq_ext_checked = True
+    return wrapper
+
+
 def install() -> None:
-    """Route fairseq's checkpoint reading through :func:`safe_torch_load` (idempotent)."""
+    """Route fairseq's checkpoint reading through :func:`safe_torch_load`, let the trainer's task check
+    a checkpoint before its weights are loaded, and report user errors of the training commands in
+    one line (idempotent)."""
+    import os
+    import sys
+
     from fairseq import checkpoint_utils
+    from fairseq.trainer import Trainer
 
     if not isinstance(checkpoint_utils.torch, _TorchWithSafeLoad):
         checkpoint_utils.torch = _TorchWithSafeLoad()
+    if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "fairseq_ext_checked", False):
+        checkpoint_utils.load_checkpoint_to_cpu = _checked_load_checkpoint_to_cpu(
+            checkpoint_utils.load_checkpoint_to_cpu)
+    if not getattr(Trainer.load_checkpoint, "fairseq_ext_checked", False):
+        Trainer.load_checkpoint = _load_checkpoint_for_task(Trainer.load_checkpoint)
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if program in TRAINING_PROGRAMS:
+        report_user_errors_in_one_line("fairseq-train" if program == "train.py" else program)

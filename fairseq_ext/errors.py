@@ -36,3 +36,24 @@ def user_message(exc: BaseException) -> Optional[str]:
         where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
         return f"{where}: {reason}" if where else reason
     return None
+
+
+def report_user_errors_in_one_line(program: str) -> None:
+    """Make an uncaught :class:`UserError` print ``PROGRAM: error: MESSAGE`` instead of a traceback.
+
+    For programs that are not ours (fairseq-train) and so have no ``main`` that catches them;
+    other exceptions keep their traceback. The exit status stays 1.
+    """
+    import sys
+
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if isinstance(value, UserError):
+            print(f"{program}: error: {value}", file=sys.stderr)
+        else:
+            previous(kind, value, tb)
+
+    if not getattr(sys.excepthook, "fairseq_ext_one_line", False):
+        hook.fairseq_ext_one_line = True
+        sys.excepthook = hook

@@ -12,6 +12,7 @@ special tokens are set, so that roles (bos/pad/eos/unk/mask) are explicit and
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -338,3 +339,53 @@ def _is_filler(token: str) -> bool:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+class TokenizerMismatchError(TokenizerError):
+    """A checkpoint and a tokenizer (or data directory) disagree on the vocabulary."""
+
+
+@dataclass(frozen=True)
+class TokenizerIdentity:
+    """What a model's embedding rows depend on: vocabulary size, role ids, and the vocabulary itself.
+
+    Stored in checkpoints as :meth:`to_dict` (plain types only). ``special_tokens``: the role
+    tokens as ``(id, token)`` pairs by id; ``vocab_sha256``: a hash of the tokens in id order.
+    """
+
+    size: int
+    roles: tuple  # ((role, id or None), ...) in ROLES order
+    special_tokens: tuple  # ((id, token), ...) sorted by id
+    vocab_sha256: str
+
+    @classmethod
+    def of(cls, symbols: list[str], roles: SpecialRoles) -> TokenizerIdentity:
+        """The identity of a vocabulary in id order (``symbols``) with its role ids."""
+        ids = sorted({i for i in (getattr(roles, r) for r in ROLES) if i is not None})
+        digest = hashlib.sha256(json.dumps(list(symbols), ensure_ascii=False).encode("utf-8")).hexdigest()
+        return cls(len(symbols), tuple((r, getattr(roles, r)) for r in ROLES),
+                   tuple((i, symbols[i]) for i in ids), digest)
+
+    def to_dict(self) -> dict:
+        return {"size": self.size, "roles": dict(self.roles),
+                "special_tokens": [[i, t] for i, t in self.special_tokens], "vocab_sha256": self.vocab_sha256}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TokenizerIdentity:
+        roles = d["roles"]
+        return cls(int(d["size"]), tuple((r, roles.get(r)) for r in ROLES),
+                   tuple((int(i), str(t)) for i, t in d["special_tokens"]), str(d["vocab_sha256"]))
+
+    def describe(self) -> str:
+        """``30522 tokens ([PAD]=0 [UNK]=100 [CLS]=101 [SEP]=102 [MASK]=103; vocabulary sha256 1a2b3c4d5e6f)``"""
+        specials = " ".join(f"{t}={i}" for i, t in self.special_tokens)
+        return f"{self.size} tokens ({specials}; vocabulary sha256 {self.vocab_sha256[:12]})"
+
+
+def check_same_tokenizer(recorded: TokenizerIdentity, actual: TokenizerIdentity, checkpoint, source) -> None:
+    """Raise :class:`TokenizerMismatchError` naming both sides unless ``actual`` is ``recorded``."""
+    if recorded != actual:
+        raise TokenizerMismatchError(
+            f"checkpoint {checkpoint} was made with a tokenizer of {recorded.describe()}; "
+            f"{source} has {actual.describe()}"
+        )

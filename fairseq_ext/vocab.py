@@ -28,6 +28,7 @@ from fairseq.tokenizer import tokenize_line
 from fairseq_ext.tokenizer import (
     SpecialRoles,
     TokenizerError,
+    TokenizerIdentity,
     dict_txt_start,
     is_dict_txt_header,
     load_tokenizer,
@@ -168,6 +169,10 @@ class TokenizerDictionary(Dictionary):
 
     def require(self, *roles: str, source: str = "tokenizer") -> None:
         self.roles.require(*roles, source=source)
+
+    def identity(self) -> TokenizerIdentity:
+        """The tokenizer's identity (size, role ids, vocabulary hash); fairseq's padding rows excluded."""
+        return TokenizerIdentity.of(self.symbols[: self.tokenizer_size], self.roles)
 
 
 def read_dict_txt_symbols(path: Path) -> list[str]:

@@ -214,7 +214,7 @@ def test_conversion_tables_are_inverse_and_complete():
     assert rename_table("roberta", 1)["encoder.lm_head.layer_norm.weight"] == "lm_head.layer_norm.weight"
     with pytest.raises(ConversionError, match="classification heads are not converted"):
         fairseq_to_hf_state({"classification_heads.mnli.dense.weight": torch.zeros(1)},
-                            type("A", (), {"encoder_layers": 1})(), "roberta", 10, 1)
+                            type("A", (), {"encoder_layers": 1, "untie_weights_roberta": False})(), "roberta", 10, 1)
     with pytest.raises(ConversionError, match="a BART checkpoint exports as bart, not 'bert'"):
         hf_family("bart", None, "bert")
     assert hf_family("roberta", None, None) == "roberta" and hf_family("roberta", None, "bert") == "bert"

@@ -74,8 +74,8 @@ def model_args(max_update: int) -> list[str]:
         "--lr", "2e-3", "--lr-scheduler", "polynomial_decay", "--warmup-updates", "100",
         "--total-num-update", str(max_update), "--end-learning-rate", "1e-4", "--clip-norm", "1.0",
         "--max-tokens", "2048", "--num-workers", "0", "--seed", "1",
-        "--log-format", "simple", "--log-interval", "50", "--validate-interval-updates", "200", "--validate-interval", "1000",
-        "--no-epoch-checkpoints", "--cpu",
+        "--log-format", "simple", "--log-interval", "50", "--validate-interval-updates", "200",
+        "--validate-interval", "1000", "--no-epoch-checkpoints", "--cpu",
     ]
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 import warnings
-from argparse import Namespace
 
 import torch
 
 from fairseq_ext.convert.common import ConversionError, load_hf_state, parity_batches
+from fairseq_ext.convert.settings import CheckpointModelSettings
 
 # fairseq name pattern -> transformers name
 RENAMES = [
@@ -32,14 +32,15 @@ DROPPED = [
 ]
 
 
-def hf_config_from_fairseq(args: Namespace, vocab_size: int, roles) -> dict:
+def hf_config_from_fairseq(args: CheckpointModelSettings, vocab_size: int, roles) -> dict:
     """BartConfig keyword arguments from a fairseq BART model's settings."""
-    for flag in ("encoder_normalize_before", "decoder_normalize_before"):
-        if getattr(args, flag, False):
+    for flag, value in (("encoder_normalize_before", args.encoder_normalize_before),
+                        ("decoder_normalize_before", args.decoder_normalize_before)):
+        if value:
             raise ConversionError(f"{flag}=True (pre-norm) has no BartForConditionalGeneration equivalent")
-    if not getattr(args, "layernorm_embedding", True):
+    if not args.layernorm_embedding:
         raise ConversionError("layernorm_embedding=False has no BartForConditionalGeneration equivalent")
-    if not getattr(args, "share_all_embeddings", False):
+    if not args.share_all_embeddings:
         raise ConversionError("only checkpoints trained with --share-all-embeddings convert (as every BART does)")
     if args.max_source_positions != args.max_target_positions:
         raise ConversionError("max_source_positions != max_target_positions; transformers' BART has one size")
@@ -83,7 +84,7 @@ def positions_to_fairseq(weight: torch.Tensor, pad: int, max_positions: int) -> 
     return out
 
 
-def fairseq_to_hf_state(state: dict, args: Namespace, vocab_size: int, pad: int) -> dict:
+def fairseq_to_hf_state(state: dict, args: CheckpointModelSettings, vocab_size: int, pad: int) -> dict:
     """Rename a fairseq BART state dict for ``BartForConditionalGeneration`` (tokenizer-size rows)."""
     out = {}
     for key, tensor in state.items():
@@ -144,7 +145,7 @@ def _hf_name_to_fairseq(name: str) -> str:
     return f"{found.group(1)}.{found.group(2)}"
 
 
-def hf_bart_from_fairseq(args, dictionary, weights):
+def hf_bart_from_fairseq(args: CheckpointModelSettings, dictionary, weights):
     from transformers import BartConfig, BartForConditionalGeneration
 
     roles = dictionary.roles

@@ -6,8 +6,10 @@ import os
 from argparse import Namespace
 from pathlib import Path
 
+from fairseq_ext.checkpoints import recorded_tokenizer
 from fairseq_ext.convert.common import ConversionError
-from fairseq_ext.tokenizer import TokenizerError, load_tokenizer
+from fairseq_ext.convert.settings import task_data_dir
+from fairseq_ext.tokenizer import TokenizerError, check_same_tokenizer, load_tokenizer
 from fairseq_ext.vocab import TokenizerDictionary, tokenizer_path_for
 
 
@@ -56,30 +58,6 @@ def _short(exc: BaseException) -> str:
     return line.split(". ")[0].rstrip(".") if len(line) > 100 else line
 
 
-def model_args(state: dict, path) -> Namespace:
-    """The model's settings: a Namespace from fairseq-train, a plain dict (``_name`` = arch) from
-    fairseq-hydra-train."""
-    cfg = state.get("cfg") or {}
-    args = cfg.get("model") if isinstance(cfg, dict) else None
-    if args is None:
-        args = state.get("args")
-    if isinstance(args, dict) and args.get("_name"):
-        args = Namespace(**args)
-        args.arch = getattr(args, "arch", None) or args._name
-    if not isinstance(args, Namespace):
-        raise ConversionError(f"{path}: checkpoint has no model settings (cfg.model / args)")
-    return args
-
-
-def task_data_dir(state: dict) -> str | None:
-    cfg = state.get("cfg") or {}
-    task = cfg.get("task") if isinstance(cfg, dict) else None
-    data = getattr(task, "data", None) if isinstance(task, Namespace) else (task or {}).get("data")
-    if data is None and isinstance(state.get("args"), Namespace):
-        data = getattr(state["args"], "data", None)
-    return data.split(os.pathsep)[0] if data else None
-
-
 def checkpoint_tokenizer(state: dict, path, tokenizer=None):
     """TOK given, else the tokenizer.json of the data directory the checkpoint was trained on."""
     if tokenizer is None:
@@ -93,9 +71,15 @@ def checkpoint_tokenizer(state: dict, path, tokenizer=None):
     return tokenizer, load_tokenizer(tokenizer)
 
 
-def dictionary_for_rows(tok, rows: int, tok_name, ckpt_name) -> TokenizerDictionary:
-    """The tokenizer's dictionary grown by fairseq's padding to ``rows`` entries, or an error naming both."""
+def dictionary_for_rows(tok, rows: int, tok_name, ckpt_name, state: dict | None = None) -> TokenizerDictionary:
+    """The tokenizer's dictionary grown by fairseq's padding to ``rows`` entries, or an error naming both.
+
+    A checkpoint ``state`` that records its tokenizer must have been made with this one.
+    """
     d = TokenizerDictionary.from_tokenizer(tok)
+    recorded = None if state is None else recorded_tokenizer(state, ckpt_name)
+    if recorded is not None:
+        check_same_tokenizer(recorded, d.identity(), ckpt_name, tok_name)
     if rows < d.tokenizer_size or rows - d.tokenizer_size >= 64:
         raise ConversionError(
             f"vocabulary mismatch: {ckpt_name} has {rows} embedding rows, {tok_name} has {d.tokenizer_size} tokens"
@@ -112,19 +96,8 @@ class _DictionaryTask:
         self.source_dictionary = self.target_dictionary = dictionary
 
 
-def fairseq_model_name(args: Namespace, path) -> str:
-    """The registered fairseq model (bart, roberta, hf_bert) of a checkpoint's architecture."""
-    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
-
-    arch = str(getattr(args, "arch", "") or getattr(args, "_name", ""))
-    name = ARCH_MODEL_NAME_REGISTRY.get(arch)
-    if name not in ("bart", "roberta", "hf_bert"):
-        raise ConversionError(f"{path}: unknown architecture {arch!r}: export-hf converts BART (bart_*), "
-                              "RoBERTa (roberta_*) and BERT (hf_bert*) checkpoints")
-    return name
-
-
 def build_fairseq_model(args: Namespace, dictionary, weights: dict):
+    """The fairseq model of ``args`` (every setting, as fairseq-train parses them) holding ``weights``."""
     from fairseq.models import ARCH_MODEL_REGISTRY
 
     model = ARCH_MODEL_REGISTRY[args.arch].build_model(Namespace(**vars(args)), _DictionaryTask(dictionary))

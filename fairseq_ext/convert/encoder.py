@@ -16,11 +16,10 @@ things, each exact:
 
 from __future__ import annotations
 
-from argparse import Namespace
-
 import torch
 
 from fairseq_ext.convert.common import ConversionError, load_hf_state, parity_batches
+from fairseq_ext.convert.settings import CheckpointModelSettings
 
 FAMILIES = ("bert", "roberta")
 FS = "encoder.sentence_encoder."
@@ -70,21 +69,21 @@ def embedding_names(family: str) -> dict[str, str]:
             "decoder_bias": f"{HEAD[family]['decoder']}.bias"}
 
 
-def check_convertible(args: Namespace) -> None:
+def check_convertible(args: CheckpointModelSettings) -> None:
     """Settings of a fairseq encoder that transformers' BERT/RoBERTa cannot express."""
-    if getattr(args, "encoder_normalize_before", False):
+    if args.encoder_normalize_before:
         raise ConversionError("encoder_normalize_before=True (pre-norm) has no BERT/RoBERTa equivalent")
-    if not getattr(args, "layernorm_embedding", True):
+    if not args.layernorm_embedding:
         raise ConversionError("layernorm_embedding=False has no BERT/RoBERTa equivalent")
-    if not getattr(args, "no_scale_embedding", True):
+    if not args.no_scale_embedding:
         raise ConversionError("scaled embeddings (no_scale_embedding=False) have no BERT/RoBERTa equivalent")
-    if getattr(args, "no_token_positional_embeddings", False) or not getattr(args, "encoder_learned_pos", True):
+    if args.no_token_positional_embeddings or not args.encoder_learned_pos:
         raise ConversionError("only learned positional embeddings convert to BERT/RoBERTa")
     if args.activation_fn not in ACTIVATIONS:
         raise ConversionError(f"activation {args.activation_fn!r} has no transformers equivalent")
 
 
-def hf_config_from_fairseq(args: Namespace, family: str, vocab_size: int, roles, position_rows: int,
+def hf_config_from_fairseq(args: CheckpointModelSettings, family: str, vocab_size: int, roles, position_rows: int,
                            type_vocab_size: int, layer_norm_eps: float) -> dict:
     """BertConfig / RobertaConfig keyword arguments from a fairseq encoder's settings."""
     check_convertible(args)
@@ -97,17 +96,17 @@ def hf_config_from_fairseq(args: Namespace, family: str, vocab_size: int, roles,
         max_position_embeddings=positions if family == "bert" else position_rows,
         type_vocab_size=type_vocab_size, layer_norm_eps=layer_norm_eps,
         pad_token_id=roles.pad, bos_token_id=roles.bos, eos_token_id=roles.eos,
-        tie_word_embeddings=not getattr(args, "untie_weights_roberta", False),
+        tie_word_embeddings=not args.untie_weights_roberta,
     )
 
 
-def fairseq_to_hf_state(state: dict, args: Namespace, family: str, vocab_size: int, pad: int) -> dict:
+def fairseq_to_hf_state(state: dict, args: CheckpointModelSettings, family: str, vocab_size: int, pad: int) -> dict:
     """Rename a fairseq encoder's state dict for ``{Bert,Roberta}ForMaskedLM`` (tokenizer-size rows)."""
     if family not in FAMILIES:
         raise ConversionError(f"unknown transformers family {family!r}: choose one of {', '.join(FAMILIES)}")
     table = rename_table(family, args.encoder_layers)
     names = embedding_names(family)
-    tied = not getattr(args, "untie_weights_roberta", False)
+    tied = not args.untie_weights_roberta
     out = {}
     for key, tensor in state.items():
         if key in table:
@@ -199,7 +198,7 @@ def hf_classes(family: str):
     return {"bert": (BertConfig, BertForMaskedLM), "roberta": (RobertaConfig, RobertaForMaskedLM)}[family]
 
 
-def hf_encoder_from_fairseq(args: Namespace, family: str, dictionary, weights: dict):
+def hf_encoder_from_fairseq(args: CheckpointModelSettings, family: str, dictionary, weights: dict):
     """A ``{Bert,Roberta}ForMaskedLM`` holding a fairseq encoder's weights."""
     types = weights.get(f"{FS}embed_token_types.weight")
     if types is not None:  # the hf_bert model: its own type table and epsilon

@@ -17,12 +17,10 @@ from fairseq_ext.convert.checkpoint_io import (
     build_fairseq_model,
     checkpoint_tokenizer,
     dictionary_for_rows,
-    fairseq_model_name,
     load_checkpoint,
-    model_args,
-    task_data_dir,
 )
 from fairseq_ext.convert.common import TOLERANCE, ConversionError
+from fairseq_ext.convert.settings import CheckpointModelSettings, checkpoint_model_settings, section, task_data_dir
 from fairseq_ext.io_utils import atomic_output_dir
 from fairseq_ext.tokenizer import save_tokenizer
 
@@ -40,14 +38,15 @@ class ExportResult:
     parameters: int
 
 
-def hf_family(model_name: str, args, family: str | None) -> str:
-    """The transformers family to write: BART for BART; for encoders the flag, else where it came from."""
+def hf_family(model_name: str, hf_model_type: str | None, family: str | None) -> str:
+    """The transformers family to write: BART for BART; for encoders the flag, else where it came from
+    (``hf_bert``: its ``hf_model_type``; fairseq's ``roberta``: RoBERTa)."""
     if model_name == "bart":
         if family not in (None, "bart"):
             raise ConversionError(f"a BART checkpoint exports as bart, not {family!r}")
         return "bart"
     if family is None:
-        return (getattr(args, "hf_model_type", None) or "bert") if model_name == "hf_bert" else "roberta"
+        return (hf_model_type or "bert") if model_name == "hf_bert" else "roberta"
     if family not in encoder.FAMILIES:
         raise ConversionError(f"an encoder checkpoint exports as bert or roberta, not {family!r}")
     return family
@@ -56,22 +55,22 @@ def hf_family(model_name: str, args, family: str | None) -> str:
 def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokenizer=None, family: str | None = None,
               overwrite: bool = False) -> ExportResult:
     state = load_checkpoint(checkpoint)
-    args = model_args(state, checkpoint)
-    name = fairseq_model_name(args, checkpoint)
-    family = hf_family(name, args, family)
+    args = checkpoint_model_settings(state, checkpoint)
+    name = args.model
+    family = hf_family(name, args.hf_model_type, family)
     tok_name, tok = checkpoint_tokenizer(state, checkpoint, tokenizer)
     weights = state["model"]
     emb_key = "encoder.embed_tokens.weight" if name == "bart" else f"{encoder.FS}embed_tokens.weight"
     if emb_key not in weights:
         raise ConversionError(f"{checkpoint}: no {emb_key} in the weights of a {name} checkpoint")
-    dictionary = dictionary_for_rows(tok, weights[emb_key].shape[0], tok_name, checkpoint)
-    fs_model = build_fairseq_model(args, dictionary, weights)
+    dictionary = dictionary_for_rows(tok, weights[emb_key].shape[0], tok_name, checkpoint, state)
+    fs_model = build_fairseq_model(args.args, dictionary, weights)
     if name == "bart":
         hf_model = bart.hf_bart_from_fairseq(args, dictionary, weights)
-        diff = bart.bart_parity(fs_model, hf_model, dictionary, args.max_source_positions)
     else:
         hf_model = encoder.hf_encoder_from_fairseq(args, family, dictionary, weights)
-        diff = encoder.encoder_parity(fs_model, hf_model, dictionary, args.max_positions)
+    parity = bart.bart_parity if name == "bart" else encoder.encoder_parity
+    diff = parity(fs_model, hf_model, dictionary, args.positions)
     if not diff <= TOLERANCE:
         raise ConversionError(f"{checkpoint}: fairseq and transformers outputs differ by {diff:.2e} "
                               f"(> {TOLERANCE:g}); nothing written")
@@ -97,18 +96,18 @@ def _as_float(value):
         return None
 
 
-def model_card(checkpoint, state, args, tok_name, result: ExportResult) -> str:
+def model_card(checkpoint, state, args: CheckpointModelSettings, tok_name, result: ExportResult) -> str:
     data = task_data_dir(state) or "unknown"
-    cfg = state.get("cfg") or {}
-    task = cfg.get("task") if isinstance(cfg, dict) else None
-    task_name = getattr(task, "_name", None) if not isinstance(task, dict) else task.get("_name")
+    task = section(state, "task")
+    task_name = task.get("_name") or task.get("task")
     val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f} (base 2)"
     family, cls = result.family, HF_CLASS[result.family]
+    positions = args.positions
     if family == "bart":
-        layers, positions = f"{args.encoder_layers}+{args.decoder_layers} layers", args.max_source_positions
+        layers = f"{args.encoder_layers}+{args.decoder_layers} layers"
         objective = f"{task_name or 'denoising'} (BART text infilling{_task_summary(task, BART_KEYS)})"
     else:
-        layers, positions = f"{args.encoder_layers} layers", args.max_positions
+        layers = f"{args.encoder_layers} layers"
         objective = f"{task_name or 'masked LM'} (masked language modelling{_task_summary(task, MLM_KEYS)})"
     return f"""---
 library_name: transformers
@@ -149,9 +148,6 @@ MLM_KEYS = ("mask_prob", "leave_unmasked_prob", "random_token_prob", "mask_unit"
             "sample_break_mode", "tokens_per_sample")
 
 
-def _task_summary(task, keys) -> str:
-    if task is None:
-        return ""
-    get = (lambda k: task.get(k)) if isinstance(task, dict) else (lambda k: getattr(task, k, None))
-    parts = [f"{k}={get(k)}" for k in keys if get(k) is not None]
+def _task_summary(task: dict, keys) -> str:
+    parts = [f"{k}={task[k]}" for k in keys if task.get(k) is not None]
     return ": " + ", ".join(parts) if parts else ""

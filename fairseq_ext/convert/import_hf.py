@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from fairseq_ext.checkpoints import tokenizer_task_state
 from fairseq_ext.convert import bart, encoder
 from fairseq_ext.convert.checkpoint_io import build_fairseq_model
 from fairseq_ext.convert.common import TOLERANCE, ConversionError
@@ -222,7 +223,7 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, pad_to_mult
             "criterion": None,
             "optimizer_history": [{"criterion_name": criterion, "optimizer_name": "FairseqAdam",
                                    "lr_scheduler_state": {"best": None}, "num_updates": 0}],
-            "task_state": {},
+            "task_state": tokenizer_task_state(dictionary.identity()),  # checked by the tasks and export-hf
             "extra_state": {"metrics": {}, "previous_training_time": 0, "imported_from": str(hf_dir)},
         }
         torch.save(checkpoint, tmp / "checkpoint.pt")

@@ -15,26 +15,100 @@ exactly and ``export-hf`` gives it back bit for bit:
 * ``--hf-model-type bert|roberta``: which transformers family ``export-hf``
   writes by default.
 
+Its settings are :class:`HFBertConfig` (flags, hydra ``model.*`` keys, the
+``cfg.model`` of a checkpoint). The architectures ``hf_bert``/``hf_bert_base``
+and ``hf_bert_large`` are presets: they fill the sizes the user left unset.
 (fairseq's own ``bert_base``/``bert_large`` belong to its older ``masked_lm`` model, hence the
 ``hf_`` prefix.) Everything else (weights, names, the LM head, positions starting at pad + 1)
 is fairseq's RoBERTa, so its tasks, criteria and hub work unchanged.
 """
 
 from argparse import Namespace
+from dataclasses import dataclass, field
+from typing import Optional
 
 import torch.nn as nn
-from fairseq.models import register_model, register_model_architecture
+from fairseq import utils
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.models import ARCH_CONFIG_REGISTRY, register_model, register_model_architecture
 from fairseq.models.roberta.model import RobertaEncoder, RobertaModel
-from fairseq.models.roberta.model import base_architecture as roberta_base_architecture
-from fairseq.models.transformer import TransformerEncoder
+from fairseq.models.transformer import DEFAULT_MIN_PARAMS_TO_WRAP, TransformerEncoder
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
-from fairseq.utils import safe_hasattr
+from omegaconf import OmegaConf
 
-from fairseq_ext.models.presets import apply_preset
+from fairseq_ext.errors import UserError
+from fairseq_ext.models.presets import apply_preset, dataclass_defaults
 
-BERT_DEFAULTS = {"type_vocab_size": 2, "layer_norm_eps": 1e-12, "hf_model_type": "bert"}
+BERT_BASE = {"encoder_layers": 12, "encoder_embed_dim": 768, "encoder_ffn_embed_dim": 3072,
+             "encoder_attention_heads": 12}
 BERT_LARGE = {"encoder_layers": 24, "encoder_embed_dim": 1024, "encoder_ffn_embed_dim": 4096,
               "encoder_attention_heads": 16}
+ACTIVATION_FNS = ChoiceEnum(utils.get_available_activation_fns())
+HF_MODEL_TYPES = ChoiceEnum(["bert", "roberta"])
+
+
+def _size_help(what: str, key: str) -> dict:
+    return {"help": f"{what} (default: the --arch's, {BERT_BASE[key]} for hf_bert_base, "
+                    f"{BERT_LARGE[key]} for hf_bert_large)"}
+
+
+@dataclass
+class HFBertConfig(FairseqDataclass):
+    """Settings of the ``hf_bert`` model: fairseq RoBERTa's, plus token types, epsilon and HF family."""
+
+    encoder_layers: Optional[int] = field(default=None, metadata=_size_help("number of layers", "encoder_layers"))
+    encoder_embed_dim: Optional[int] = field(default=None, metadata=_size_help(
+        "hidden size", "encoder_embed_dim"))
+    encoder_ffn_embed_dim: Optional[int] = field(default=None, metadata=_size_help(
+        "feed-forward inner size", "encoder_ffn_embed_dim"))
+    encoder_attention_heads: Optional[int] = field(default=None, metadata=_size_help(
+        "attention heads", "encoder_attention_heads"))
+    max_positions: Optional[int] = field(default=None, metadata={
+        "help": "number of learned positions (default: the task's --tokens-per-sample)"})
+    type_vocab_size: int = field(default=2, metadata={
+        "help": "rows of the token-type table (BERT: 2); row 0 is added to every token"})
+    layer_norm_eps: float = field(default=1e-12, metadata={
+        "help": "epsilon of every layer norm (BERT: 1e-12, RoBERTa: 1e-5)"})
+    hf_model_type: HF_MODEL_TYPES = field(default="bert", metadata={
+        "help": "transformers family export-hf writes by default"})
+    activation_fn: ACTIVATION_FNS = field(default="gelu", metadata={"help": "activation function"})
+    pooler_activation_fn: ACTIVATION_FNS = field(default="tanh", metadata={
+        "help": "activation of a classification head's pooler"})
+    encoder_normalize_before: bool = field(default=False, metadata={
+        "help": "layer norm before each block (pre-norm; transformers' BERT cannot express it)"})
+    layernorm_embedding: Optional[bool] = field(default=None, metadata={
+        "help": "layer norm on the embeddings (default: on, as in BERT; the flag is kept from RoBERTa)"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout probability"})
+    attention_dropout: float = field(default=0.1, metadata={"help": "dropout probability of attention weights"})
+    activation_dropout: float = field(default=0.0, metadata={"help": "dropout probability after the FFN activation"})
+    pooler_dropout: float = field(default=0.0, metadata={"help": "dropout probability in a classification head"})
+    untie_weights_roberta: bool = field(default=False, metadata={
+        "help": "an output projection of its own instead of the word embeddings"})
+    load_checkpoint_heads: bool = field(default=False, metadata={
+        "help": "(re-)register and load classification heads when loading checkpoints"})
+    encoder_layerdrop: float = field(default=0.0, metadata={"help": "LayerDrop probability"})
+    encoder_layers_to_keep: Optional[str] = field(default=None, metadata={
+        "help": "which layers to keep when pruning, comma-separated"})
+    quant_noise_pq: float = field(default=0.0, metadata={"help": "iterative PQ quantization noise at training time"})
+    quant_noise_pq_block_size: int = field(default=8, metadata={"help": "block size of PQ quantization noise"})
+    quant_noise_scalar: float = field(default=0.0, metadata={"help": "scalar quantization noise"})
+    spectral_norm_classification_head: bool = field(default=False, metadata={
+        "help": "spectral normalisation on a classification head"})
+    min_params_to_wrap: int = field(default=DEFAULT_MIN_PARAMS_TO_WRAP, metadata={
+        "help": "minimum parameters of a layer wrapped with FSDP (--ddp-backend fully_sharded)"})
+    checkpoint_activations: bool = field(default=False, metadata={"help": "checkpoint activations at each layer"})
+    offload_activations: bool = field(default=False, metadata={
+        "help": "move checkpointed activations to the CPU after use"})
+    mha_reg_scale_factor: float = field(default=0.0, metadata={
+        "help": "AdaPrune regularisation of attention heads (fairseq RoBERTa's)"})
+    ffn_reg_scale_factor: float = field(default=0.0, metadata={
+        "help": "AdaPrune regularisation of FFN blocks (fairseq RoBERTa's)"})
+    mha_heads_to_keep: int = field(default=-1, metadata={"help": "attention heads to keep per layer; -1: all"})
+    ffn_blocks_to_remove: int = field(default=-1, metadata={"help": "FFN blocks to remove per layer; -1: none"})
+
+
+DEFAULTS = dataclass_defaults(HFBertConfig)
 
 
 class TypedTransformerEncoder(TransformerEncoder):
@@ -47,7 +121,7 @@ class TypedTransformerEncoder(TransformerEncoder):
     def forward_embedding(self, src_tokens, token_embedding=None):
         if token_embedding is None:
             token_embedding = self.embed_tokens(src_tokens)
-        x = embed = self.embed_scale * token_embedding
+        x = embed = self.embed_scale * token_embedding  # (B, T, C)
         x = x + self.embed_token_types.weight[0]
         if self.embed_positions is not None:
             x = x + self.embed_positions(src_tokens)
@@ -72,51 +146,66 @@ class BertEncoder(RobertaEncoder):
         return encoder
 
 
-@register_model("hf_bert")
+def resolved_args(cfg, task=None) -> Namespace:
+    """Every setting of an ``hf_bert`` model as a fresh Namespace, from whatever holds them.
+
+    ``cfg``: the parsed command line (Namespace), a hydra/checkpoint ``DictConfig`` or plain dict,
+    or an :class:`HFBertConfig`. Unset values come from the architecture's preset (``_name``/``arch``),
+    then :class:`HFBertConfig`'s defaults; ``max_positions`` is the task's where neither says.
+    ``cfg`` itself is not changed.
+    """
+    if OmegaConf.is_config(cfg):
+        values = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    elif isinstance(cfg, dict):
+        values = dict(cfg)
+    else:
+        values = dict(vars(cfg))
+    values = {k: v for k, v in values.items() if v is not None}
+    arch = values.get("arch") or values.get("_name") or "hf_bert"
+    args = Namespace(**values)
+    args.arch = arch
+    _architecture(PRESETS.get(arch, {}))(args)
+    if args.max_positions is None and task is not None:
+        args.max_positions = task.max_positions()
+    for key in ("activation_fn", "pooler_activation_fn", "hf_model_type"):
+        setattr(args, key, str(getattr(args, key)))  # a ChoiceEnum member from a config -> its name
+    if args.type_vocab_size < 1:
+        raise UserError(f"--type-vocab-size (model.type_vocab_size) must be at least 1, got {args.type_vocab_size}")
+    if args.max_positions is None or args.max_positions < 1:
+        raise UserError(f"--max-positions (model.max_positions) must be at least 1, got {args.max_positions}")
+    return args
+
+
+@register_model("hf_bert", dataclass=HFBertConfig)
 class BertModel(RobertaModel):
     """RoBERTa with BERT's token-type embeddings and a configurable layer-norm epsilon."""
 
-    @staticmethod
-    def add_args(parser):
-        RobertaModel.add_args(parser)
-        parser.add_argument("--type-vocab-size", type=int, metavar="N",
-                            help="rows of the token-type table (BERT: 2); row 0 is added to every token")
-        parser.add_argument("--layer-norm-eps", type=float, metavar="EPS",
-                            help="epsilon of every layer norm (BERT: 1e-12, RoBERTa: 1e-5)")
-        parser.add_argument("--hf-model-type", choices=["bert", "roberta"],
-                            help="transformers family export-hf writes by default")
+    @classmethod
+    def add_args(cls, parser):
+        # RobertaModel's add_args would add fairseq's flag list; ours come from the dataclass
+        # (no defaults, so that the --arch preset can fill what the user left unset).
+        gen_parser_from_dataclass(parser, HFBertConfig(), delete_default=True)
 
     @classmethod
-    def build_model(cls, args, task):
-        from omegaconf import OmegaConf
-
-        if OmegaConf.is_config(args):
-            OmegaConf.set_struct(args, False)
-        bert_base_architecture(args)
-        if not safe_hasattr(args, "max_positions"):
-            if not safe_hasattr(args, "tokens_per_sample"):
-                args.tokens_per_sample = task.max_positions()
-            args.max_positions = args.tokens_per_sample
-        if args.type_vocab_size < 1:
-            raise ValueError(f"--type-vocab-size must be at least 1, got {args.type_vocab_size}")
-        encoder = BertEncoder(args, task.source_dictionary)
-        if OmegaConf.is_config(args):
-            OmegaConf.set_struct(args, True)
-        return cls(args, encoder)
+    def build_model(cls, cfg, task):
+        args = resolved_args(cfg, task)
+        return cls(args, BertEncoder(args, task.source_dictionary))
 
 
-@register_model_architecture("hf_bert", "hf_bert")
-def bert_base_architecture(args: Namespace) -> None:
-    apply_preset(args, BERT_DEFAULTS)
-    roberta_base_architecture(args)
+def _architecture(preset: dict):
+    def apply(args) -> None:
+        apply_preset(args, preset)
+        apply_preset(args, BERT_BASE)
+        apply_preset(args, {"layernorm_embedding": True})  # BERT's (the field is None unless set)
+        apply_preset(args, DEFAULTS)
+        # on the command line the task's --tokens-per-sample is beside the model's settings
+        apply_preset(args, {"max_positions": getattr(args, "tokens_per_sample", None)})
+
+    return apply
 
 
-@register_model_architecture("hf_bert", "hf_bert_base")
-def bert_base_named_architecture(args: Namespace) -> None:
-    bert_base_architecture(args)
-
-
-@register_model_architecture("hf_bert", "hf_bert_large")
-def bert_large_architecture(args: Namespace) -> None:
-    apply_preset(args, BERT_LARGE)
-    bert_base_architecture(args)
+PRESETS = {"hf_bert": {}, "hf_bert_base": BERT_BASE, "hf_bert_large": BERT_LARGE}
+bert_base_named_architecture = register_model_architecture("hf_bert", "hf_bert_base")(_architecture(BERT_BASE))
+bert_large_architecture = register_model_architecture("hf_bert", "hf_bert_large")(_architecture(BERT_LARGE))
+# register_model(dataclass=...) registered the architecture "hf_bert" as a no-op; it is BERT-base too.
+bert_base_architecture = ARCH_CONFIG_REGISTRY["hf_bert"] = _architecture({})

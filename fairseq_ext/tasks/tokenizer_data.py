@@ -1,6 +1,13 @@
 """What every fairseq_ext task shares: the vocabulary from the data's tokenizer, and split loading.
 
 Not a registered task itself; ``hf_denoising`` and ``hf_masked_lm`` build on it.
+
+The tokenizer's identity (size, role ids, vocabulary hash) goes into every
+checkpoint fairseq-train writes, as the task's state (``task_state``); a
+checkpoint that records one is checked against the data's tokenizer before its
+weights are loaded (``--restore-file``, ``--finetune-from-model``, resuming, and
+fairseq's ``load_model_ensemble_and_task``), so a mismatch is one line naming
+both sides rather than fairseq's "please ensure that the architectures match".
 """
 
 import logging
@@ -13,8 +20,9 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask
 from omegaconf import II, MISSING
 
+from fairseq_ext.checkpoints import recorded_tokenizer, tokenizer_task_state
 from fairseq_ext.models.init import init_normal_
-from fairseq_ext.tokenizer import TokenizerError
+from fairseq_ext.tokenizer import TokenizerError, check_same_tokenizer
 from fairseq_ext.vocab import TokenizerDictionary
 
 logger = logging.getLogger(__name__)
@@ -89,6 +97,30 @@ class TokenizerDataTask(FairseqTask):
             init_normal_(model, self.cfg.init_std)
             logger.info(f"weights drawn from N(0, {self.cfg.init_std}) (--init-std)")
         return model
+
+    @property
+    def tokenizer_source(self) -> str:
+        """The tokenizer file the dictionary comes from (the first data directory's)."""
+        return os.path.join(self.cfg.data.split(os.pathsep)[0], "tokenizer.json")
+
+    def state_dict(self):
+        return {**super().state_dict(), **tokenizer_task_state(self.dictionary.identity())}
+
+    def load_state_dict(self, state_dict):
+        self._check_tokenizer({"task_state": state_dict}, "being loaded")
+        super().load_state_dict(state_dict)
+
+    def check_checkpoint(self, state: dict, path) -> None:
+        """Called before a checkpoint's weights go into this task's model (see fairseq_ext.checkpoints)."""
+        self._check_tokenizer(state, path)
+
+    def _check_tokenizer(self, state: dict, path) -> None:
+        recorded = recorded_tokenizer(state, path)
+        if recorded is None:
+            logger.info(f"checkpoint {path} records no tokenizer (written before fairseq_ext recorded one); "
+                        f"its vocabulary is not checked against {self.tokenizer_source}")
+            return
+        check_same_tokenizer(recorded, self.dictionary.identity(), path, self.tokenizer_source)
 
     @property
     def source_dictionary(self):

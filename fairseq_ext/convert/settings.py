@@ -1,0 +1,135 @@
+"""A checkpoint's model settings as one typed object, whatever form the checkpoint keeps them in.
+
+fairseq checkpoints hold their settings as an ``argparse.Namespace`` (``args``,
+older fairseq-train), a ``cfg.model`` Namespace or dict (fairseq-train 0.12),
+a plain dict with ``_name`` (fairseq-hydra-train), or an omegaconf
+``DictConfig``. :func:`checkpoint_model_settings` reads any of these in one
+place: the values the checkpoint lacks are filled by the architecture itself
+(its registered architecture function, then the builder's own defaults, as
+fairseq does when it builds the model), so they are the real fairseq defaults
+of that architecture, and the converters read typed fields only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from argparse import Namespace
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fairseq_ext.convert.common import ConversionError
+
+MODELS = ("bart", "roberta", "hf_bert")
+
+
+@dataclass(frozen=True)
+class CheckpointModelSettings:
+    """What conversion reads of a fairseq BART / RoBERTa / hf_bert model's settings."""
+
+    arch: str
+    model: str  # the registered fairseq model: bart, roberta or hf_bert
+    encoder_layers: int
+    encoder_embed_dim: int
+    encoder_ffn_embed_dim: int
+    encoder_attention_heads: int
+    activation_fn: str
+    dropout: float
+    attention_dropout: float
+    activation_dropout: float
+    encoder_normalize_before: bool
+    layernorm_embedding: bool
+    no_scale_embedding: bool
+    encoder_learned_pos: bool
+    no_token_positional_embeddings: bool
+    # encoders (roberta, hf_bert)
+    max_positions: Optional[int] = None
+    untie_weights_roberta: bool = False
+    # hf_bert
+    type_vocab_size: Optional[int] = None
+    layer_norm_eps: Optional[float] = None
+    hf_model_type: Optional[str] = None
+    # BART
+    decoder_layers: Optional[int] = None
+    decoder_ffn_embed_dim: Optional[int] = None
+    decoder_attention_heads: Optional[int] = None
+    decoder_normalize_before: bool = False
+    max_source_positions: Optional[int] = None
+    max_target_positions: Optional[int] = None
+    share_all_embeddings: bool = False
+    # every setting, as the model builder takes them
+    args: Namespace = field(default_factory=Namespace, compare=False, repr=False)
+
+    @property
+    def positions(self) -> int:
+        """Positions the model takes: BART's source length, an encoder's max_positions."""
+        return self.max_source_positions if self.model == "bart" else self.max_positions
+
+
+def section(state: dict, name: str) -> dict:
+    """The ``model`` or ``task`` settings of a checkpoint as a plain dict (flat ``args`` for old ones)."""
+    from omegaconf import OmegaConf
+
+    cfg = state.get("cfg")
+    value = None
+    if cfg is not None:
+        value = cfg.get(name) if isinstance(cfg, dict) or OmegaConf.is_config(cfg) else None
+    if value is None:
+        value = state.get("args")
+    if value is None:
+        return {}
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+    if isinstance(value, Namespace):
+        return dict(vars(value))
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def task_data_dir(state: dict) -> str | None:
+    """The (first) data directory the checkpoint was trained on."""
+    data = section(state, "task").get("data")
+    return str(data).split(os.pathsep)[0] if data else None
+
+
+def checkpoint_model_settings(state: dict, path) -> CheckpointModelSettings:
+    """The model settings of a loaded checkpoint, defaults filled by its architecture."""
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
+
+    values = {k: v for k, v in section(state, "model").items() if v is not None}
+    if not values:
+        raise ConversionError(f"{path}: checkpoint has no model settings (cfg.model / args)")
+    arch = str(values.get("arch") or values.get("_name") or "")
+    model = ARCH_MODEL_NAME_REGISTRY.get(arch)
+    if model not in MODELS:
+        raise ConversionError(f"{path}: unknown architecture {arch!r}: export-hf converts BART (bart_*), "
+                              "RoBERTa (roberta_*) and BERT (hf_bert*) checkpoints")
+    if model != "bart" and "max_positions" not in values:  # fairseq's RoBERTa: the task's sample length
+        tokens = section(state, "task").get("tokens_per_sample") or values.get("tokens_per_sample")
+        if tokens is not None:
+            values["max_positions"] = tokens
+    args = _filled(Namespace(**dict(values, arch=arch)), model)
+    known = {f.name for f in dataclasses.fields(CheckpointModelSettings)} - {"arch", "model", "args"}
+    filled = {k: v for k, v in vars(args).items() if k in known}
+    filled.update({k: str(filled[k]) for k in ("activation_fn", "hf_model_type") if filled.get(k) is not None})
+    try:
+        return CheckpointModelSettings(arch=arch, model=model, args=args, **filled)
+    except TypeError as exc:  # a required setting the architecture does not fill either
+        raise ConversionError(f"{path}: checkpoint model settings incomplete ({exc})") from None
+
+
+def _filled(args: Namespace, model: str) -> Namespace:
+    """``args`` completed as fairseq completes them when it builds the model."""
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+
+    if model == "hf_bert":  # hf_bert's presets and config defaults, then RobertaEncoder's
+        from fairseq_ext.models.bert import resolved_args
+
+        args = resolved_args(args)
+    else:
+        ARCH_CONFIG_REGISTRY[args.arch](args)
+    if model == "bart":  # BARTModel.build_model -> TransformerModel's base architecture
+        from fairseq.models.transformer.transformer_legacy import base_architecture
+    else:
+        from fairseq.models.roberta.model import base_architecture
+    base_architecture(args)
+    return args
