@@ -108,3 +108,13 @@ def run_cli(*args: str, check: bool = True, env=None, cwd=None) -> subprocess.Co
 def error_lines(stderr: str) -> list[str]:
     """stderr lines that are ours (fairseq's import-time INFO lines excluded)."""
     return [ln for ln in stderr.splitlines() if ln.strip() and "tensorboard" not in ln.lower()]
+
+
+def model_card_rows(text: str) -> dict[str, str]:
+    """The ``| field | value |`` rows of a model card written by export-hf."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("| ") else []
+        if len(cells) == 2 and cells[0] and not set(cells[0]) <= {"-", " "}:
+            rows[cells[0]] = cells[1]
+    return rows
