@@ -189,6 +189,14 @@ def test_hydra_config_trains(trained, tmp_path):
     assert proc.returncode == 0, log[-3000:]
     assert "num_updates=2" in log.replace(" ", "") and "accuracy=" in log.replace(" ", "")
     assert (tmp_path / "checkpoint_last.pt").exists()
+    # the same command again resumes (fairseq's BART reads args.task on load, which hydra's settings lack)
+    again = [a.replace("optimization.max_update=2", "optimization.max_update=3") for a in proc.args]
+    proc = subprocess.run(again, capture_output=True, text=True, cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "Loaded checkpoint" in log and "@ 2 updates)" in log and "num_updates=3" in log.replace(" ", "")
+    proc = run_cli("export-hf", str(tmp_path / "checkpoint_last.pt"), "-o", str(tmp_path / "hf"))  # its settings
+    assert float(proc.stdout.split("= ")[1].split()[0]) <= 1e-4 and "3 updates" in proc.stdout  # are a dict
 
 
 def test_pretrain_bart_script_runs_the_whole_recipe(tmp_path):

@@ -99,6 +99,9 @@ def fairseq_model_name(args: Namespace, path) -> str:
 def build_fairseq_model(args: Namespace, dictionary, weights: dict):
     from fairseq.models import ARCH_MODEL_REGISTRY
 
-    model = ARCH_MODEL_REGISTRY[args.arch].build_model(Namespace(**vars(args)), _DictionaryTask(dictionary))
+    args = Namespace(**vars(args))
+    if getattr(args, "task", None) is None:  # fairseq's BART reads args.task on load; hydra's settings lack it
+        args.task = None
+    model = ARCH_MODEL_REGISTRY[args.arch].build_model(args, _DictionaryTask(dictionary))
     model.load_state_dict(weights, strict=True)
     return model.eval()
