@@ -270,8 +270,11 @@ def word_start_rule(tok) -> Callable[[str], bool]:
     Byte-level BPE marks word starts with ``Ġ``, SentencePiece with ``▁``;
     WordPiece marks continuations with ``##``. Special tokens always start one.
 
-    >>> rule = word_start_rule(bert_tokenizer)        # doctest: +SKIP
-    >>> rule("play"), rule("##ing"), rule("[CLS]")     # doctest: +SKIP
+    >>> from tokenizers import Tokenizer, models
+    >>> from transformers import PreTrainedTokenizerFast
+    >>> wordpiece = Tokenizer(models.WordPiece({"[UNK]": 0, "[CLS]": 1, "play": 2, "##ing": 3}, unk_token="[UNK]"))
+    >>> rule = word_start_rule(PreTrainedTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]"))
+    >>> rule("play"), rule("##ing"), rule("[CLS]")
     (True, False, True)
     """
     spec = json.loads(tok.backend_tokenizer.to_str())

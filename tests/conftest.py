@@ -110,3 +110,13 @@ def run_cli(*args: str, check: bool = True, env=None, cwd=None) -> subprocess.Co
 def error_lines(stderr: str) -> list[str]:
     """The non-blank lines of stderr: a verb's failure is exactly one of them."""
     return [ln for ln in stderr.splitlines() if ln.strip()]
+
+
+def model_card_rows(text: str) -> dict[str, str]:
+    """The ``| field | value |`` rows of a model card written by export-hf."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("| ") else []
+        if len(cells) == 2 and cells[0] and not set(cells[0]) <= {"-", " "}:
+            rows[cells[0]] = cells[1]
+    return rows

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, error_lines, make_text, run_cli
+from conftest import REPO, error_lines, make_text, model_card_rows, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -75,8 +75,25 @@ def test_export_parity_and_transformers_loads_it(trained):
     tok = AutoTokenizer.from_pretrained(str(out), local_files_only=True)
     model = BartForConditionalGeneration.from_pretrained(str(out), local_files_only=True).eval()
     assert model.config.vocab_size == len(tok)
-    card = (out / "README.md").read_text()
-    assert "12" in card and "validation loss" in card and "parity" in card
+    card = model_card_rows((out / "README.md").read_text())
+    c = model.config
+    flags = dict(zip(SIZES[family][::2], SIZES[family][1::2]))
+    assert (c.encoder_layers, c.decoder_layers, c.d_model, c.encoder_attention_heads, c.encoder_ffn_dim) == (
+        int(flags["--encoder-layers"]), int(flags["--decoder-layers"]), int(flags["--encoder-embed-dim"]),
+        int(flags["--encoder-attention-heads"]), int(flags["--encoder-ffn-embed-dim"]))
+    assert card["architecture"] == (f"bart_small: {c.encoder_layers}+{c.decoder_layers} layers, d_model {c.d_model}, "
+                                    f"{c.encoder_attention_heads} heads, FFN {c.encoder_ffn_dim}, "
+                                    f"{model.num_parameters():,} parameters")
+    from fairseq_ext.checkpoints import safe_torch_load
+
+    with open(root / "ckpt" / "checkpoint_last.pt", "rb") as f:
+        state = safe_torch_load(f, map_location="cpu")
+    assert card["updates"] == "12" == str(state["optimizer_history"][-1]["num_updates"])
+    assert card["validation loss"] == f"{float(state['extra_state']['val_loss']):.4f} (base 2)"
+    assert card["training data"] == f"`{root / 'bin'}`"
+    assert card["tokenizer"].endswith("(64 positions)")
+    assert card["export parity"].startswith(f"max abs logit difference {figure:.2e} vs. fairseq")
+    assert card["objective"].startswith("hf_denoising (BART text infilling: mask=0.3, mask_length=span-poisson")
 
     # an independent check: fairseq's own hub model against the exported one, on real text
     from fairseq.models.bart import BARTModel
@@ -172,6 +189,14 @@ def test_hydra_config_trains(trained, tmp_path):
     assert proc.returncode == 0, log[-3000:]
     assert "num_updates=2" in log.replace(" ", "") and "accuracy=" in log.replace(" ", "")
     assert (tmp_path / "checkpoint_last.pt").exists()
+    # the same command again resumes (fairseq's BART reads args.task on load, which hydra's settings lack)
+    again = [a.replace("optimization.max_update=2", "optimization.max_update=3") for a in proc.args]
+    proc = subprocess.run(again, capture_output=True, text=True, cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "Loaded checkpoint" in log and "@ 2 updates)" in log and "num_updates=3" in log.replace(" ", "")
+    proc = run_cli("export-hf", str(tmp_path / "checkpoint_last.pt"), "-o", str(tmp_path / "hf"))  # its settings
+    assert float(proc.stdout.split("= ")[1].split()[0]) <= 1e-4 and "3 updates" in proc.stdout  # are a dict
 
 
 def test_pretrain_bart_script_runs_the_whole_recipe(tmp_path):

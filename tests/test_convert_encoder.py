@@ -20,7 +20,7 @@ from transformers import (
     RobertaForMaskedLM,
 )
 
-from conftest import error_lines, run_cli
+from conftest import error_lines, model_card_rows, run_cli
 from fairseq_ext.convert.common import TOLERANCE, ConversionError
 from fairseq_ext.convert.encoder import fairseq_to_hf_state, hf_to_fairseq_state, rename_table
 from fairseq_ext.convert.export import export_hf, hf_family
@@ -96,6 +96,16 @@ def test_bert_imports_exactly_and_exports_bit_identical(tmp_path, bert_dir):
     e = export_hf(tmp_path / "fs" / "checkpoint.pt", tmp_path / "back")
     assert e.family == "bert" and e.max_abs_diff <= TOLERANCE
     assert_same_weights(hf, tmp_path / "back")
+    exported = BertForMaskedLM.from_pretrained(str(tmp_path / "back"))
+    c, card = exported.config, model_card_rows((tmp_path / "back" / "README.md").read_text())
+    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == (2, 32, 4, 64)
+    assert card["architecture"] == (f"hf_bert: {c.num_hidden_layers} layers, d_model {c.hidden_size}, "
+                                    f"{c.num_attention_heads} heads, FFN {c.intermediate_size}, "
+                                    f"{exported.num_parameters():,} parameters")
+    assert card["started from"] == f"`{hf}` (fairseq-ext import-hf)"
+    assert (card["updates"], card["validation loss"]) == ("0", "n/a")
+    assert card["tokenizer"].endswith(f"({c.max_position_embeddings} positions)")
+    assert card["export parity"].startswith(f"max abs logit difference {e.max_abs_diff:.2e} vs. fairseq")
     a, b = (json.loads((d / "config.json").read_text()) for d in (hf, tmp_path / "back"))
     for key in ("vocab_size", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act",
                 "pad_token_id", "architectures"):

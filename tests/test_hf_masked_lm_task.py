@@ -62,6 +62,24 @@ def test_samples_start_with_cls_and_keep_the_bert_vocabulary(data, mode):
         batch["net_input"]["src_tokens"].shape
 
 
+@pytest.mark.parametrize("mode", ["none", "complete", "complete_doc", "eos"])
+def test_blocks_hold_the_whole_stream_in_order(data, mode):
+    """Without the bos, the blocks one after another are every token of the split, none lost (documents
+    are separated by empty items, which must not cost a token), and only 'none' cuts sentences."""
+    from fairseq.data import MMapIndexedDataset
+
+    items = MMapIndexedDataset(str(data / "train"))
+    stream = [t for i in range(len(items)) for t in items[i].tolist()]
+    ds = make_task(data, sample_break_mode=mode).datasets["train"]
+    blocks = [ds.blocks[i].tolist() for i in range(len(ds))]
+    assert all(b[0] == 101 and len(b) <= 64 for b in blocks)
+    assert [t for b in blocks for t in b[1:]] == stream
+    if mode == "none":
+        assert [len(b) for b in blocks[:-1]] == [64] * (len(blocks) - 1)
+    else:
+        assert all(b[-1] == 102 for b in blocks)
+
+
 def test_samples_do_not_depend_on_worker_count(data):
     ds = make_task(data, mask_unit="word", short_seq_prob=0.1).datasets["train"]
     direct = [(ds[i]["source"].tolist(), ds[i]["target"].tolist()) for i in range(len(ds))]

@@ -9,7 +9,7 @@ from fairseq_ext.data.masking import MaskConfig, choose_positions, mlm_mask, sho
 from fairseq_ext.tokenizer import load_tokenizer
 from fairseq_ext.vocab import TokenizerDictionary
 
-BOS, PAD, EOS, MASK = 0, 1, 2, 4
+BOS, PAD, EOS, UNK, MASK = 0, 1, 2, 3, 4
 VOCAB = 300
 SPECIAL = np.zeros(VOCAB, dtype=bool)
 SPECIAL[:5] = True
@@ -51,12 +51,46 @@ def test_fifteen_percent_chosen_and_80_10_10():
     assert kept / chosen == pytest.approx(0.1, abs=0.02)
 
 
-def test_special_tokens_are_never_chosen():
+@pytest.mark.parametrize("unit", ["subword", "word", "span"])
+@pytest.mark.parametrize("mask_prob", [0.5, 1.0])
+def test_special_tokens_are_never_chosen(unit, mask_prob):
+    """pad, unk, bos, eos and <mask> itself, wherever they sit, are never chosen nor changed."""
     rng = np.random.default_rng(1)
     for i in range(200):
         t = block(rng)
-        _src, tgt = mask(t, MaskConfig(mask_prob=0.5, unit="span"), [i])
-        assert (tgt[SPECIAL[t]] == PAD).all()
+        where = rng.random(t.size) < 0.25
+        t[where] = rng.choice([BOS, PAD, EOS, UNK, MASK], size=int(where.sum()))
+        chosen = choose_positions(t, MaskConfig(mask_prob=mask_prob, unit=unit), WORD_START, SPECIAL,
+                                  np.random.default_rng(i))
+        assert not chosen[SPECIAL[t]].any()
+        if mask_prob == 1.0 and unit != "span":  # and everything else is (random spans overlap)
+            assert chosen[~SPECIAL[t]].all()
+        src, tgt = mask(t, MaskConfig(mask_prob=mask_prob, unit=unit), [i])
+        assert (src[SPECIAL[t]] == t[SPECIAL[t]]).all() and (tgt[SPECIAL[t]] == PAD).all()
+
+
+# The exact (source, target) for a fixed seed, checked by hand when written. Words (ids divisible by 3
+# start one; a token after a special token starts one too): [12 13] [15] unk [18 20] [21] eos [24] pad
+# [27 28] <mask> [30 31] eos: 11 ordinary tokens, 7 words; 0.3 of them rounded at random.
+GOLDEN_TOKENS = np.array([BOS, 12, 13, 15, UNK, 18, 20, 21, EOS, 24, PAD, 27, 28, MASK, 30, 31, EOS])
+GOLDEN = {
+    # 4 of 11 subwords, all four become <mask> (80%)
+    "subword": ([0, 1], [0, 4, 4, 15, 3, 18, 20, 4, 2, 24, 1, 4, 28, 4, 30, 31, 2],
+                [1, 12, 13, 1, 1, 1, 1, 21, 1, 1, 1, 27, 1, 1, 1, 1, 1]),
+    # 2 of 7 words: [15] and [21]
+    "word": ([0, 1], [0, 12, 13, 4, 3, 18, 20, 4, 2, 24, 1, 27, 28, 4, 30, 31, 2],
+             [1, 1, 1, 15, 1, 1, 1, 21, 1, 1, 1, 1, 1, 1, 1, 1, 1]),
+    # a span of two words reaches the last word [30 31], masked whole
+    "span": ([5], [0, 12, 13, 15, 3, 18, 20, 21, 2, 24, 1, 27, 28, 4, 4, 4, 2],
+             [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 30, 31, 1]),
+}
+
+
+@pytest.mark.parametrize("unit", sorted(GOLDEN))
+def test_golden_outputs_for_a_fixed_seed(unit):
+    seed, source, target = GOLDEN[unit]
+    src, tgt = mask(GOLDEN_TOKENS, MaskConfig(mask_prob=0.3, unit=unit), seed)
+    assert (src.tolist(), tgt.tolist()) == (source, target)
 
 
 @pytest.mark.parametrize("unit", ["word", "span"])
@@ -113,6 +147,9 @@ def test_whole_word_units_for_every_tokenizer_family(family, bpe_dir, bert_dir, 
     special[d.special_ids] = True
     text = "students explains tokenizers programs"
     ids = tok(text)["input_ids"]  # with the family's own specials around
+    # and the family's pad, unk and mask ids inside, as real data can hold them (unk surely)
+    inner = [d.pad(), d.unk(), d.mask_index]
+    ids = ids[:2] + inner[:1] + ids[2:3] + inner[1:] + ids[3:]
     t = np.array(ids)
     pick = choose_positions(t, MaskConfig(mask_prob=1.0, unit="word"), d.word_starts(), special,
                             np.random.default_rng(0))

@@ -122,3 +122,53 @@ def test_cli_reports_counts_and_errors(tmp_path):
     assert error_lines(bad.stderr) == [f"fairseq-ext prepare: error: {tmp_path / 'missing'}: no such file or directory"]
     bad = run_cli("prepare", str(tmp_path / "raw"), "-o", str(tmp_path / "o3"), "--valid-ratio", "1.5", check=False)
     assert bad.returncode == 2 and "argument --valid-ratio: must be in [0, 1), got '1.5'" in bad.stderr
+
+
+def test_glob_picks_files_inside_directories(tmp_path):
+    """--glob '*.txt' reads a.txt and sub/c.txt, not notes.md; a file named on the command line is read
+    whatever its name; a pattern matching nothing is a one-line error."""
+    raw = tmp_path / "raw"
+    (raw / "sub").mkdir(parents=True)
+    (raw / "a.txt").write_text("Alpha text is kept in the output.\n", encoding="utf-8")
+    (raw / "sub" / "c.txt").write_text("Gamma text is kept in the output.\n", encoding="utf-8")
+    (raw / "notes.md").write_text("Beta text must be left out.\n", encoding="utf-8")
+    (tmp_path / "named.md").write_text("Delta text is named on the command line.\n", encoding="utf-8")
+    proc = run_cli("prepare", str(raw), str(tmp_path / "named.md"), "-o", str(tmp_path / "out"), "--glob", "*.txt",
+                   "--valid-ratio", "0", "--doc-sep", "line", "--quiet")
+    assert "read 3 files" in proc.stdout
+    kept = (tmp_path / "out" / "train.txt").read_text(encoding="utf-8").split("\n\n")
+    assert sorted(d.strip() for d in kept if d.strip()) == [
+        "Alpha text is kept in the output.", "Delta text is named on the command line.",
+        "Gamma text is kept in the output."]
+    bad = run_cli("prepare", str(raw), "-o", str(tmp_path / "o2"), "--glob", "*.rst", check=False)
+    assert bad.returncode == 1
+    assert error_lines(bad.stderr) == [f"fairseq-ext prepare: error: {raw}: directory holds no files matching '*.rst'"]
+    assert not (tmp_path / "o2").exists()
+
+
+def test_test_ratio_writes_a_third_split(tmp_path):
+    """--test-ratio: test.txt gets round(ratio * documents) whole documents, disjoint from train and valid,
+    the same for the same seed; at least one document when the ratio is above zero."""
+    write_corpus(tmp_path / "raw")
+    proc = run_cli("prepare", str(tmp_path / "raw"), "-o", str(tmp_path / "out"), "--doc-sep", "file",
+                   "--valid-ratio", "0.1", "--test-ratio", "0.25", "--seed", "7", "--quiet")
+    assert "train 13 documents / 65 sentences; valid 2 documents / 10 sentences; test 5 documents / 25 " \
+           "sentences" in proc.stdout
+    splits = {n: docs_of(tmp_path / "out" / f"{n}.txt") for n in ("train", "valid", "test")}
+    numbers = {n: {d[0].split()[2] for d in docs} for n, docs in splits.items()}
+    assert [len(numbers[n]) for n in ("train", "valid", "test")] == [13, 2, 5]
+    assert set.union(*numbers.values()) == {str(i) for i in range(20)}  # disjoint and complete
+    assert all(len(d) == 5 for docs in splits.values() for d in docs)
+    stats = json.loads((tmp_path / "out" / "prepare.json").read_text())
+    assert stats["test_ratio"] == 0.25 and stats["splits"]["test"] == {"documents": 5, "sentences": 25}
+    again = prepare_corpus([tmp_path / "raw"], tmp_path / "again", valid_ratio=0.1, test_ratio=0.25, seed=7,
+                           doc_sep="file", progress=False)
+    assert again["splits"] == stats["splits"]
+    assert (tmp_path / "again" / "test.txt").read_text() == (tmp_path / "out" / "test.txt").read_text()
+    small = prepare_corpus([tmp_path / "raw"], tmp_path / "small", valid_ratio=0.0, test_ratio=0.01, seed=7,
+                           doc_sep="file", progress=False)
+    assert small["splits"]["test"]["documents"] == 1 and "valid" not in small["splits"]
+    assert not (tmp_path / "small" / "valid.txt").exists()
+    bad = run_cli("prepare", str(tmp_path / "raw"), "-o", str(tmp_path / "o3"), "--valid-ratio", "0.5",
+                  "--test-ratio", "0.5", check=False)
+    assert bad.returncode == 1 and "--valid-ratio + --test-ratio must be < 1" in bad.stderr

@@ -100,6 +100,9 @@ def build_fairseq_model(args: Namespace, dictionary, weights: dict):
     """The fairseq model of ``args`` (every setting, as fairseq-train parses them) holding ``weights``."""
     from fairseq.models import ARCH_MODEL_REGISTRY
 
-    model = ARCH_MODEL_REGISTRY[args.arch].build_model(Namespace(**vars(args)), _DictionaryTask(dictionary))
+    args = Namespace(**vars(args))
+    if getattr(args, "task", None) is None:  # fairseq's BART reads args.task on load; hydra's settings lack it
+        args.task = None
+    model = ARCH_MODEL_REGISTRY[args.arch].build_model(args, _DictionaryTask(dictionary))
     model.load_state_dict(weights, strict=True)
     return model.eval()

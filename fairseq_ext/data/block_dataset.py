@@ -123,8 +123,14 @@ class SentenceItems(BaseWrapperDataset):
 
 
 def token_blocks(dataset, block_size: int, pad: int, eos: int, break_mode: str):
-    """Samples of at most ``block_size`` tokens; documents end at the binarizer's empty items."""
-    if break_mode == "eos":
-        return SentenceItems(dataset, dataset.sizes)
+    """Samples of at most ``block_size`` tokens; documents end at the binarizer's empty items.
+
+    'eos' and 'none' do not use documents, so the empty items are dropped first: fairseq's 'none'
+    slicing loses the first token after an empty item when a block ends right before it.
+    """
+    if break_mode in ("eos", "none"):
+        dataset = SentenceItems(dataset, dataset.sizes)
+        if break_mode == "eos":
+            return dataset
     return TokenBlockDataset(dataset, dataset.sizes, block_size, pad=pad, eos=eos, break_mode=break_mode,
                              document_sep_len=0)

@@ -130,9 +130,9 @@ def _mask_positions(out, positions, random_ratio, mask_idx, random_tokens, rng) 
 
 
 def insert_noise(tokens: np.ndarray, ratio: float, cfg: NoiseConfig, mask_idx: int, random_tokens,
-                 rng: np.random.Generator) -> np.ndarray:
-    """Insert ``ceil(len * ratio)`` mask/random tokens between bos and the final eos."""
-    n = math.ceil(tokens.size * ratio)
+                 rng: np.random.Generator, count: int | None = None) -> np.ndarray:
+    """Insert ``count`` (default ``ceil(len * ratio)``) mask/random tokens between bos and the final eos."""
+    n = math.ceil(tokens.size * ratio) if count is None else count
     if n == 0:
         return tokens
     total = tokens.size + n
@@ -166,8 +166,8 @@ def bart_noise(tokens: np.ndarray, cfg: NoiseConfig, *, eos: int, mask_idx: int,
         else:
             starts = word_start_positions(tokens, is_word_start, special)
         tokens, inserts = mask_spans(tokens, starts, cfg, mask_idx, random_tokens, rng)
-    if inserts:
-        tokens = insert_noise(tokens, inserts / tokens.size, cfg, mask_idx, random_tokens, rng)
+    if inserts:  # one token per zero-length span (a ratio would round up: ceil(25 * (7 / 25)) == 8)
+        tokens = insert_noise(tokens, 0.0, cfg, mask_idx, random_tokens, rng, count=inserts)
     if cfg.insert_ratio > 0:
         tokens = insert_noise(tokens, cfg.insert_ratio, cfg, mask_idx, random_tokens, rng)
     if cfg.rotate_ratio > 0 and rng.random() < cfg.rotate_ratio:

@@ -84,6 +84,15 @@ class HFDenoisingTask(TokenizerDataTask):
         )
         logger.info(f"{split}: {len(blocks)} samples from {split_path}")
 
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        args = getattr(model, "args", None)
+        if args is not None and getattr(args, "task", None) is None:
+            # fairseq's BART reads args.task whenever it loads a checkpoint; fairseq-hydra-train's model
+            # settings have none, so a hydra run could not resume ("... ensure that the architectures match")
+            args.task = "hf_denoising"
+        return model
+
     def build_dataset_for_inference(self, src_tokens, src_lengths, **kwargs):
         """For fairseq's hub interface (``BARTModel.from_pretrained(...).fill_mask / sample``)."""
         pad, eos = self.dictionary.pad(), self.dictionary.eos()

@@ -1,0 +1,260 @@
+"""The README's code blocks, run as written (as x-transformers' ``test_readme`` does).
+
+Every fenced ```bash block is split into commands and every ```python block is a script; each one is
+run, in README order, in one working directory that stands for the repository root (it links
+``fairseq_ext/`` and ``scripts/``) and holds small inputs under the names the README uses (``books/``,
+``tweets.txt``, ``my-bert`` ...). Commands are changed only by the explicit run-size overrides below
+(fewer updates, a tiny model, CPU); a command the README changes so that an override no longer applies
+fails here. A command not run is listed in ``NOT_RUN`` with the reason, so a new block cannot escape.
+
+README conventions relied on:
+* commands are written to run from the repository root; a line ending in ``\\`` continues the command,
+  `` # ...`` is a comment, each other line is one command;
+* a trailing ``...`` means "and the rest of your flags": ``FILL`` supplies them per command;
+* an example that writes (``-o``) where an earlier one already wrote, without ``--overwrite``, is an
+  alternative to it: it runs in a side directory that links everything else;
+* blocks without a language tag are not code and hold no command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, make_text
+
+README = REPO / "README.md"
+BIN = Path(sys.executable).parent
+
+# Commands not run, by prefix, and why. A prefix that matches no README command is an error (stale).
+NOT_RUN = {
+    "bash scripts/demo.sh": "sets up a virtualenv and runs the ~9 minute demo; tests/test_demo.py runs "
+                            "`fairseq-ext demo` shrunk",
+    "bash scripts/test.sh": "runs this test suite itself",
+    "fairseq-ext demo": "minutes of training; tests/test_demo.py runs the same verb with fewer updates",
+    "HF_MODEL=path/to/bert-large-uncased": "tests/test_continue_pretraining_e2e.py runs "
+                                           "scripts/continue_pretraining.sh on a tiny BERT",
+}
+
+# Run-size overrides. SET: the flag must be in the command and gets this value; DROP: removed where
+# present; TINY: appended to a command naming that --arch (or hydra --config-name); every training
+# command also gets RUN_ON_CPU.
+TRAIN_SET = {"--max-update": "2"}
+TRAIN_DROP = ["--fp16"]
+RUN_ON_CPU = ["--cpu", "--num-workers", "0"]
+TINY = {
+    "bart_small": ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
+                   "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+                   "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"],
+    "roberta_small": ["--encoder-layers", "1", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+                      "--encoder-attention-heads", "2"],
+}
+HYDRA_SET = {"optimization.max_update": "4"}  # it resumes the bart_small run above (2 updates) in checkpoints/
+HYDRA_APPEND = {
+    "pretrain_bart": ["common.cpu=true", "dataset.num_workers=0"] + [
+        f"+model.{k}={v}" for k, v in dict(encoder_layers=1, decoder_layers=1, encoder_embed_dim=32,
+                                           decoder_embed_dim=32, encoder_ffn_embed_dim=64, decoder_ffn_embed_dim=64,
+                                           encoder_attention_heads=2, decoder_attention_heads=2).items()],
+}
+# What a trailing `...` stands for, by command prefix.
+FILL = {
+    "fairseq-train data-bin-domain": ["--optimizer", "adam", "--lr", "1e-4", "--max-update", "2",
+                                      "--max-tokens", "2048", "--save-dir", "checkpoints-domain"],
+    # data-bin-bert was binarized (README, binarize) with --train only: nothing to validate on
+    "fairseq-train data-bin-bert": ["--optimizer", "adam", "--lr", "1e-4", "--max-update", "2",
+                                    "--batch-size", "8", "--disable-validation", "--save-dir", "checkpoints-bert"],
+}
+
+
+@dataclass
+class Block:
+    lang: str
+    line: int  # 1-based line of the opening fence
+    text: str
+
+
+def readme_blocks(text: str) -> list[Block]:
+    blocks, lang, start, body = [], None, 0, []
+    for n, line in enumerate(text.splitlines(), 1):
+        fence = re.match(r"^\s*```\s*(\S*)", line)
+        if fence and lang is None:
+            lang, start, body = fence.group(1).lower(), n, []
+        elif fence:
+            blocks.append(Block(lang, start, "\n".join(body)))
+            lang = None
+        elif lang is not None:
+            body.append(line)
+    assert lang is None, f"README.md:{start}: unclosed code fence"
+    return blocks
+
+
+def block_commands(block: Block) -> list[str]:
+    """One string per command: continuation lines joined, comments and blank lines dropped."""
+    commands, pending = [], ""
+    for line in block.text.splitlines():
+        line = re.sub(r"(^|\s)#\s.*$", "", line).rstrip()
+        if line.endswith("\\"):
+            pending += line[:-1].strip() + " "
+            continue
+        command = (pending + line.strip()).strip()
+        pending = ""
+        if command:
+            commands.append(command)
+    return commands
+
+
+def _set_flag(command: str, flag: str, value: str) -> str:
+    pattern = rf"(?<=\s){re.escape(flag)}(?:\s+|=)\S+"
+    assert re.search(pattern, command), f"override {flag} no longer applies to: {command}"
+    return re.sub(pattern, f"{flag} {value}", command)
+
+
+def runnable(command: str) -> str:
+    """The command with its run-size overrides applied (only fairseq-train / fairseq-hydra-train change)."""
+    words = command.split()
+    if words[0] == "fairseq-train":
+        if command.endswith("..."):
+            fill = [v for k, v in FILL.items() if command.startswith(k)]
+            assert len(fill) == 1, f"no FILL entry for the '...' of: {command}"
+            command = command[:-3].rstrip() + " " + " ".join(fill[0])
+        for flag, value in TRAIN_SET.items():
+            command = _set_flag(command, flag, value)
+        for flag in TRAIN_DROP:
+            command = re.sub(rf"\s{re.escape(flag)}(?=\s|$)", "", command)
+        arch = re.search(r"\s--arch\s+(\S+)", command)
+        extra = TINY[arch.group(1)] if arch else []  # sizes from model_args.txt (an import) are kept
+        return " ".join([command, *extra, *RUN_ON_CPU])
+    if words[0] == "fairseq-hydra-train":
+        name = re.search(r"--config-name\s+(\S+)", command).group(1)
+        assert name in HYDRA_APPEND, f"no run-size overrides for hydra config {name!r}"
+        for key, value in HYDRA_SET.items():
+            command += f" {key}={value}"  # hydra: a later override of a key wins
+        return " ".join([command, *HYDRA_APPEND[name]])
+    return command
+
+
+def not_run_reason(command: str) -> str | None:
+    reasons = [why for prefix, why in NOT_RUN.items() if command.startswith(prefix)]
+    return reasons[0] if reasons else None
+
+
+def plan() -> list[tuple[Block, str, str | None]]:
+    """(block, command or script, reason not run) for every block, in README order."""
+    steps = []
+    for block in readme_blocks(README.read_text(encoding="utf-8")):
+        if block.lang in ("bash", "sh", "shell", "console"):
+            steps += [(block, c, not_run_reason(c)) for c in block_commands(block)]
+        elif block.lang == "python":
+            steps.append((block, block.text, None))
+        else:
+            assert block.lang in ("", "text"), f"README.md:{block.line}: no rule for ```{block.lang} blocks"
+            first_words = {ln.split()[0] for ln in block.text.splitlines() if ln.strip()}
+            assert not first_words & {"fairseq-ext", "fairseq-train", "fairseq-hydra-train", "bash", "python",
+                                      "pip", "sbatch"}, f"README.md:{block.line}: commands in an untagged block"
+    return steps
+
+
+def test_every_block_is_run_or_listed_with_a_reason():
+    """Quick (no training): the plan covers the README, the skip list is not stale, overrides apply."""
+    steps = plan()
+    assert sum(1 for _b, _c, why in steps if why is None) >= 15
+    for prefix in NOT_RUN:
+        assert any(c.startswith(prefix) for _b, c, _w in steps), f"NOT_RUN entry matches nothing: {prefix}"
+    for fill in FILL:
+        assert any(c.startswith(fill) and c.endswith("...") for _b, c, _w in steps), f"stale FILL: {fill}"
+    trains = [runnable(c) for _b, c, why in steps if why is None and c.split()[0].startswith("fairseq-")
+              and "train" in c.split()[0]]
+    assert len(trains) >= 5
+    for command in trains:
+        assert "..." not in command and "--fp16" not in command.split()
+        assert re.search(r"(--max-update 2|optimization.max_update=4)\b", command), command
+
+
+# Inputs the README names, made small here (the README's own commands make everything else).
+def make_inputs(root: Path, bert_dir: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    def write(path, lines):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def documents(n_docs, seed, sentences=5):
+        lines = []
+        for d in range(n_docs):
+            lines += make_text(sentences, seed=seed * 1000 + d) + [""]
+        return lines
+
+    for i in range(6):  # books/: one book a file, paragraphs between blank lines
+        write(root / "books" / f"book{i}.txt", documents(12, seed=i, sentences=6))
+    write(root / "web1.txt", documents(40, seed=10))
+    write(root / "web2.txt", documents(40, seed=11))
+    write(root / "a.txt", make_text(200, seed=12))
+    write(root / "b.txt", make_text(200, seed=13))
+    write(root / "domain.txt", documents(30, seed=14))
+    write(root / "domain-valid.txt", documents(4, seed=15))
+    write(root / "tweets.txt", [f"@user{i} {line} https://t.co/{i} &amp; \U0001F602" for i, line in
+                                enumerate(make_text(200, seed=16))])
+    for name in ("bert-dir", "bert-base-uncased-dir"):
+        shutil.copytree(bert_dir, root / name)
+    tok = AutoTokenizer.from_pretrained(str(bert_dir))
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=64, max_position_embeddings=512))
+    model.save_pretrained(root / "my-bert")
+    tok.save_pretrained(root / "my-bert")
+    for name in ("fairseq_ext", "scripts"):  # the repository root, as the README's commands expect
+        (root / name).symlink_to(REPO / name)
+
+
+def output_of(command: str) -> str | None:
+    found = re.search(r"\s(?:-o|--output)\s+(\S+)", command)
+    return found.group(1) if found else None
+
+
+def side_directory(root: Path, output: str) -> Path:
+    """A directory linking everything of ``root`` but ``output``: for an alternative example."""
+    side = root.parent / f"{root.name}-alt-{len(list(root.parent.glob(root.name + '-alt-*')))}"
+    side.mkdir()
+    for entry in root.iterdir():
+        if entry.name != Path(output).parts[0]:
+            (side / entry.name).symlink_to(entry)
+    return side
+
+
+@pytest.mark.slow
+def test_readme_code_blocks_run(tmp_path, bert_dir):
+    root = tmp_path / "repo"
+    root.mkdir()
+    make_inputs(root, bert_dir)
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    ran = []
+    for block, command, why in plan():
+        if why is not None:
+            continue
+        if block.lang == "python":
+            argv, cwd, shown = [sys.executable, "-c", command], root, f"python block at README.md:{block.line}"
+        else:
+            command = runnable(command)
+            output = output_of(command)
+            alternative = output and (root / output).exists() and "--overwrite" not in command.split()
+            cwd = side_directory(root, output) if alternative else root
+            argv, shown = ["bash", "-c", "set -euo pipefail\n" + command], f"README.md:{block.line}: {command}"
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+        log = (proc.stdout + proc.stderr)[-3000:]
+        assert proc.returncode == 0, f"{shown}\nfailed with exit {proc.returncode}:\n{log}"
+        ran.append(shown)
+    # what the run made, checked where the README promises it
+    for path in ("data/prepare.json", "tok/tokenizer.json", "data-bin/train.bin", "checkpoints/checkpoint_best.pt",
+                 "checkpoints-mlm/checkpoint_last.pt", "my-bart/model.safetensors", "my-roberta/config.json",
+                 "my-roberta-as-bert/config.json", "bart-start/model_args.txt", "checkpoints-domain/checkpoint_last.pt",
+                 "bert-start/checkpoint.pt", "checkpoints-bert/checkpoint_last.pt"):
+        assert (root / path).exists(), path
+    assert len(ran) >= 15
