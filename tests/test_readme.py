@@ -67,9 +67,8 @@ HYDRA_APPEND = {
 FILL = {
     "fairseq-train data-bin-domain": ["--optimizer", "adam", "--lr", "1e-4", "--max-update", "2",
                                       "--max-tokens", "2048", "--save-dir", "checkpoints-domain"],
-    # data-bin-bert was binarized (README, binarize) with --train only: nothing to validate on
     "fairseq-train data-bin-bert": ["--optimizer", "adam", "--lr", "1e-4", "--max-update", "2",
-                                    "--batch-size", "8", "--disable-validation", "--save-dir", "checkpoints-bert"],
+                                    "--batch-size", "8", "--save-dir", "checkpoints-bert"],
 }
 
 
@@ -202,6 +201,7 @@ def make_inputs(root: Path, bert_dir: Path) -> None:
     write(root / "domain-valid.txt", documents(4, seed=15))
     write(root / "tweets.txt", [f"@user{i} {line} https://t.co/{i} &amp; \U0001F602" for i, line in
                                 enumerate(make_text(200, seed=16))])
+    write(root / "tweets-valid.txt", make_text(20, seed=17))
     for name in ("bert-dir", "bert-base-uncased-dir"):
         shutil.copytree(bert_dir, root / name)
     tok = AutoTokenizer.from_pretrained(str(bert_dir))

@@ -35,8 +35,11 @@ _WHITESPACE = re.compile(r"\s")  # what fairseq's tokenize_line splits on
 class PieceWriter:
     """An item sink (see ``encode_items``) that writes items as lines of pieces.
 
-    >>> w = PieceWriter(sys.stdout, ["<s>", "<pad>", "</s>", "<unk>", "a", "b"])  # doctest: +SKIP
-    >>> w.add(np.array([4, 5, 2, 5, 2]), np.array([3, 0, 2]))                     # doctest: +SKIP
+    >>> import io
+    >>> out = io.StringIO()
+    >>> w = PieceWriter(out, ["<s>", "<pad>", "</s>", "<unk>", "a", "b"])
+    >>> w.add(np.array([4, 5, 2, 5, 2]), np.array([3, 0, 2]))
+    >>> print(out.getvalue(), end="")
     a b
     <BLANKLINE>
     b

@@ -9,7 +9,7 @@ masking works for byte-level BPE, SentencePiece and WordPiece alike.
 import logging
 from dataclasses import dataclass, field
 
-import numpy as np
+import torch
 from fairseq.data import (
     AppendTokenDataset,
     IdDataset,
@@ -103,7 +103,7 @@ class HFDenoisingTask(TokenizerDataTask):
             {"id": IdDataset(), "net_input": {"src_tokens": source, "src_lengths": NumelDataset(source, reduce=False),
                                               "prev_output_tokens": PadDataset(prev, pad_idx=pad, left_pad=False)},
              "target": source},
-            sizes=[np.array(src_lengths)],
+            sizes=[torch.as_tensor(src_lengths).cpu().numpy()],  # np.array(tensor) warns under numpy 2
         )
 
     def max_positions(self):
