@@ -147,9 +147,9 @@ def test_cli_summary_streams_and_is_independent_of_workers(bpe_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--workers", "0"], "--workers must be at least 1, got 0"),
-    (["--max-line-tokens", "1"], "--max-line-tokens must be at least 2"),
-    (["--batch-mb", "0"], "--batch-mb must be positive, got 0.0"),
+    (["--workers", "0"], "argument --workers: must be a positive integer, got '0'"),
+    (["--max-line-tokens", "1"], "argument --max-line-tokens: must be at least 2 (one token and eos), got '1'"),
+    (["--batch-mb", "0"], "argument --batch-mb: must be a number > 0, got '0'"),
     (["-i", "{tmp}/missing.txt"], "missing.txt: no such file (-i)"),
     (["-i", "{tmp}"], ": not a file (-i takes text files)"),
     (["-o", "{tmp}"], ": is a directory (-o names the file to write)"),
@@ -168,7 +168,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(args, message, bpe_dir, tmp_pa
             args = [flag, value, *args]
     before = sorted(tmp_path.rglob("*"))
     proc = run_cli("encode", "--quiet", *args, check=False)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == (2 if message.startswith("argument ") else 1), proc.stderr  # 2: a bad option
     (line,) = error_lines(proc.stderr)
     assert line.startswith("fairseq-ext encode: error: ") and message in line, line
     assert sorted(tmp_path.rglob("*")) == before

@@ -102,7 +102,7 @@ def set_thread_count(workers: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="fairseq-ext binarize", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     return p
 
