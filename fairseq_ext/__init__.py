@@ -45,15 +45,49 @@ def ignore_broken_torchaudio() -> None:
     try:
         import torchaudio  # noqa: F401  (imports torch first, which registering needs anyway)
     except Exception as exc:  # OSError from its C++ extension; ImportError/RuntimeError from other mismatches
-        for name in [n for n in sys.modules if n == "torchaudio" or n.startswith("torchaudio.")]:
-            del sys.modules[name]
-        sys.modules["torchaudio"] = None
-        logging.getLogger(__name__).log(
-            logging.INFO if _COMMAND else logging.WARNING,
-            "torchaudio %s cannot be loaded beside torch %s (%s: %s); ignoring it, as no text model uses audio "
-            "(`pip uninstall torchaudio`, or the torchaudio build matching torch, removes this message)",
-            _version("torchaudio"), _version("torch"), type(exc).__name__, _reason(exc),
-        )
+        _hide_torchaudio(f"{type(exc).__name__}: {_reason(exc)}")
+
+
+def ignore_mismatched_torchaudio() -> None:
+    """The cheap half of :func:`ignore_broken_torchaudio`, run when the package is imported, before
+    anything can import transformers: a torchaudio built for another torch release (its version
+    X.Y must match torch's, 0.Y for torch 1.Y) cannot load, so it is made absent without importing
+    torch. This matters under the ``fairseq-ext`` command, which imports transformers (tokenizers)
+    long before a verb calls :func:`register`; transformers decides once, on its own import,
+    whether torchaudio is there.
+    """
+    if "torchaudio" in sys.modules or importlib.util.find_spec("torchaudio") is None:
+        return
+    audio, torch = _release(_version("torchaudio")), _release(_version("torch"))
+    if audio is None or torch is None:
+        return
+    expected = (0, torch[1]) if torch[0] == 1 else torch
+    if audio != expected:
+        _hide_torchaudio("it was built for another torch release")
+
+
+def _release(version: str):
+    """(major, minor) of a version string, or None.
+
+    >>> _release("2.13.0+cpu"), _release("0.13.1"), _release("(unknown version)")
+    ((2, 13), (0, 13), None)
+    """
+    parts = version.split(".")
+    return (int(parts[0]), int(parts[1])) if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit() else None
+
+
+def _hide_torchaudio(reason: str) -> None:
+    global _torchaudio_checked
+    _torchaudio_checked = True
+    for name in [n for n in sys.modules if n == "torchaudio" or n.startswith("torchaudio.")]:
+        del sys.modules[name]
+    sys.modules["torchaudio"] = None
+    logging.getLogger(__name__).log(
+        logging.INFO if _COMMAND else logging.WARNING,
+        "torchaudio %s cannot be loaded beside torch %s (%s); ignoring it, as no text model uses audio "
+        "(`pip uninstall torchaudio`, or the torchaudio build matching torch, removes this message)",
+        _version("torchaudio"), _version("torch"), reason,
+    )
 
 
 def _reason(exc: BaseException) -> str:
@@ -81,5 +115,6 @@ def register() -> None:
     from fairseq_ext.data import encoders  # noqa: F401  (--bpe hf_tokenizer)
 
 
+ignore_mismatched_torchaudio()
 if not _COMMAND:
     register()

@@ -124,3 +124,14 @@ def test_import_export_round_trip_and_training_in_the_plain_install(venv, tmp_pa
     log = train.stdout + train.stderr
     assert "num_updates=2" in log.replace(" ", "") or "num_updates 2" in log, log[-3000:]
     assert "| valid |" in log and "accuracy" in log
+
+
+def test_the_demo_runs_in_the_plain_install(venv, tmp_path):
+    """The README's main job in a plain install. Its first steps import transformers (tokenizers) long
+    before its last ones import BartForConditionalGeneration: a torchaudio judged only at that point
+    would already have been taken as available by transformers, and the export would fail."""
+    proc = run([venv / "fairseq-ext", "demo", "-o", tmp_path / "demo", "--corpus-mb", "0.2", "--vocab-size", "300",
+                "--max-update", "2"], cwd=tmp_path)
+    assert "[7/7] transformers infills" in proc.stdout and "demo finished" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert (tmp_path / "demo" / "hf-model" / "model.safetensors").is_file()
