@@ -31,6 +31,7 @@ setup(
         "safetensors>=0.4",
         "tqdm>=4.60",
         "emoji>=2.0",
+        "matplotlib>=3.5",  # the demo's learning curves (curves.png)
         # fairseq-train --tensorboard-logdir writes nothing without a writer. fairseq tries
         # torch.utils.tensorboard (needs the whole `tensorboard` app: grpcio, werkzeug, ...) and
         # then tensorboardX, a small pure-Python writer (numpy, protobuf, packaging).
