@@ -30,8 +30,13 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     echo "setup: installing fairseq_ext and its requirements (fairseq compiles once, ~5 min, then pip caches it)"
     "${PIP[@]}" install -q -e "$ROOT[test]"
     # fairseq pulls in torchaudio, whose newest build may not load beside the chosen torch (a CUDA
-    # build next to a CPU torch, or an older release). It is deliberately left as pip installed it:
-    # this environment is then the one a plain `pip install -e .` gives, and importing fairseq_ext
-    # makes such a torchaudio look absent (one log line), so the tests run the real situation.
+    # build next to a CPU torch, or an older release). fairseq_ext itself copes with that (it makes
+    # such a torchaudio look absent; tests/test_install.py checks a plain `pip install -e .` without
+    # this script), but a script of your own that imports transformers models before fairseq_ext
+    # would fail in this environment, so here a torchaudio that cannot load is removed, and said so.
+    if "$VENV/bin/python" -m pip show torchaudio >/dev/null 2>&1 && ! "$VENV/bin/python" -c "import torchaudio" >/dev/null 2>&1; then
+        echo "setup: removing torchaudio: it does not load beside this torch (no text model needs it)"
+        "${PIP[@]}" uninstall -q -y torchaudio
+    fi
     echo "$WANT" > "$STAMP"
 fi
