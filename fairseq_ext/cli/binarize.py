@@ -42,17 +42,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid", metavar="FILE", help="validation text (optional)")
     p.add_argument("--test", metavar="FILE", help="test text (optional)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="data directory to create")
+    add_encoding_arguments(p, max_line_help="longest item written, eos included; longer lines are cut into "
+                           "several items (default %(default)s: fits --tokens-per-sample 512 with bos and eos)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_encoding_arguments(p: argparse.ArgumentParser, max_line_help: str) -> None:
+    """--workers, --max-line-tokens, --batch-mb: how text is encoded, shared with `fairseq-ext encode`."""
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="N",
                    help="threads for the tokenizer's batch encoding (default: all %(default)s cores); "
                    "the output is identical for any N")
     p.add_argument("--max-line-tokens", type=int_at_least(2, "at least 2 (one token and eos)"), default=510,
-                   metavar="N",
-                   help="longest item written, eos included; longer lines are cut into several items "
-                   "(default %(default)s: fits --tokens-per-sample 512 with bos and eos)")
+                   metavar="N", help=max_line_help)
     p.add_argument("--batch-mb", type=positive_float, default=4.0, metavar="MB",
                    help="text read and encoded per batch; bounds memory (default %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

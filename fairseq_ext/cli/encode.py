@@ -20,10 +20,9 @@ example:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from fairseq_ext.cli.arguments import int_at_least, positive_float, positive_int
+from fairseq_ext.cli.binarize import add_encoding_arguments, set_thread_count, summary_line
 
 HELP = "write tokenizer pieces of text, one item a line (for fairseq-preprocess --srcdict)"
 
@@ -34,22 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--input", required=True, nargs="+", metavar="INPUT",
                    help="text files, one sentence a line, blank line between documents; read in order")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="the pieces file to write")
-    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="N",
-                   help="threads for the tokenizer's batch encoding (default: all %(default)s cores); "
-                   "the output is identical for any N")
-    p.add_argument("--max-line-tokens", type=int_at_least(2, "at least 2 (one token and eos)"), default=510,
-                   metavar="N",
-                   help="longest item, eos included (as in `binarize`); longer lines are cut into several "
-                   "lines of at most N-1 pieces (default %(default)s)")
-    p.add_argument("--batch-mb", type=positive_float, default=4.0, metavar="MB",
-                   help="text read and encoded per batch; bounds memory (default %(default)s)")
+    add_encoding_arguments(p, max_line_help="longest item, eos included (as in `binarize`); longer lines are "
+                           "cut into several lines of at most N-1 pieces (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from fairseq_ext.cli.binarize import set_thread_count, summary_line
-
     set_thread_count(args.workers)
     from fairseq_ext.data.pieces import encode_to_pieces
 
