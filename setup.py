@@ -36,6 +36,12 @@ setup(
         # torch.utils.tensorboard (needs the whole `tensorboard` app: grpcio, werkzeug, ...) and
         # then tensorboardX, a small pure-Python writer (numpy, protobuf, packaging).
         "tensorboardX>=2.6",
+        # the code recipe: Arrow datasets (save_to_disk / load_from_disk, memory-mapped in training),
+        # .gitignore matching, and the language of a source file from its name
+        "datasets>=2.14",
+        "pyarrow>=12",
+        "pathspec>=0.11",
+        "identify>=2.5",
     ],
     extras_require={
         "test": ["pytest>=7", "ruff>=0.4"],

@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 
 def build_corpus(path: Path, mb: float) -> int:
     """Write at least ``mb`` MB of real text lines; return the byte count."""
-    from fairseq_ext.data.builtin_corpus import docstring_paragraphs, stdlib_sources
+    from fairseq_ext.prep.builtin_corpus import docstring_paragraphs, stdlib_sources
 
     target = int(mb * 1e6)
     written = 0

@@ -25,9 +25,9 @@ def build_data(work: Path) -> Path:
     sys.path.insert(0, str(HERE))
     from binarize import build_corpus
 
-    from fairseq_ext.data.binarize_dir import binarize_directory
-    from fairseq_ext.data.prepare import prepare_corpus
-    from fairseq_ext.data.tokenizer_training import train_tokenizer
+    from fairseq_ext.prep.binarize_dir import binarize_directory
+    from fairseq_ext.prep.prepare import prepare_corpus
+    from fairseq_ext.prep.tokenizer_training import train_tokenizer
 
     build_corpus(work / "raw.txt", 6)
     prepare_corpus([work / "raw.txt"], work / "text", valid_ratio=0.0, doc_sep="blank-line", progress=False)

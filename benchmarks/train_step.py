@@ -33,10 +33,10 @@ MODEL = ["--arch", "bart_base", "--encoder-layers", "2", "--decoder-layers", "2"
 
 
 def build_data(work: Path) -> Path:
-    from fairseq_ext.data.binarize_dir import binarize_directory
-    from fairseq_ext.data.builtin_corpus import write_builtin_corpus
-    from fairseq_ext.data.prepare import prepare_corpus
-    from fairseq_ext.data.tokenizer_training import train_tokenizer
+    from fairseq_ext.prep.binarize_dir import binarize_directory
+    from fairseq_ext.prep.builtin_corpus import write_builtin_corpus
+    from fairseq_ext.prep.prepare import prepare_corpus
+    from fairseq_ext.prep.tokenizer_training import train_tokenizer
 
     write_builtin_corpus(work / "raw", max_bytes=2_000_000)
     prepare_corpus([work / "raw"], work / "text", valid_ratio=0.0, doc_sep="file", progress=False)

@@ -41,7 +41,7 @@ def text_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bpe_dir(tmp_path_factory, text_file) -> Path:
     """Byte-level BPE with RoBERTa/BART specials at 0-4, trained by our trainer."""
-    from fairseq_ext.data.tokenizer_training import train_tokenizer
+    from fairseq_ext.prep.tokenizer_training import train_tokenizer
 
     out = tmp_path_factory.mktemp("bpe")
     train_tokenizer([text_file], kind="bpe", vocab_size=400, min_frequency=1, show_progress=False).save_pretrained(out)
@@ -50,7 +50,7 @@ def bpe_dir(tmp_path_factory, text_file) -> Path:
 
 @pytest.fixture(scope="session")
 def unigram_dir(tmp_path_factory, text_file) -> Path:
-    from fairseq_ext.data.tokenizer_training import train_tokenizer
+    from fairseq_ext.prep.tokenizer_training import train_tokenizer
 
     out = tmp_path_factory.mktemp("unigram")
     train_tokenizer([text_file], kind="unigram", vocab_size=150, show_progress=False).save_pretrained(out)

@@ -9,8 +9,8 @@ import pytest
 from fairseq.data import MMapIndexedDataset, TokenBlockDataset
 
 from conftest import error_lines, run_cli
-from fairseq_ext.data.binarize_dir import binarize_directory
-from fairseq_ext.data.binarizer import BinarizeError
+from fairseq_ext.prep.binarize_dir import binarize_directory
+from fairseq_ext.prep.binarizer import BinarizeError
 from fairseq_ext.tokenizer import load_tokenizer
 
 TEXT = [
@@ -177,7 +177,7 @@ def test_missing_file_and_bad_tokenizer_errors(bpe_dir, tmp_path):
 
 def test_interruption_leaves_nothing_behind(bpe_dir, tmp_path, monkeypatch):
     (tmp_path / "t.txt").write_text("\n".join(TEXT * 200) + "\n", encoding="utf-8")
-    import fairseq_ext.data.binarizer as binarizer
+    import fairseq_ext.prep.binarizer as binarizer
 
     real = binarizer._write_batch
     calls = []

@@ -10,8 +10,8 @@ import pytest
 from fairseq.data import Dictionary, MMapIndexedDataset
 
 from conftest import REPO, error_lines, run_cli
-from fairseq_ext.data.binarize_dir import binarize_directory
-from fairseq_ext.data.pieces import encode_to_pieces
+from fairseq_ext.prep.binarize_dir import binarize_directory
+from fairseq_ext.prep.pieces import encode_to_pieces
 from fairseq_ext.tokenizer import DICT_TXT_HEADER, load_tokenizer
 from fairseq_ext.vocab import TokenizerDictionary
 
@@ -176,7 +176,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(args, message, bpe_dir, tmp_pa
 
 
 def test_interruption_leaves_nothing_behind(bpe_dir, tmp_path, monkeypatch):
-    import fairseq_ext.data.pieces as pieces
+    import fairseq_ext.prep.pieces as pieces
 
     (tmp_path / "t.txt").write_text("\n".join(TEXT * 50) + "\n", encoding="utf-8")
     real, calls = pieces.PieceWriter.add, []

@@ -13,7 +13,7 @@ from fairseq.tasks import TASK_REGISTRY
 
 from conftest import make_text
 from fairseq_ext.criterions.cross_entropy_with_accuracy import CrossEntropyWithAccuracy
-from fairseq_ext.data.binarize_dir import binarize_directory
+from fairseq_ext.prep.binarize_dir import binarize_directory
 from fairseq_ext.tasks.hf_denoising import HFDenoisingConfig, HFDenoisingTask
 from fairseq_ext.tokenizer import TokenizerError
 

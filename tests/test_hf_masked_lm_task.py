@@ -15,9 +15,9 @@ from fairseq.tasks import TASK_REGISTRY
 
 from conftest import REPO, make_text, run_cli
 from fairseq_ext.criterions.masked_lm_with_accuracy import MaskedLMWithAccuracy
-from fairseq_ext.data.binarize_dir import binarize_directory
 from fairseq_ext.models.bert import BertModel, bert_large_architecture
 from fairseq_ext.models.roberta import roberta_small_architecture
+from fairseq_ext.prep.binarize_dir import binarize_directory
 from fairseq_ext.tasks.hf_masked_lm import HFMaskedLMConfig, HFMaskedLMTask
 
 

@@ -7,8 +7,8 @@ import torch
 from fairseq import options
 
 from conftest import make_text
-from fairseq_ext.data.binarize_dir import binarize_directory
 from fairseq_ext.models.init import init_normal_
+from fairseq_ext.prep.binarize_dir import binarize_directory
 from fairseq_ext.tasks.hf_denoising import HFDenoisingTask
 
 

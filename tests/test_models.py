@@ -12,7 +12,7 @@ import gc
 import pytest
 
 from conftest import make_text
-from fairseq_ext.data.binarize_dir import binarize_directory
+from fairseq_ext.prep.binarize_dir import binarize_directory
 
 
 def bart_parameters(vocab_rows: int, layers: int, d: int, ffn: int, position_rows: int) -> int:

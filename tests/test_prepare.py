@@ -7,9 +7,9 @@ import json
 import pytest
 
 from conftest import error_lines, run_cli
-from fairseq_ext.data.prepare import prepare_corpus
-from fairseq_ext.data.text_prep import SentenceFilter, split_sentences
 from fairseq_ext.errors import UserError
+from fairseq_ext.prep.prepare import prepare_corpus
+from fairseq_ext.prep.text_prep import SentenceFilter, split_sentences
 
 
 def docs_of(path) -> list[list[str]]:

@@ -12,7 +12,7 @@ from tensorboardX.proto.event_pb2 import Event
 from tensorboardX.record_writer import masked_crc32c
 
 from conftest import REPO, make_text
-from fairseq_ext.data.binarize_dir import binarize_directory
+from fairseq_ext.prep.binarize_dir import binarize_directory
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from fairseq_ext.checkpoints import recorded_tokenizer, tokenizer_task_state
-from fairseq_ext.data.binarize_dir import binarize_directory
 from fairseq_ext.errors import UserError
+from fairseq_ext.prep.binarize_dir import binarize_directory
 from fairseq_ext.tokenizer import (
     SpecialRoles,
     TokenizerIdentity,

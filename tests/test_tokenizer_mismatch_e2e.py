@@ -15,7 +15,7 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 from conftest import REPO, error_lines, make_text, run_cli
 from fairseq_ext.checkpoints import recorded_tokenizer, safe_torch_load
 from fairseq_ext.convert.import_hf import import_hf
-from fairseq_ext.data.binarize_dir import binarize_directory
+from fairseq_ext.prep.binarize_dir import binarize_directory
 from fairseq_ext.vocab import TokenizerDictionary
 
 FAIRSEQ_TRAIN = Path(sys.executable).parent / "fairseq-train"

@@ -44,7 +44,7 @@ def test_kinds_layouts_and_autotokenizer(kind, two_files, tmp_path):
 
 
 def test_default_vocab_size_is_the_seeds(tmp_path):
-    from fairseq_ext.data.tokenizer_training import LAYOUTS as layouts
+    from fairseq_ext.prep.tokenizer_training import LAYOUTS as layouts
 
     assert layouts["bpe"].default_vocab == 50265
     proc = run_cli("train-tokenizer", "--help")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import run_cli
-from fairseq_ext.data.tweets import normalize_tweet, tokenizer_is_uncased
+from fairseq_ext.prep.tweets import normalize_tweet, tokenizer_is_uncased
 from fairseq_ext.tokenizer import load_tokenizer
 
 

@@ -61,7 +61,7 @@ def add_encoding_arguments(p: argparse.ArgumentParser, max_line_help: str) -> No
 
 def run(args: argparse.Namespace) -> int:
     set_thread_count(args.workers)
-    from fairseq_ext.data.binarize_dir import binarize_directory
+    from fairseq_ext.prep.binarize_dir import binarize_directory
 
     files = {split: getattr(args, split) for split in SPLITS if getattr(args, split)}
     refuse_output_over_inputs(args.output, files.values())

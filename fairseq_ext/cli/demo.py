@@ -81,11 +81,11 @@ def model_args(max_update: int) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     import fairseq_ext
-    from fairseq_ext.data.binarize_dir import binarize_directory
-    from fairseq_ext.data.builtin_corpus import write_builtin_corpus
-    from fairseq_ext.data.prepare import prepare_corpus
-    from fairseq_ext.data.tokenizer_training import train_tokenizer
     from fairseq_ext.io_utils import atomic_output_dir
+    from fairseq_ext.prep.binarize_dir import binarize_directory
+    from fairseq_ext.prep.builtin_corpus import write_builtin_corpus
+    from fairseq_ext.prep.prepare import prepare_corpus
+    from fairseq_ext.prep.tokenizer_training import train_tokenizer
 
     out = Path(args.output)
     started = time.perf_counter()

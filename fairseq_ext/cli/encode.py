@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_thread_count(args.workers)
-    from fairseq_ext.data.pieces import encode_to_pieces
+    from fairseq_ext.prep.pieces import encode_to_pieces
 
     result = encode_to_pieces(
         args.tokenizer, args.input, args.output, max_line_tokens=args.max_line_tokens,

@@ -66,9 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fairseq_ext.data.prepare import prepare_corpus
-    from fairseq_ext.data.text_prep import SentenceFilter
     from fairseq_ext.errors import UserError
+    from fairseq_ext.prep.prepare import prepare_corpus
+    from fairseq_ext.prep.text_prep import SentenceFilter
 
     refuse_output_over_inputs(args.output, args.inputs)
     if args.min_words and args.max_words and args.min_words > args.max_words:
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 def tweet_normalizer(args: argparse.Namespace):
     from functools import partial
 
-    from fairseq_ext.data.tweets import normalize_tweet, tokenizer_is_uncased
+    from fairseq_ext.prep.tweets import normalize_tweet, tokenizer_is_uncased
 
     lowercase = args.lowercase == "yes"
     if args.lowercase == "auto" and args.tokenizer:

@@ -43,8 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fairseq_ext.data.tokenizer_training import first_lines, pieces_preview, text_files, train_tokenizer
     from fairseq_ext.io_utils import atomic_output_dir
+    from fairseq_ext.prep.tokenizer_training import first_lines, pieces_preview, text_files, train_tokenizer
     from fairseq_ext.tokenizer import special_roles
 
     refuse_output_over_inputs(args.output, args.input)

@@ -7,8 +7,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from fairseq_ext.data.binarizer import BinarizeError, LineEncoder, best_dtype, binarize_text, check_text_file
 from fairseq_ext.io_utils import atomic_output_dir
+from fairseq_ext.prep.binarizer import BinarizeError, LineEncoder, best_dtype, binarize_text, check_text_file
 from fairseq_ext.tokenizer import (
     load_tokenizer,
     save_tokenizer,

@@ -185,7 +185,7 @@ class _Counted:
 
 def text_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """The text files named, and those under directories named; a missing, empty or binary file is an error."""
-    from fairseq_ext.data.text_prep import find_input_files, looks_binary
+    from fairseq_ext.prep.text_prep import find_input_files, looks_binary
 
     files = find_input_files(inputs)
     for path in files:

@@ -3,7 +3,7 @@
 ``fairseq-preprocess --user-dir fairseq_ext --task hf_masked_lm --only-source
 --srcdict TOK`` turns the pieces written here into exactly the ``.bin``/``.idx``
 bytes that ``fairseq-ext binarize`` writes from the same text: the items come
-from the same encoder (:func:`fairseq_ext.data.binarizer.encode_items`), so
+from the same encoder (:func:`fairseq_ext.prep.binarizer.encode_items`), so
 long lines are cut the same way, a run of blank lines becomes one blank line
 (the document separator, an empty item once binarized), and text spelling a
 special token is written as ordinary pieces. Each line is the item's tokens as
@@ -25,9 +25,9 @@ from typing import TextIO
 
 import numpy as np
 
-from fairseq_ext.data.binarize_dir import _progress_bar, load_line_encoder
-from fairseq_ext.data.binarizer import encode_items
 from fairseq_ext.errors import UserError
+from fairseq_ext.prep.binarize_dir import _progress_bar, load_line_encoder
+from fairseq_ext.prep.binarizer import encode_items
 
 _WHITESPACE = re.compile(r"\s")  # what fairseq's tokenize_line splits on
 

@@ -13,15 +13,15 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from fairseq_ext.data.text_prep import (
+from fairseq_ext.errors import UserError
+from fairseq_ext.io_utils import atomic_output_dir
+from fairseq_ext.prep.text_prep import (
     ReadStats,
     SentenceFilter,
     document_sentences,
     find_input_files,
     iter_documents,
 )
-from fairseq_ext.errors import UserError
-from fairseq_ext.io_utils import atomic_output_dir
 
 DEFAULT_FILTER = SentenceFilter()
 
