@@ -20,8 +20,6 @@ State-dict names: ``encoder.embed_tokens.weight``; ``encoder.layers.{i}.`` +
 ``pooler.dense`` when ``--pooler-dim`` > 0.
 """
 
-from __future__ import annotations
-
 from argparse import Namespace
 from dataclasses import dataclass, field
 from typing import Optional
