@@ -7,7 +7,15 @@ import argparse
 import pytest
 import torch
 from fairseq import options, tasks
-from fairseq.models import ARCH_MODEL_NAME_REGISTRY, ARCH_MODEL_REGISTRY, MODEL_DATACLASS_REGISTRY, MODEL_REGISTRY
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq.models import (
+    ARCH_MODEL_NAME_REGISTRY,
+    ARCH_MODEL_REGISTRY,
+    MODEL_DATACLASS_REGISTRY,
+    MODEL_REGISTRY,
+    build_model,
+)
+from omegaconf import OmegaConf
 from transformers import T5Config, T5EncoderModel
 from transformers.models.t5.modeling_t5 import T5Attention
 
@@ -127,6 +135,23 @@ def test_base_preset_and_overrides_reach_the_built_model(data):
     assert (attn.heads, attn.kv_dim, attn.q_proj.weight.shape) == (12, 64, (768, 768))
     assert enc.layers[0].ffn.wi_0.weight.shape == enc.layers[0].ffn.wi_1.weight.shape == (3072, 768)
     assert model.max_positions() == 48 and model.pooler.dense.weight.shape == (16, 768)
+
+
+def test_hydra_and_checkpoint_configs_build_through_fairseq(data):
+    """fairseq-train's DictConfig (``_name`` the arch), a hydra ``model: t5_encoder`` node, a checkpoint's cfg."""
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(data), "--user-dir", "fairseq_ext", "--task", "hf_masked_lm", "--arch", "t5_encoder_base",
+        "--encoder-layers", "1"])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    model = build_model(cfg.model, task)
+    assert cfg.model._name == "t5_encoder_base"
+    assert (len(model.encoder.layers), model.args.encoder_embed_dim, model.max_positions()) == (1, 768, 512)
+    hydra = OmegaConf.create({"_name": "t5_encoder", "encoder_layers": 1, "feed_forward_proj": "gated-gelu"})
+    model = build_model(hydra, task)
+    assert model.args.encoder_embed_dim == 512 and model.encoder.layers[0].ffn.gated
+    saved = OmegaConf.create(OmegaConf.to_container(cfg.model, enum_to_str=True))  # as a checkpoint holds it
+    assert resolved_settings(saved).encoder_embed_dim == 768
 
 
 def test_bad_settings_are_one_line_user_errors(dictionary):
