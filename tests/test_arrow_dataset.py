@@ -41,12 +41,13 @@ def make_code_dataset(out: Path, tokenizer, splits=SPLITS, fmt: str = "arrow", n
     symbols, _holes = vocab_in_id_order(tok)
     eos = special_roles(tok).eos
     dicts, ids_by_split, counts = {}, {}, {"files_seen": 0, "kept": {}, "tokens": {}}
+    out.mkdir(parents=True, exist_ok=True)
     for split, projects in splits.items():
         rows = {name: [] for name in features}
         for project, files in projects:
             for f in files:
                 data = f.read_bytes()
-                ids = tok(data.decode("utf-8"), add_special_tokens=False)["input_ids"]
+                ids = tok(data.decode("utf-8"), add_special_tokens=False, verbose=False)["input_ids"]
                 for name, value in (("path", f"{STDLIB.name}/{f.relative_to(STDLIB)}"), ("project", project),
                                     ("language", "python"), ("sha256", hashlib.sha256(data).hexdigest()),
                                     ("num_bytes", len(data)), ("input_ids", ids), ("length", len(ids))):
@@ -63,7 +64,6 @@ def make_code_dataset(out: Path, tokenizer, splits=SPLITS, fmt: str = "arrow", n
             writer.close()
     if fmt in ("arrow", "both"):
         datasets.DatasetDict(dicts).save_to_disk(str(out), num_shards=num_shards)
-    out.mkdir(parents=True, exist_ok=True)
     save_tokenizer(tok, out)
     write_dict_txt(symbols, out / "dict.txt")
     (out / "code_dataset.json").write_text(json.dumps(counts, indent=2) + "\n", encoding="utf-8")
