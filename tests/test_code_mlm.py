@@ -200,3 +200,17 @@ def test_trains_on_a_code_dataset(both, tmp_path, fmt, flags):
 def test_trains_with_a_t5_tokenizer_and_mask_token(t5_data, tmp_path):
     log = train(t5_data, tmp_path, "--mask-token", "<extra_id_1>", "--mask-unit", "identifier", "--num-workers", "0")
     assert "mask token: '<extra_id_1>'" in log
+
+
+@pytest.mark.slow
+def test_fairseq_train_names_a_missing_split_in_one_line(both, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", str(both[0]), "--user-dir", "fairseq_ext",
+                           "--task", "code_mlm", "--arch", "roberta_small", "--encoder-layers", "1",
+                           "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads",
+                           "2", "--tokens-per-sample", "64", "--criterion", "masked_lm_with_accuracy", "--optimizer",
+                           "adam", "--lr", "1e-3", "--max-tokens", "1024", "--max-update", "1", "--cpu",
+                           "--valid-subset", "test", "--save-dir", str(tmp_path / "ckpt")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == \
+        f"fairseq-train: error: {both[0]}: no 'test' split (it has: train, valid)"

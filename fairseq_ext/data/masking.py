@@ -52,6 +52,8 @@ def choose_positions(tokens: np.ndarray, cfg: MaskConfig, is_word_start: np.ndar
         return np.zeros(tokens.size, dtype=bool)
     # as fairseq: the expected count, rounded at random
     n = min(word_pos.size, int(cfg.mask_prob * word_pos.size + rng.random()))
+    if n == 0:  # a short sample can round to nothing (noising.span_lengths cannot draw 0 words)
+        return np.zeros(tokens.size, dtype=bool)
     if cfg.unit == "span":
         lengths = span_lengths(n, NoiseConfig(mask_length="span-poisson", poisson_lambda=cfg.span_lambda), rng)
         lengths = lengths[lengths > 0]
