@@ -325,6 +325,14 @@ class _PrefixRule:
     def __call__(self, token: str) -> bool:
         return token.startswith(self.prefix) or token in self.specials or _is_filler(token)
 
+    def surface(self, token: str) -> str:
+        """The token's text without the word-start marker (``Ġfoo`` -> ``foo``)."""
+        return token[len(self.prefix):] if self.prefix and token.startswith(self.prefix) else token
+
+    def spellings(self, word: str) -> tuple[str, ...]:
+        """The pre-tokenized forms of ``word`` the tokenizer model sees: after a space, and not."""
+        return (self.prefix + word, word) if self.prefix else (word,)
+
 
 @dataclass(frozen=True)
 class _WordPieceRule:
@@ -333,6 +341,13 @@ class _WordPieceRule:
 
     def __call__(self, token: str) -> bool:
         return not token.startswith(self.continuation) or token in self.specials
+
+    def surface(self, token: str) -> str:
+        """The token's text without the continuation marker (``##ing`` -> ``ing``)."""
+        return token[len(self.continuation):] if token.startswith(self.continuation) else token
+
+    def spellings(self, word: str) -> tuple[str, ...]:
+        return (word,)
 
 
 def _is_filler(token: str) -> bool:

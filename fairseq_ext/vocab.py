@@ -167,6 +167,22 @@ class TokenizerDictionary(Dictionary):
         mask[self.special_ids] = True
         return mask
 
+    def word_surfaces(self) -> list[str]:
+        """Each token's text without its family's word marker (``Ġ``, ``▁``, ``##``), in id order."""
+        rule = self._rule()
+        return [rule.surface(s) for s in self.symbols]
+
+    def word_spellings(self, word: str) -> list[list[int]]:
+        """The token id sequences ``word`` is encoded as inside a text (after a space, and not)."""
+        model = self._tokenizer.backend_tokenizer.model
+        return [[t.id for t in model.tokenize(form)] for form in self._rule().spellings(word)]
+
+    def _rule(self):
+        rule = getattr(self, "_word_start", None)
+        if rule is None:
+            raise TokenizerError(getattr(self, "_word_start_error", "dictionary was not built from a tokenizer"))
+        return rule
+
     def require(self, *roles: str, source: str = "tokenizer") -> None:
         self.roles.require(*roles, source=source)
 

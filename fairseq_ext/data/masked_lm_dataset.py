@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 from fairseq.data import data_utils
 
 from fairseq_ext.data.block_dataset import SeededBlockDataset
-from fairseq_ext.data.masking import MaskConfig, mlm_mask, shorten
+from fairseq_ext.data.masking import IdentifierVocab, MaskConfig, mlm_mask, shorten
 
 
 class HFMaskedLMDataset(SeededBlockDataset):
     """Wraps blocks shaped ``[bos] tokens ...``; masks them dynamically (new masks every epoch)."""
 
     def __init__(self, blocks, sizes, dictionary, mask: MaskConfig, seed: int, short_seq_prob: float = 0.0,
-                 shuffle: bool = True):
+                 shuffle: bool = True, identifiers: Optional[IdentifierVocab] = None):
         super().__init__(blocks, sizes, dictionary, seed, shuffle)
         self.mask = mask
         self.short_seq_prob = short_seq_prob
-        self.is_word_start = (dictionary.word_starts() if mask.unit != "subword"
+        self.is_word_start = (dictionary.word_starts() if mask.unit in ("word", "span")
                               else np.ones(len(dictionary), dtype=bool))
+        if mask.unit == "identifier" and identifiers is None:
+            raise ValueError("mask unit 'identifier' needs the vocabulary's IdentifierVocab")
+        self.identifiers = identifiers  # for mask unit 'identifier'
 
     def __getitem__(self, index):
         rng = self.rng(index)
         tokens = shorten(self.blocks[index].numpy().astype(np.int64), self.short_seq_prob, rng)
         source, target = mlm_mask(tokens, self.mask, mask_idx=self.dictionary.mask_index, pad=self.dictionary.pad(),
                                   is_word_start=self.is_word_start, special=self.special,
-                                  random_tokens=self.random_tokens, rng=rng)
+                                  random_tokens=self.random_tokens, rng=rng, identifiers=self.identifiers)
         return {"id": index, "source": torch.from_numpy(source), "target": torch.from_numpy(target)}
 
     def collater(self, samples, pad_to_length=None):

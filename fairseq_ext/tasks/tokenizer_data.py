@@ -1,6 +1,6 @@
 """What every fairseq_ext task shares: the vocabulary from the data's tokenizer, and split loading.
 
-Not a registered task itself; ``hf_denoising`` and ``hf_masked_lm`` build on it.
+Not a registered task itself; ``hf_denoising``, ``hf_masked_lm`` and ``code_mlm`` build on it.
 
 The tokenizer's identity (size, role ids, vocabulary hash) goes into every
 checkpoint fairseq-train writes, as the task's state (``task_state``); a
@@ -74,20 +74,29 @@ class TokenizerDataTask(FairseqTask):
         logger.info(f"dictionary: {len(dictionary)} types ({dictionary.tokenizer_size} tokenizer ids)")
         return cls(cfg, dictionary)
 
-    def load_split(self, split: str, epoch: int, combine: bool):
-        """(indexed dataset, its path) of ``split`` in this epoch's data directory."""
+    def load_split(self, split: str, epoch: int, combine: bool, dataset_impl: Optional[str] = None):
+        """(indexed dataset, its path) of ``split`` in this epoch's data directory.
+
+        ``dataset_impl`` overrides ``--dataset-impl`` (a code dataset directory also holds a ``train/``
+        Arrow directory, which fairseq's format guess would take for raw text).
+        """
         paths = self.cfg.data.split(os.pathsep)
         data_path = paths[(epoch - 1) % len(paths)]
         split_path = os.path.join(data_path, split)
-        dataset = data_utils.load_indexed_dataset(split_path, self.dictionary, self.cfg.dataset_impl,
+        dataset = data_utils.load_indexed_dataset(split_path, self.dictionary, dataset_impl or self.cfg.dataset_impl,
                                                   combine=combine)
         if dataset is None:
             raise FileNotFoundError(f"{split_path}.bin/.idx: no '{split}' split in {data_path}")
-        if data_path != paths[0]:
+        self.check_same_vocabulary(data_path)
+        return dataset, split_path
+
+    def check_same_vocabulary(self, data_path: str) -> None:
+        """A later data directory (``DATA1:DATA2``) must hold the first one's tokenizer."""
+        first = self.cfg.data.split(os.pathsep)[0]
+        if data_path != first:
             other = TokenizerDictionary.load(os.path.join(data_path, "dict.txt"))
             if other.symbols[: other.tokenizer_size] != self.dictionary.symbols[: self.dictionary.tokenizer_size]:
-                raise TokenizerError(f"{data_path} and {paths[0]} were binarized with different tokenizers")
-        return dataset, split_path
+                raise TokenizerError(f"{data_path} and {first} were binarized with different tokenizers")
 
     def build_model(self, cfg, from_checkpoint=False):
         if self.cfg.init_std < 0:
