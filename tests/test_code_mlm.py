@@ -168,10 +168,14 @@ def test_a_tokenizer_without_mask_or_extra_id_needs_mask_token(tmp_path, spm_mod
         make_task(tmp_path / "d")
 
 
-def train(data, tmp_path, *flags):
-    args = [str(data), "--user-dir", "fairseq_ext", "--task", "code_mlm", "--arch", "roberta_small",
-            "--encoder-layers", "1", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
-            "--encoder-attention-heads", "2", "--tokens-per-sample", "64", "--criterion", "masked_lm_with_accuracy",
+ROBERTA = ["--arch", "roberta_small", "--encoder-layers", "1", "--encoder-embed-dim", "32",
+           "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2"]
+T5 = ["--arch", "t5_encoder_small", "--encoder-layers", "2", "--encoder-embed-dim", "32", "--kv-dim", "8",
+      "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "4", "--feed-forward-proj", "gated-gelu"]
+
+
+def train(data, tmp_path, *flags, arch=ROBERTA):
+    args = [str(data), "--user-dir", "fairseq_ext", "--task", "code_mlm", *arch, "--tokens-per-sample", "64", "--criterion", "masked_lm_with_accuracy",
             "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "1024", "--max-update", "30", "--cpu",
             "--log-format", "simple", "--log-interval", "10", "--save-dir", str(tmp_path / "ckpt"),
             "--no-epoch-checkpoints", "--seed", "1", *flags]
@@ -198,8 +202,10 @@ def test_trains_on_a_code_dataset(both, tmp_path, fmt, flags):
 
 @pytest.mark.slow
 def test_trains_with_a_t5_tokenizer_and_mask_token(t5_data, tmp_path):
-    log = train(t5_data, tmp_path, "--mask-token", "<extra_id_1>", "--mask-unit", "identifier", "--num-workers", "0")
-    assert "mask token: '<extra_id_1>'" in log
+    """The T5 encoder with T5's own tokenizer layout (no bos, no mask token) learns code MLM."""
+    log = train(t5_data, tmp_path, "--mask-token", "<extra_id_1>", "--mask-unit", "identifier", "--num-workers", "0",
+                arch=T5)
+    assert "mask token: '<extra_id_1>'" in log and "T5EncoderFairseqModel" in log
 
 
 @pytest.mark.slow
