@@ -35,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write")
     p.add_argument("--tokenizer", metavar="TOK",
                    help="tokenizer.json, AutoTokenizer directory or .model (default: the checkpoint's data dir)")
-    p.add_argument("--family", choices=["bert", "roberta"],
+    from fairseq_ext.convert.families import choosable
+
+    p.add_argument("--family", choices=choosable(),
                    help="transformers family for an encoder checkpoint (default: the family it came from)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
 
