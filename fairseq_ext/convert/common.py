@@ -40,15 +40,19 @@ def task_summary(task: dict, keys) -> str:
 
 
 def parity_batches(vocab_size: int, roles, special_ids, max_len: int, seed: int = 0):
-    """Two padded batches of random ordinary tokens: (src, prev_output_tokens), shaped (B, T)."""
+    """Two padded batches of random ordinary tokens: (src, prev_output_tokens), shaped (B, T).
+
+    Each row is ``bos body eos``, or ``body eos`` for a tokenizer without bos (T5's SentencePiece).
+    """
     g = torch.Generator().manual_seed(seed)
     special = set(int(i) for i in special_ids)
     pool = torch.tensor([i for i in range(vocab_size) if i not in special])
+    start = [] if roles.bos is None else [roles.bos]
     for lengths in ([max_len, max_len // 2, 3], [max_len // 3, max_len // 3 - 1]):
         src = torch.full((len(lengths), max(lengths)), roles.pad, dtype=torch.long)
         for row, n in enumerate(lengths):
-            body = pool[torch.randint(len(pool), (n - 2,), generator=g)]
-            src[row, :n] = torch.cat([torch.tensor([roles.bos]), body, torch.tensor([roles.eos])])
+            body = pool[torch.randint(len(pool), (n - 1 - len(start),), generator=g)]
+            src[row, :n] = torch.cat([torch.tensor(start, dtype=torch.long), body, torch.tensor([roles.eos])])
         prev = torch.full_like(src, roles.pad)
         for row, n in enumerate(lengths):
             prev[row, 0] = roles.eos
