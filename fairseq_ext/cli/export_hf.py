@@ -52,13 +52,16 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from fairseq_ext.convert.export import TOLERANCE, export_hf
+    from fairseq_ext.convert.families import FAMILIES
 
     hf_logging.disable_progress_bar()
 
     r = export_hf(args.checkpoint, args.output, tokenizer=args.tokenizer, family=args.family,
                   overwrite=args.overwrite)
     val = "n/a" if r.val_loss is None else f"{r.val_loss:.4f}"
-    print(f"parity: max |logit difference| fairseq vs transformers = {r.max_abs_diff:.2e} (tolerance {TOLERANCE:g})")
+    measure = FAMILIES[r.family].parity_measure
+    print(f"parity: max |{measure} difference| fairseq vs transformers = {r.max_abs_diff:.2e} "
+          f"(tolerance {TOLERANCE:g})")
     print(f"exported {r.family} ({r.parameters:,} parameters, {r.num_updates} updates, validation loss {val})")
     print(f"wrote {args.output}: config.json, model.safetensors, tokenizer files, README.md")
     return 0

@@ -51,13 +51,15 @@ def run(args: argparse.Namespace) -> int:
     fairseq_ext.register()
     from transformers.utils import logging as hf_logging
 
+    from fairseq_ext.convert.families import FAMILIES
     from fairseq_ext.convert.import_hf import import_hf
 
     hf_logging.set_verbosity_error()  # its load report is summarised below
     hf_logging.disable_progress_bar()
     r = import_hf(args.hf_dir, args.output, pad_to_multiple=args.pad_vocab_to_multiple, seed=args.seed,
                   overwrite=args.overwrite)
-    print(f"parity: max |logit difference| transformers vs fairseq = {r.max_abs_diff:.2e}")
+    print(f"parity: max |{FAMILIES[r.family].parity_measure} difference| transformers vs fairseq = "
+          f"{r.max_abs_diff:.2e}")
     print(f"imported {r.family} as fairseq {r.fairseq_arch}: {r.layers} layers, d_model {r.d_model}, "
           f"{r.vocab:,} tokens ({r.rows:,} embedding rows)")
     if r.fresh_head:

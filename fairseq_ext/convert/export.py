@@ -87,6 +87,8 @@ def model_card(checkpoint, state, args: CheckpointModelSettings, tok_name, resul
     cls = family.hf_class
     lines = family.card(args, section(state, "task"))
     notes = f"\n{family.card_notes}\n" if family.card_notes else ""
+    parity = (f"max abs {family.parity_measure} difference {result.max_abs_diff:.2e} vs. fairseq "
+              f"(fp32, tolerance {TOLERANCE:g})")
     return f"""---
 library_name: transformers
 pipeline_tag: {family.pipeline_tag}
@@ -105,7 +107,7 @@ Converted from the fairseq checkpoint `{Path(checkpoint).name}` by `fairseq-ext 
 | tokenizer | `{tok_name}` ({args.positions} positions) |
 | updates | {result.num_updates} |
 | validation loss | {val} |
-| export parity | max abs logit difference {result.max_abs_diff:.2e} vs. fairseq (fp32, tolerance {TOLERANCE:g}) |
+| export parity | {parity} |
 
 ```python
 from transformers import AutoTokenizer, {cls}

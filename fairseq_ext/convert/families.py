@@ -6,12 +6,12 @@ and one line in :data:`FAMILIES`; export and import never name a family.
 
 from __future__ import annotations
 
-from fairseq_ext.convert import bart, bert
+from fairseq_ext.convert import bart, bert, t5_family
 from fairseq_ext.convert.common import ConversionError
 from fairseq_ext.convert.family import Family
 
 # in the order messages list them
-FAMILIES: dict[str, Family] = {f.name: f for f in (bart.FAMILY, bert.ROBERTA, bert.BERT)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (bart.FAMILY, bert.ROBERTA, bert.BERT, t5_family.FAMILY)}
 
 
 def for_model_type(model_type: str, where) -> Family:

@@ -21,6 +21,7 @@ class LoadedHF:
     model: Any  # the transformers model the fairseq one is compared with
     fresh_head: list[str] = field(default_factory=list)  # head weights the directory lacked (initialised from --seed)
     dropped: list[str] = field(default_factory=list)  # weights the directory had that the fairseq model does not use
+    seed: int = 0  # the import's --seed, for weights made after loading
 
 
 @dataclass
@@ -33,6 +34,7 @@ class FairseqSide:
     layers: str  # for the report: "6" or "6+6"
     d_model: int
     dropped: list[str] = field(default_factory=list)  # further notes on weights left out
+    fresh_head: list[str] = field(default_factory=list)  # fairseq weights made new (from the seed)
 
 
 @dataclass
@@ -72,4 +74,5 @@ class Family:
     parity: Callable[[Any, Any, Any, int], float]
     # (settings, task settings) -> the model card's rows
     card: Callable[[Any, dict], CardLines]
+    parity_measure: str = "logit"  # what parity compares: "logit", "hidden-state"
     card_notes: str = ""  # a paragraph for the card (what export left out, how to use it)

@@ -133,4 +133,4 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, pad_to_mult
         (tmp / "model_args.txt").write_text(" ".join(fs.flags) + "\n", encoding="utf-8")
         (tmp / "hydra_overrides.txt").write_text(" ".join(hydra_overrides(fs.flags)) + "\n", encoding="utf-8")
     return ImportResult(str(out_dir), family.name, args.arch, diff, len(symbols), len(dictionary), fs.layers,
-                        fs.d_model, fs.flags, loaded.fresh_head, [*loaded.dropped, *fs.dropped])
+                        fs.d_model, fs.flags, [*loaded.fresh_head, *fs.fresh_head], [*loaded.dropped, *fs.dropped])

@@ -31,15 +31,16 @@ class CheckpointModelSettings:
     encoder_embed_dim: int
     encoder_ffn_embed_dim: int
     encoder_attention_heads: int
-    activation_fn: str
     dropout: float
-    attention_dropout: float
-    activation_dropout: float
-    encoder_normalize_before: bool
-    layernorm_embedding: bool
-    no_scale_embedding: bool
-    encoder_learned_pos: bool
-    no_token_positional_embeddings: bool
+    # transformer layers (BART, roberta, hf_bert); T5's are fixed by its design
+    activation_fn: Optional[str] = None
+    attention_dropout: Optional[float] = None
+    activation_dropout: Optional[float] = None
+    encoder_normalize_before: Optional[bool] = None
+    layernorm_embedding: Optional[bool] = None
+    no_scale_embedding: Optional[bool] = None
+    encoder_learned_pos: Optional[bool] = None
+    no_token_positional_embeddings: Optional[bool] = None
     # encoders (roberta, hf_bert)
     max_positions: Optional[int] = None
     untie_weights_roberta: bool = False
