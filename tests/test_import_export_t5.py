@@ -152,7 +152,7 @@ def test_cli_says_what_it_drops_and_exports_an_encoder(tmp_path, spm_model):
 
 def test_unconvertible_t5_is_refused_and_nothing_written(tmp_path, spm_model):
     hf = t5_dir(tmp_path / "hf", spm_model, "gated-silu", T5EncoderModel)
-    with pytest.raises(ConversionError, match="feed_forward_proj='gated-silu': t5_encoder supports relu and "
-                                              "gated-gelu"):
+    with pytest.raises(ConversionError, match=f"^{hf}: feed_forward_proj='gated-silu': t5_encoder supports relu "
+                                              "and gated-gelu$"):
         import_hf(hf, tmp_path / "fs")
     assert not (tmp_path / "fs").exists()

@@ -3,16 +3,18 @@
 BART checkpoints become BartForConditionalGeneration; RoBERTa (roberta_*) and
 hf_bert* encoders become BertForMaskedLM or RobertaForMaskedLM: the family the
 checkpoint came from (hf_bert: its --hf-model-type; roberta: RoBERTa) unless
---family says otherwise. The directory loads offline with
-`AutoModelForMaskedLM` / `BartForConditionalGeneration.from_pretrained(DIR)`
-and `AutoTokenizer.from_pretrained(DIR)`: config derived from the checkpoint's
-own settings, weights as safetensors, the tokenizer, and a model card
-(README.md) with the recipe, data, updates and validation figures.
+--family says otherwise; t5_encoder* checkpoints become T5EncoderModel (the
+masked-LM head and the pooler stay behind). The directory loads offline with
+`AutoModelForMaskedLM`, `BartForConditionalGeneration` or `T5EncoderModel`
+`.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)`: config
+derived from the checkpoint's own settings, weights as safetensors, the
+tokenizer, and a model card (README.md) with the recipe, data, updates and
+validation figures.
 
-Before writing, both models run on the same batches; if any logit differs by
-more than 1e-4 (fp32) nothing is written. Unknown or missing weights are errors.
-The tokenizer defaults to the tokenizer.json of the data directory the
-checkpoint was trained on.
+Before writing, both models run on the same padded batches; if any logit (T5:
+final hidden state) differs by more than 1e-4 (fp32) nothing is written.
+Unknown or missing weights are errors. The tokenizer defaults to the
+tokenizer.json of the data directory the checkpoint was trained on.
 
 example:
   fairseq-ext export-hf checkpoints/checkpoint_best.pt -o my-bart

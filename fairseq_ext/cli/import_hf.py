@@ -1,4 +1,4 @@
-"""Convert a Hugging Face BART, BERT or RoBERTa directory into a fairseq checkpoint to continue pretraining.
+"""Convert a Hugging Face BART, BERT, RoBERTa or T5 directory into a fairseq checkpoint to continue pretraining.
 
 Writes DIR/checkpoint.pt, the tokenizer (tokenizer.json ...), dict.txt,
 DIR/model_args.txt (the fairseq-train flags, --arch and sizes, that rebuild
@@ -13,6 +13,11 @@ RoBERTa lacks; BERT -> `hf_bert` (task hf_masked_lm). A BERT/RoBERTa directory
 without an MLM head (a bare BertModel/RobertaModel) imports with a freshly
 initialised head (seeded by --seed); weights the MLM model does not use
 (pooler, next-sentence head) are dropped. Both are reported.
+
+T5 -> fairseq `t5_encoder`: a T5EncoderModel directory, or a
+T5ForConditionalGeneration one whose encoder is kept (its decoder and lm_head
+are dropped, and reported); the masked-LM head is new (seeded by --seed). A T5
+SentencePiece tokenizer without bos is kept as it is.
 
 example:
   fairseq-ext import-hf my-hf-bert -o bert-start
@@ -29,7 +34,7 @@ import sys
 
 from fairseq_ext.cli.arguments import positive_int, refuse_output_over_inputs
 
-HELP = "convert a transformers BART/BERT/RoBERTa directory to a fairseq checkpoint (parity checked)"
+HELP = "convert a transformers BART/BERT/RoBERTa/T5 directory to a fairseq checkpoint (parity checked)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -48,5 +48,5 @@ def export_family(model: str, hf_model_type: str | None, requested: str | None) 
 
 def choosable() -> list[str]:
     """The families --family can pick: those that share their fairseq models with another family."""
-    return [f.name for f in FAMILIES.values()
-            if any(set(f.fairseq_models) & set(g.fairseq_models) for g in FAMILIES.values() if g is not f)]
+    return sorted(f.name for f in FAMILIES.values()
+                  if any(set(f.fairseq_models) & set(g.fairseq_models) for g in FAMILIES.values() if g is not f))

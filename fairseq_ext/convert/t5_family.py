@@ -44,7 +44,10 @@ def load_hf(hf_dir, config, seed: int) -> LoadedHF:
     """The encoder as ``T5EncoderModel``; of a ``T5ForConditionalGeneration``, what is dropped is listed."""
     from transformers import T5EncoderModel, T5ForConditionalGeneration
 
-    t5.check_hf_config(config)
+    try:
+        t5.check_hf_config(config)
+    except ConversionError as exc:
+        raise ConversionError(f"{hf_dir}: {exc}") from None
     if WHOLE_MODEL not in (config.architectures or []):
         model, info = load_weights(T5EncoderModel, hf_dir, output_loading_info=True)
         if info["missing_keys"] or info["mismatched_keys"]:
