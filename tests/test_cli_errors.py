@@ -190,6 +190,13 @@ ROWS = [
     row(*IMPORT, "--seed", "x", expect="argument --seed: invalid int value: 'x'"),
     row(*IMPORT[:-1], "{full}", expect="{full}: " + NOT_EMPTY, out="{full}"),
     row(*IMPORT[:-1], "{hf}", "--overwrite", expect="-o {hf}: " + REPLACES, out="{hf}"),
+    row("import-hf", "{hf_t5_silu}", "-o", "{out}", expect="{hf_t5_silu}: feed_forward_proj='gated-silu': t5_encoder "
+        "supports relu and gated-gelu"),
+    row("export-hf", "{t5_ckpt}", "-o", "{out}", "--family", "bert", expect="a T5 encoder checkpoint exports as t5, "
+        "not 'bert'"),
+    row("export-hf", "{t5_ckpt}", "-o", "{out}", "--tokenizer", "{bpe}",
+        expect="checkpoint {t5_ckpt} was made with a tokenizer of 100 tokens (<pad>=0 </s>=1 <unk>=2 "
+        "<mask>=3;"),
     # demo
     row("demo", "-o", "{out}", "--corpus-mb", "0", expect="argument --corpus-mb: must be a number > 0"),
     row("demo", "-o", "{out}", "--vocab-size", "100", expect="argument --vocab-size: must be at least 261"),
@@ -233,7 +240,7 @@ class _Evil:
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory, text_file, bpe_dir, bert_dir) -> dict:
+def ws(tmp_path_factory, text_file, bpe_dir, bert_dir, spm_model) -> dict:
     from fairseq_ext.convert.import_hf import import_hf
 
     root = tmp_path_factory.mktemp("ws")
@@ -288,6 +295,12 @@ def ws(tmp_path_factory, text_file, bpe_dir, bert_dir) -> dict:
     shutil.move(root / "gone" / "checkpoint.pt", root / "moved" / "checkpoint.pt")
     shutil.rmtree(root / "gone")
     p["moved_ckpt"] = root / "moved" / "checkpoint.pt"
+    from test_import_export_t5 import t5_dir
+    from transformers import T5EncoderModel
+
+    import_hf(t5_dir(root / "hf-t5", spm_model, "relu", T5EncoderModel), root / "t5-ckpt")
+    p["t5_ckpt"] = root / "t5-ckpt" / "checkpoint.pt"
+    p["hf_t5_silu"] = t5_dir(root / "hf-t5-silu", spm_model, "gated-silu", T5EncoderModel)
     return {k: str(v) for k, v in p.items()}
 
 

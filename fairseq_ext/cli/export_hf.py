@@ -3,16 +3,18 @@
 BART checkpoints become BartForConditionalGeneration; RoBERTa (roberta_*) and
 hf_bert* encoders become BertForMaskedLM or RobertaForMaskedLM: the family the
 checkpoint came from (hf_bert: its --hf-model-type; roberta: RoBERTa) unless
---family says otherwise. The directory loads offline with
-`AutoModelForMaskedLM` / `BartForConditionalGeneration.from_pretrained(DIR)`
-and `AutoTokenizer.from_pretrained(DIR)`: config derived from the checkpoint's
-own settings, weights as safetensors, the tokenizer, and a model card
-(README.md) with the recipe, data, updates and validation figures.
+--family says otherwise; t5_encoder* checkpoints become T5EncoderModel (the
+masked-LM head and the pooler stay behind). The directory loads offline with
+`AutoModelForMaskedLM`, `BartForConditionalGeneration` or `T5EncoderModel`
+`.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)`: config
+derived from the checkpoint's own settings, weights as safetensors, the
+tokenizer, and a model card (README.md) with the recipe, data, updates and
+validation figures.
 
-Before writing, both models run on the same batches; if any logit differs by
-more than 1e-4 (fp32) nothing is written. Unknown or missing weights are errors.
-The tokenizer defaults to the tokenizer.json of the data directory the
-checkpoint was trained on.
+Before writing, both models run on the same padded batches; if any logit (T5:
+final hidden state) differs by more than 1e-4 (fp32) nothing is written.
+Unknown or missing weights are errors. The tokenizer defaults to the
+tokenizer.json of the data directory the checkpoint was trained on.
 
 example:
   fairseq-ext export-hf checkpoints/checkpoint_best.pt -o my-bart
@@ -35,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write")
     p.add_argument("--tokenizer", metavar="TOK",
                    help="tokenizer.json, AutoTokenizer directory or .model (default: the checkpoint's data dir)")
-    p.add_argument("--family", choices=["bert", "roberta"],
+    from fairseq_ext.convert.families import choosable
+
+    p.add_argument("--family", choices=choosable(),
                    help="transformers family for an encoder checkpoint (default: the family it came from)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
 
@@ -50,13 +54,16 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from fairseq_ext.convert.export import TOLERANCE, export_hf
+    from fairseq_ext.convert.families import FAMILIES
 
     hf_logging.disable_progress_bar()
 
     r = export_hf(args.checkpoint, args.output, tokenizer=args.tokenizer, family=args.family,
                   overwrite=args.overwrite)
     val = "n/a" if r.val_loss is None else f"{r.val_loss:.4f}"
-    print(f"parity: max |logit difference| fairseq vs transformers = {r.max_abs_diff:.2e} (tolerance {TOLERANCE:g})")
+    measure = FAMILIES[r.family].parity_measure
+    print(f"parity: max |{measure} difference| fairseq vs transformers = {r.max_abs_diff:.2e} "
+          f"(tolerance {TOLERANCE:g})")
     print(f"exported {r.family} ({r.parameters:,} parameters, {r.num_updates} updates, validation loss {val})")
     print(f"wrote {args.output}: config.json, model.safetensors, tokenizer files, README.md")
     return 0

@@ -1,4 +1,4 @@
-"""Convert a Hugging Face BART, BERT or RoBERTa directory into a fairseq checkpoint to continue pretraining.
+"""Convert a Hugging Face BART, BERT, RoBERTa or T5 directory into a fairseq checkpoint to continue pretraining.
 
 Writes DIR/checkpoint.pt, the tokenizer (tokenizer.json ...), dict.txt,
 DIR/model_args.txt (the fairseq-train flags, --arch and sizes, that rebuild
@@ -13,6 +13,11 @@ RoBERTa lacks; BERT -> `hf_bert` (task hf_masked_lm). A BERT/RoBERTa directory
 without an MLM head (a bare BertModel/RobertaModel) imports with a freshly
 initialised head (seeded by --seed); weights the MLM model does not use
 (pooler, next-sentence head) are dropped. Both are reported.
+
+T5 -> fairseq `t5_encoder`: a T5EncoderModel directory, or a
+T5ForConditionalGeneration one whose encoder is kept (its decoder and lm_head
+are dropped, and reported); the masked-LM head is new (seeded by --seed). A T5
+SentencePiece tokenizer without bos is kept as it is.
 
 example:
   fairseq-ext import-hf my-hf-bert -o bert-start
@@ -29,7 +34,7 @@ import sys
 
 from fairseq_ext.cli.arguments import positive_int, refuse_output_over_inputs
 
-HELP = "convert a transformers BART/BERT/RoBERTa directory to a fairseq checkpoint (parity checked)"
+HELP = "convert a transformers BART/BERT/RoBERTa/T5 directory to a fairseq checkpoint (parity checked)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,13 +56,15 @@ def run(args: argparse.Namespace) -> int:
     fairseq_ext.register()
     from transformers.utils import logging as hf_logging
 
+    from fairseq_ext.convert.families import FAMILIES
     from fairseq_ext.convert.import_hf import import_hf
 
     hf_logging.set_verbosity_error()  # its load report is summarised below
     hf_logging.disable_progress_bar()
     r = import_hf(args.hf_dir, args.output, pad_to_multiple=args.pad_vocab_to_multiple, seed=args.seed,
                   overwrite=args.overwrite)
-    print(f"parity: max |logit difference| transformers vs fairseq = {r.max_abs_diff:.2e}")
+    print(f"parity: max |{FAMILIES[r.family].parity_measure} difference| transformers vs fairseq = "
+          f"{r.max_abs_diff:.2e}")
     print(f"imported {r.family} as fairseq {r.fairseq_arch}: {r.layers} layers, d_model {r.d_model}, "
           f"{r.vocab:,} tokens ({r.rows:,} embedding rows)")
     if r.fresh_head:

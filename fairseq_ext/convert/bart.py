@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import re
 import warnings
+from argparse import Namespace
 
 import torch
 
-from fairseq_ext.convert.common import ConversionError, load_hf_state, parity_batches
+from fairseq_ext.convert.common import (
+    ConversionError,
+    load_hf_state,
+    load_weights,
+    parity_batches,
+    task_summary,
+)
+from fairseq_ext.convert.family import CardLines, FairseqSide, Family, LoadedHF
 from fairseq_ext.convert.settings import CheckpointModelSettings
 
 # fairseq name pattern -> transformers name
@@ -173,3 +181,72 @@ def bart_parity(fs_model, hf_model, dictionary, max_positions: int) -> float:
         keep = prev.ne(dictionary.pad())
         worst = max(worst, float((fs_logits - hf_logits).abs()[keep].max()))
     return worst
+
+
+def bart_flags(config) -> list[str]:
+    """fairseq-train model flags for a BART architecture equal to an HF BartConfig."""
+    if getattr(config, "normalize_before", False) or getattr(config, "add_final_layer_norm", False):
+        raise ConversionError("pre-norm BART variants (mBART) are not supported")
+    if config.scale_embedding:  # fairseq's bart architectures never scale; no flag turns it on
+        raise ConversionError("scale_embedding=True: fairseq-train's BART cannot scale embeddings")
+    return [
+        "--arch", "bart_base",
+        "--encoder-layers", str(config.encoder_layers), "--decoder-layers", str(config.decoder_layers),
+        "--encoder-embed-dim", str(config.d_model), "--decoder-embed-dim", str(config.d_model),
+        "--encoder-ffn-embed-dim", str(config.encoder_ffn_dim), "--decoder-ffn-embed-dim", str(config.decoder_ffn_dim),
+        "--encoder-attention-heads", str(config.encoder_attention_heads),
+        "--decoder-attention-heads", str(config.decoder_attention_heads),
+        "--max-source-positions", str(config.max_position_embeddings),
+        "--max-target-positions", str(config.max_position_embeddings),
+        "--activation-fn", config.activation_function, "--dropout", str(config.dropout),
+        "--attention-dropout", str(config.attention_dropout), "--activation-dropout", str(config.activation_dropout),
+        "--share-all-embeddings",
+    ]
+
+
+def fill_settings(values: dict, model: str, task: dict) -> Namespace:
+    """A BART's settings completed as ``BARTModel.build_model`` completes them (then TransformerModel's)."""
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+    from fairseq.models.transformer.transformer_legacy import base_architecture
+
+    args = Namespace(**values)
+    ARCH_CONFIG_REGISTRY[args.arch](args)
+    base_architecture(args)
+    return args
+
+
+def load_hf(hf_dir, config, seed: int) -> LoadedHF:
+    from transformers import BartForConditionalGeneration
+
+    bart_flags(config)  # an unconvertible config is reported before the weights are read
+    return LoadedHF(load_weights(BartForConditionalGeneration, hf_dir).eval())
+
+
+def to_fairseq(loaded: LoadedHF, config, dictionary) -> FairseqSide:
+    positions = config.max_position_embeddings
+    weights = hf_to_fairseq_state(loaded.model.state_dict(), len(dictionary), dictionary.pad(), positions)
+    return FairseqSide(bart_flags(config), weights, positions, f"{config.encoder_layers}+{config.decoder_layers}",
+                       config.d_model)
+
+
+BART_KEYS = ("mask", "mask_length", "poisson_lambda", "permute_sentences", "mask_random", "rotate", "insert")
+
+
+def card(args: CheckpointModelSettings, task: dict) -> CardLines:
+    task_name = task.get("_name") or task.get("task")
+    return CardLines(
+        f"{args.encoder_layers}+{args.decoder_layers} layers, d_model {args.encoder_embed_dim}, "
+        f"{args.encoder_attention_heads} heads, FFN {args.encoder_ffn_embed_dim}",
+        f"{task_name or 'denoising'} (BART text infilling{task_summary(task, BART_KEYS)})",
+    )
+
+
+FAMILY = Family(
+    name="bart", title="BART", hf_class="BartForConditionalGeneration", model_types=("bart",),
+    fairseq_models=("bart",), default_for=("bart",), checkpoints="BART (bart_*)",
+    checkpoint_kind="a BART checkpoint",
+    train_flags=("--task", "hf_denoising", "--criterion", "cross_entropy_with_accuracy"),
+    embed_key="encoder.embed_tokens.weight", pipeline_tag="fill-mask", input_names=("input_ids", "attention_mask"),
+    fill_settings=fill_settings, positions_setting="max_source_positions", load_hf=load_hf, to_fairseq=to_fairseq,
+    to_hf=hf_bart_from_fairseq, parity=bart_parity, card=card,
+)

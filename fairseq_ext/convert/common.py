@@ -22,6 +22,23 @@ def load_hf_state(hf_model, state: dict):
     return hf_model.eval()
 
 
+def load_weights(model_cls, hf_dir, **kwargs):
+    """``model_cls.from_pretrained(hf_dir)``; missing or unreadable weight files are a one-line error."""
+    from safetensors import SafetensorError
+
+    try:
+        return model_cls.from_pretrained(str(hf_dir), local_files_only=True, **kwargs)
+    except (OSError, SafetensorError) as exc:  # no weights file / a damaged one
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise ConversionError(f"{hf_dir}: cannot read the model weights: {first}") from None
+
+
+def task_summary(task: dict, keys) -> str:
+    """``": key=value, ..."`` for the task settings ``keys`` the checkpoint has, for the model card."""
+    parts = [f"{k}={task[k]}" for k in keys if task.get(k) is not None]
+    return ": " + ", ".join(parts) if parts else ""
+
+
 def parity_batches(vocab_size: int, roles, special_ids, max_len: int, seed: int = 0):
     """Two padded batches of random ordinary tokens: (src, prev_output_tokens), shaped (B, T).
 

@@ -20,28 +20,27 @@ from typing import Optional
 
 from fairseq_ext.convert.common import ConversionError
 
-MODELS = ("bart", "roberta", "hf_bert")
-
 
 @dataclass(frozen=True)
 class CheckpointModelSettings:
-    """What conversion reads of a fairseq BART / RoBERTa / hf_bert model's settings."""
+    """What conversion reads of a fairseq model's settings (BART, RoBERTa, hf_bert, ...)."""
 
     arch: str
-    model: str  # the registered fairseq model: bart, roberta or hf_bert
+    model: str  # the registered fairseq model (its family in :mod:`fairseq_ext.convert.families`)
     encoder_layers: int
     encoder_embed_dim: int
     encoder_ffn_embed_dim: int
     encoder_attention_heads: int
-    activation_fn: str
     dropout: float
-    attention_dropout: float
-    activation_dropout: float
-    encoder_normalize_before: bool
-    layernorm_embedding: bool
-    no_scale_embedding: bool
-    encoder_learned_pos: bool
-    no_token_positional_embeddings: bool
+    # transformer layers (BART, roberta, hf_bert); T5's are fixed by its design
+    activation_fn: Optional[str] = None
+    attention_dropout: Optional[float] = None
+    activation_dropout: Optional[float] = None
+    encoder_normalize_before: Optional[bool] = None
+    layernorm_embedding: Optional[bool] = None
+    no_scale_embedding: Optional[bool] = None
+    encoder_learned_pos: Optional[bool] = None
+    no_token_positional_embeddings: Optional[bool] = None
     # encoders (roberta, hf_bert)
     max_positions: Optional[int] = None
     untie_weights_roberta: bool = False
@@ -57,13 +56,10 @@ class CheckpointModelSettings:
     max_source_positions: Optional[int] = None
     max_target_positions: Optional[int] = None
     share_all_embeddings: bool = False
+    # positions the model takes (BART's source length, an encoder's max_positions): its family says which
+    positions: Optional[int] = None
     # every setting, as the model builder takes them
     args: Namespace = field(default_factory=Namespace, compare=False, repr=False)
-
-    @property
-    def positions(self) -> int:
-        """Positions the model takes: BART's source length, an encoder's max_positions."""
-        return self.max_source_positions if self.model == "bart" else self.max_positions
 
 
 def section(state: dict, name: str) -> dict:
@@ -95,41 +91,20 @@ def checkpoint_model_settings(state: dict, path) -> CheckpointModelSettings:
     """The model settings of a loaded checkpoint, defaults filled by its architecture."""
     from fairseq.models import ARCH_MODEL_NAME_REGISTRY
 
+    from fairseq_ext.convert.families import for_fairseq_model
+
     values = {k: v for k, v in section(state, "model").items() if v is not None}
     if not values:
         raise ConversionError(f"{path}: checkpoint has no model settings (cfg.model / args)")
     arch = str(values.get("arch") or values.get("_name") or "")
     model = ARCH_MODEL_NAME_REGISTRY.get(arch)
-    if model not in MODELS:
-        raise ConversionError(f"{path}: unknown architecture {arch!r}: export-hf converts BART (bart_*), "
-                              "RoBERTa (roberta_*) and BERT (hf_bert*) checkpoints")
-    if model != "bart" and "max_positions" not in values:  # fairseq's RoBERTa: the task's sample length
-        tokens = section(state, "task").get("tokens_per_sample") or values.get("tokens_per_sample")
-        if tokens is not None:
-            values["max_positions"] = tokens
-    args = _filled(Namespace(**dict(values, arch=arch)), model)
-    known = {f.name for f in dataclasses.fields(CheckpointModelSettings)} - {"arch", "model", "args"}
+    family = for_fairseq_model(model, arch, path)[0]
+    args = family.fill_settings(dict(values, arch=arch), model, section(state, "task"))
+    known = {f.name for f in dataclasses.fields(CheckpointModelSettings)} - {"arch", "model", "args", "positions"}
     filled = {k: v for k, v in vars(args).items() if k in known}
     filled.update({k: str(filled[k]) for k in ("activation_fn", "hf_model_type") if filled.get(k) is not None})
     try:
-        return CheckpointModelSettings(arch=arch, model=model, args=args, **filled)
+        return CheckpointModelSettings(arch=arch, model=model, args=args,
+                                       positions=vars(args).get(family.positions_setting), **filled)
     except TypeError as exc:  # a required setting the architecture does not fill either
         raise ConversionError(f"{path}: checkpoint model settings incomplete ({exc})") from None
-
-
-def _filled(args: Namespace, model: str) -> Namespace:
-    """``args`` completed as fairseq completes them when it builds the model."""
-    from fairseq.models import ARCH_CONFIG_REGISTRY
-
-    if model == "hf_bert":  # hf_bert's presets and config defaults, then RobertaEncoder's
-        from fairseq_ext.models.bert import resolved_args
-
-        args = resolved_args(args)
-    else:
-        ARCH_CONFIG_REGISTRY[args.arch](args)
-    if model == "bart":  # BARTModel.build_model -> TransformerModel's base architecture
-        from fairseq.models.transformer.transformer_legacy import base_architecture
-    else:
-        from fairseq.models.roberta.model import base_architecture
-    base_architecture(args)
-    return args
