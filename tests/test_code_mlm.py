@@ -175,7 +175,8 @@ T5 = ["--arch", "t5_encoder_small", "--encoder-layers", "2", "--encoder-embed-di
 
 
 def train(data, tmp_path, *flags, arch=ROBERTA):
-    args = [str(data), "--user-dir", "fairseq_ext", "--task", "code_mlm", *arch, "--tokens-per-sample", "64", "--criterion", "masked_lm_with_accuracy",
+    args = [str(data), "--user-dir", "fairseq_ext", "--task", "code_mlm", *arch, "--tokens-per-sample", "64",
+            "--criterion", "masked_lm_with_accuracy",
             "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "1024", "--max-update", "30", "--cpu",
             "--log-format", "simple", "--log-interval", "10", "--save-dir", str(tmp_path / "ckpt"),
             "--no-epoch-checkpoints", "--seed", "1", *flags]

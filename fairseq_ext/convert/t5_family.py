@@ -95,7 +95,7 @@ FAMILY = Family(
     name="t5", title="T5 encoder", hf_class="T5EncoderModel", model_types=("t5",),
     fairseq_models=("t5_encoder",), default_for=("t5_encoder",), checkpoints="T5 encoder (t5_encoder*)",
     checkpoint_kind="a T5 encoder checkpoint",
-    train_flags=("--task", "hf_masked_lm", "--criterion", "masked_lm_with_accuracy"),
+    train_flags=("--task", "code_mlm", "--criterion", "masked_lm_with_accuracy"),
     embed_key=t5.FS_EMBEDDINGS, pipeline_tag="feature-extraction", input_names=("input_ids", "attention_mask"),
     fill_settings=fill_settings, positions_setting="max_positions", load_hf=load_hf,
     to_fairseq=to_fairseq, to_hf=to_hf,
