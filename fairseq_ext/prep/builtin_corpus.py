@@ -92,3 +92,27 @@ def write_builtin_corpus(out_dir: str | os.PathLike, max_bytes: int = 2_000_000)
         if written >= max_bytes:
             break
     return {"files": files, "paragraphs": paragraphs, "bytes": written}
+
+
+def write_builtin_code(out_dir: str | os.PathLike, max_bytes: int = 3_000_000) -> dict:
+    """Copy whole standard-library packages (their ``.py`` files, tests left out) under ``out_dir``,
+    one directory per package, as a checkout of several projects would look; packages in name
+    order until ``max_bytes``. Returns counts: packages, files, bytes.
+    """
+    out_dir = Path(out_dir)
+    root = stdlib_dir()
+    packages = sorted(p for p in root.iterdir()
+                      if p.is_dir() and p.name not in _SKIP_DIRS and (p / "__init__.py").is_file())
+    count = files = written = 0
+    for package in packages:
+        for path in stdlib_sources(package):
+            target = out_dir / package.name / path.relative_to(package)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            data = path.read_bytes()
+            target.write_bytes(data)
+            files += 1
+            written += len(data)
+        count += 1
+        if written >= max_bytes:
+            break
+    return {"packages": count, "files": files, "bytes": written}

@@ -1,0 +1,151 @@
+"""The code recipe end to end, as a user runs it: scripts/pretrain_code.sh on real standard-library
+packages (train-tokenizer -> code-dataset -> code_mlm on a t5_encoder -> export-hf), then its Slurm batch
+file resuming the run, its hydra config, and an HF T5 imported and pretrained further on code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+PACKAGES = ("json", "email", "html", "http", "urllib", "xmlrpc", "wsgiref", "logging", "concurrent")
+TINY_T5 = ("--encoder-layers 2 --encoder-embed-dim 64 --kv-dim 16 --encoder-ffn-embed-dim 128 "
+           "--encoder-attention-heads 4 --feed-forward-proj gated-gelu --cpu --num-workers 0 --log-interval 10 "
+           "--validate-interval-updates 40 --save-interval-updates 40 --seed 1")
+SNIPPETS = ["def load(fp, *, cls=None):\n    return loads(fp.read(), cls=cls)\n",
+            "import json\n\nclass Encoder(json.JSONEncoder):\n    def default(self, o):\n        return str(o)\n"]
+
+
+def shell(cmd: list[str], env: dict, cwd=REPO) -> str:
+    """Run as a user whose shell has the virtualenv's commands on PATH."""
+    full = dict(os.environ, **env)
+    full["PATH"] = f"{env.get('PATH_PREFIX', BIN)}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}"
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=full)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    return log
+
+
+def losses(log: str) -> list[float]:
+    return [float(x) for x in re.findall(r"train_inner \|.*? loss=([\d.]+)", log)]
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    root = tmp_path_factory.mktemp("code-recipe")
+    for pkg in PACKAGES:  # one project per package, as in a checkout of several repositories
+        shutil.copytree(STDLIB / pkg, root / "Lib" / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(SRC=str(root / "Lib"), WORK=str(root / "run"), LANGUAGES="python", VALID_RATIO="0.15", VOCAB="1000",
+               TOKENS_PER_SAMPLE="64", MAX_TOKENS="2048", UPDATE_FREQ="1", MAX_UPDATE="80", LR="3e-3", WARMUP="10",
+               PRECISION="", EXTRA_TRAIN_ARGS=TINY_T5)
+    log = shell(["bash", "scripts/pretrain_code.sh"], env)
+    return root, env, log
+
+
+def test_recipe_learns_and_exports_a_t5_encoder_that_matches_fairseq(recipe):
+    from fairseq import checkpoint_utils
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    root, _env, log = recipe
+    run = root / "run"
+    stats = json.loads((run / "code-data" / "code_dataset.json").read_text())
+    assert "T5EncoderFairseqModel" in log and "(train, Arrow)" in log
+    train = losses(log)
+    assert len(train) >= 6 and train[-1] < train[0] - 1.0, train  # it learns, not just moves
+    assert re.search(r"\| valid \|.*\| accuracy [\d.]+", log)
+    assert "exported t5" in log and "hidden-state difference" in log
+    out = run / "hf-model"
+    model = T5EncoderModel.from_pretrained(str(out)).eval()
+    tok = AutoTokenizer.from_pretrained(str(out))
+    enc = tok(SNIPPETS, padding=True, return_tensors="pt")
+    assert enc["attention_mask"].eq(0).any()
+    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(run / "checkpoints" / "checkpoint_best.pt")])
+    with torch.no_grad():
+        fs = models[0].eval()(enc["input_ids"], features_only=True)[0]
+        hf = model(**enc).last_hidden_state
+    keep = enc["attention_mask"].bool()
+    assert float((fs - hf).abs()[keep].max()) <= 1e-4
+    assert task.dictionary.tokenizer_size == len(tok)
+    kept = sum(stats["kept"].values()) if isinstance(stats["kept"], dict) else stats["kept"]
+    assert kept > 50
+    card = (out / "README.md").read_text()
+    assert "code_mlm" in card and "T5EncoderModel" in card
+
+
+def test_slurm_batch_file_resumes_the_run(recipe, tmp_path):
+    root, env, _log = recipe
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "srun").write_text('#!/bin/sh\nwhile [ "${1#--}" != "$1" ]; do shift; done\nexec "$@"\n')
+    (shim / "srun").chmod(0o755)
+    slurm = dict(DATA=str(root / "run" / "code-data"), WORK=str(root / "run"), MAX_UPDATE="100", MAX_TOKENS="2048",
+                 TOKENS_PER_SAMPLE="64", PRECISION="", EXTRA_TRAIN_ARGS=TINY_T5, SLURM_JOB_ID="7",
+                 SLURM_SUBMIT_DIR=str(REPO), VENV=str(BIN.parent), PATH_PREFIX=str(shim))
+    log = shell(["bash", "scripts/slurm/pretrain_code.sbatch"], slurm)
+    assert "loaded checkpoint" in log.lower() and "checkpoint_last.pt" in log
+    assert re.search(r"num_updates=?\s*100", log.replace(" | ", " ")), log[-3000:]
+    assert min(losses(log)) < max(losses(recipe[2]))
+
+
+def test_hydra_config_trains(recipe, tmp_path):
+    root, _env, _log = recipe
+    hydra = [sys.executable, "-c", "from fairseq_cli.hydra_train import cli_main; cli_main()"]
+    tiny = ["model.encoder_layers=1", "model.encoder_embed_dim=32", "model.kv_dim=8",
+            "model.encoder_ffn_embed_dim=64", "model.encoder_attention_heads=4", "task.tokens_per_sample=64",
+            "dataset.max_tokens=1024", "optimization.max_update=3", "common.cpu=true", "common.log_interval=1",
+            "dataset.num_workers=0"]
+    log = shell([*hydra, "--config-dir", str(REPO / "scripts" / "hydra"), "--config-name", "pretrain_code",
+                 f"task.data={root / 'run' / 'code-data'}", f"common.user_dir={REPO / 'fairseq_ext'}",
+                 f"checkpoint.save_dir={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path / 'hydra'}", *tiny], {},
+                cwd=tmp_path)
+    assert "num_updates=3" in log.replace(" ", "") and "mask_unit='identifier'" in log.replace('"', "'")
+    assert (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+
+
+def test_an_imported_hf_t5_continues_on_code_and_exports(tmp_path, spm_model):
+    """import-hf of a T5ForConditionalGeneration -> code-dataset with its tokenizer -> code_mlm
+    --restore-file -> export-hf: the ids stay T5's and the export matches fairseq."""
+    from test_import_export_t5 import t5_dir
+    from transformers import AutoTokenizer, T5EncoderModel, T5ForConditionalGeneration
+
+    hf = t5_dir(tmp_path / "hf-t5", spm_model, "gated-gelu", T5ForConditionalGeneration)
+    src = tmp_path / "Lib"
+    for pkg in ("json", "html"):
+        shutil.copytree(STDLIB / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    start, data, ckpt = tmp_path / "start", tmp_path / "data", tmp_path / "ckpt"
+    log = shell([str(BIN / "fairseq-ext"), "import-hf", str(hf), "-o", str(start)], {})
+    assert "decoder" in log
+    shell([str(BIN / "fairseq-ext"), "code-dataset", str(src), "-o", str(data), "--tokenizer", str(start),
+           "--valid-ratio", "0.3", "--quiet"], {})
+    unk = AutoTokenizer.from_pretrained(str(hf)).unk_token
+    log = shell([sys.executable, "-m", "fairseq_cli.train", str(data), "--user-dir", "fairseq_ext",
+                 *(start / "model_args.txt").read_text().split(), "--task", "code_mlm",
+                 "--criterion", "masked_lm_with_accuracy", "--mask-token", unk, "--tokens-per-sample", "64",
+                 "--restore-file", str(start / "checkpoint.pt"), "--reset-optimizer", "--reset-dataloader",
+                 "--reset-meters", "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "1024", "--max-update", "5",
+                 "--cpu", "--num-workers", "0", "--log-format", "simple", "--log-interval", "1",
+                 "--save-dir", str(ckpt), "--no-epoch-checkpoints"], {})
+    assert "loaded checkpoint" in log.lower() and "num_updates=5" in log.replace(" ", "")
+    shell([str(BIN / "fairseq-ext"), "export-hf", str(ckpt / "checkpoint_last.pt"), "-o", str(tmp_path / "out")], {})
+    before = T5ForConditionalGeneration.from_pretrained(str(hf)).encoder.state_dict()
+    after = T5EncoderModel.from_pretrained(str(tmp_path / "out")).encoder.state_dict()
+    assert before.keys() == after.keys()
+    assert not torch.equal(before["block.0.layer.0.SelfAttention.q.weight"],
+                           after["block.0.layer.0.SelfAttention.q.weight"])  # it trained
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    assert tok.get_vocab() == AutoTokenizer.from_pretrained(str(hf)).get_vocab() and tok.bos_token_id is None
