@@ -90,9 +90,14 @@ ROWS = [
     # train-tokenizer
     row("train-tokenizer", "-o", "{out}", expect="the following arguments are required: -i/--input"),
     row("train-tokenizer", "-i", "{missing}", "-o", "{out}", expect="{missing}: no such file or directory"),
-    row("train-tokenizer", "-i", "{empty}", "-o", "{out}", expect="{empty}: file is empty"),
+    row("train-tokenizer", "-i", "{empty}", "-o", "{out}",
+        expect="{empty}: no text to learn from (skipped: 1 empty file)"),
+    row("train-tokenizer", "-i", "{empty}", "{binary}", "{badutf8}", "-o", "{out}", expect="{empty}, {binary}, "
+        "{badutf8}: no text to learn from (skipped: 1 empty file, 1 binary file, 1 undecodable file)"),
+    row(*TOK, "--languages", "klingon", expect="--languages: unknown language 'klingon'"),
     row("train-tokenizer", "-i", "{blank}", "-o", "{out}", expect="{blank}: no text to learn from (only blank lines)"),
-    row("train-tokenizer", "-i", "{binary}", "-o", "{out}", expect="{binary}: not a text file (binary or compressed"),
+    row("train-tokenizer", "-i", "{binary}", "-o", "{out}",
+        expect="{binary}: no text to learn from (skipped: 1 binary file)"),
     row("train-tokenizer", "-i", "{emptydir}", "-o", "{out}", expect="{emptydir}: directory holds no files"),
     row(*TOK, "--vocab-size", "0", expect="argument --vocab-size: must be a positive integer, got '0'", marks=(SUB,)),
     row(*TOK, "--vocab-size", "-5", expect="argument --vocab-size: must be a positive integer"),
