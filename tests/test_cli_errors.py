@@ -182,6 +182,7 @@ ROWS = [
     row(*CODE, "--seed", "-1", expect="argument --seed: must be an integer >= 0"),
     row(*CODE, "--format", "parquet", expect="argument --format: invalid choice: 'parquet'"),
     row(*CODE, "--workers", "0", expect="argument --workers: must be a positive integer"),
+    row(*CODE, "--batch-mb", "0", expect="argument --batch-mb: must be a number > 0, got '0'"),
     row("code-dataset", "{codedir}", "-o", "{out}", "--tokenizer", "{missing}",
         expect="{missing}: no such tokenizer file or directory"),
     row("code-dataset", "{codedir}", "-o", "{out}", "--tokenizer", "{noeos}", expect="{noeos}: tokenizer has no eos"),

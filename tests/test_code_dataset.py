@@ -72,7 +72,9 @@ SKIPS = {"hidden": 3, "symlink": 0, "gitignored": 3, "not_selected": 0, "no_lang
 @pytest.fixture(scope="module")
 def built(tree, bpe_dir, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("built") / "out"
-    return out, build(tree, out, bpe_dir, "--valid-ratio", "0.2", "--test-ratio", "0.1", "--format", "both")
+    # small batches: many record batches per split, the encode/write pipeline in use
+    return out, build(tree, out, bpe_dir, "--valid-ratio", "0.2", "--test-ratio", "0.1", "--format", "both",
+                      "--batch-mb", "0.02")
 
 
 def test_counts_per_reason(built, tree):
@@ -143,19 +145,38 @@ def test_format_both_items_are_rows_plus_eos(built):
     assert (out / "dict.txt").is_file()
 
 
+def test_layout_is_what_save_to_disk_writes(built, tmp_path):
+    import datasets
+    import pyarrow as pa
+
+    out, _stats = built
+    for split, ds in datasets.load_from_disk(str(out)).items():
+        ds.save_to_disk(str(tmp_path / split))
+        name = "dataset_info.json"
+        assert (out / split / name).read_bytes() == (tmp_path / split / name).read_bytes()
+        # the same Arrow stream, schema metadata (the features) included; only the record batch sizes differ
+        ours, theirs = (pa.ipc.open_stream((d / split / "data-00000-of-00001.arrow").read_bytes()).read_all()
+                        for d in (out, tmp_path))
+        assert ours.schema.equals(theirs.schema, check_metadata=True) and ours.equals(theirs)
+        ours, theirs = (json.loads((d / split / "state.json").read_text()) for d in (out, tmp_path))
+        assert ours.pop("_fingerprint") != "" and theirs.pop("_fingerprint") != ""
+        assert ours == theirs
+
+
 def test_same_seed_same_output_other_seed_other_split(tree, bpe_dir, tmp_path):
     def assignment(out: Path) -> dict:
         import datasets
 
         return {split: sorted(ds["path"]) for split, ds in datasets.load_from_disk(str(out)).items()}
 
-    def arrow_bytes(out: Path) -> dict:
-        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.arrow"))}
+    def every_file(out: Path) -> dict:
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
-    build(tree, tmp_path / "a", bpe_dir, "--seed", "1", "--valid-ratio", "0.3")
-    build(tree, tmp_path / "b", bpe_dir, "--seed", "1", "--valid-ratio", "0.3")
-    assert arrow_bytes(tmp_path / "a") == arrow_bytes(tmp_path / "b") and arrow_bytes(tmp_path / "a")
-    assert (tmp_path / "a" / "code_dataset.json").read_text() != ""
+    build(tree, tmp_path / "a", bpe_dir, "--seed", "1", "--valid-ratio", "0.3", "--format", "both")
+    build(tree, tmp_path / "b", bpe_dir, "--seed", "1", "--valid-ratio", "0.3", "--format", "both")
+    files = every_file(tmp_path / "a")
+    assert {"train/data-00000-of-00001.arrow", "train/state.json", "valid.bin", "code_dataset.json"} <= set(files)
+    assert files == every_file(tmp_path / "b")
     others = []
     for seed in (2, 3):
         build(tree, tmp_path / f"s{seed}", bpe_dir, "--seed", str(seed), "--valid-ratio", "0.3")

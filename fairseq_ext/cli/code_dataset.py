@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fairseq_ext.cli.arguments import nonnegative_int, positive_int, ratio, refuse_output_over_inputs
+from fairseq_ext.cli.arguments import nonnegative_int, positive_float, positive_int, ratio, refuse_output_over_inputs
 
 HELP = "source trees -> an Arrow dataset of tokenizer ids, split by project (and optionally fairseq's mmap format)"
 
@@ -65,6 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip files larger than N bytes (default %(default)s)")
     p.add_argument("--format", choices=("arrow", "mmap", "both"), default="arrow",
                    help="arrow: the DatasetDict; mmap: SPLIT.bin/.idx; both (default %(default)s)")
+    p.add_argument("--batch-mb", type=positive_float, default=1.0, metavar="MB",
+                   help="source read and encoded per batch; bounds memory (default %(default)s)")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="threads for the tokenizer's batch encoding (default: every core)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = CodeDatasetConfig(
         tokenizer=args.tokenizer, valid_ratio=args.valid_ratio, test_ratio=args.test_ratio, split_by=args.split_by,
         split_depth=args.split_depth, seed=args.seed, max_bytes=args.max_bytes, format=args.format,
+        batch_bytes=max(1, int(args.batch_mb * (1 << 20))),
         selection=Selection(languages=languages, include=tuple(args.include), exclude=tuple(args.exclude)),
     )
     stats = build_code_dataset(args.sources, args.output, cfg, overwrite=args.overwrite, progress=not args.quiet)

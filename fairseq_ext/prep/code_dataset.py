@@ -13,9 +13,9 @@ bounded by the batch size, not the corpus.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +53,7 @@ class CodeDatasetConfig:
     selection: Selection = field(default_factory=Selection)
     max_bytes: int = 1 << 20
     format: str = "arrow"
-    batch_bytes: int = 4 << 20
+    batch_bytes: int = 1 << 20
 
 
 def features():
@@ -94,20 +94,17 @@ def build_code_dataset(srcs: Sequence[str | os.PathLike], out_dir: str | os.Path
     skipped = Counter(walk.skipped)
     seen: set[bytes] = set()
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, _bar(sum(f.size for f in candidates), progress) as bar:
-        cache = tmp / ".arrow"
-        cache.mkdir()
         split_stats = {}
         for split, rows in plan.items():
             bar.set_description(split)
-            writer = _SplitWriter(split, cache if cfg.format != "mmap" else None,
+            writer = _SplitWriter(split, tmp / split if cfg.format != "mmap" else None,
                                   tmp if cfg.format != "arrow" else None, symbols, encoder)
             split_stats[split] = writer.run(_read(rows, skipped, seen, bar), cfg.batch_bytes)
             if split_stats[split]["files"] == 0:
                 raise UserError(f"the {split} split is empty: every file assigned to it was skipped "
                                 f"({_skips(skipped)}); change --seed or the ratios")
         if cfg.format != "mmap":
-            _save_dataset_dict(cache, list(plan), tmp)
-        shutil.rmtree(cache)
+            _finish_dataset_dict(tmp, list(plan))
         write_dict_txt(symbols, tmp / "dict.txt")
         save_tokenizer(tok, tmp)
         stats.update(_totals(split_stats, skipped, walk))
@@ -154,15 +151,18 @@ def _read(rows, skipped: Counter, seen: set, bar) -> Iterator[tuple[SourceFile, 
 
 
 class _SplitWriter:
-    """One split: Arrow record batches to ``cache/SPLIT.arrow`` and, for mmap, ``SPLIT.bin/.idx``."""
+    """One split: Arrow record batches to ``OUT/SPLIT/data-00000-of-00001.arrow`` and/or ``OUT/SPLIT.bin/.idx``."""
 
-    def __init__(self, split: str, cache: Optional[Path], mmap_dir: Optional[Path], symbols: list[str], encoder):
+    def __init__(self, split: str, arrow_dir: Optional[Path], mmap_dir: Optional[Path], symbols: list[str], encoder):
         from datasets.arrow_writer import ArrowWriter
 
         from fairseq_ext.prep.binarizer import MMapWriter, best_dtype
 
         self.split, self.encoder = split, encoder
-        self.arrow = ArrowWriter(features=features(), path=str(cache / f"{split}.arrow")) if cache else None
+        self.arrow = None
+        if arrow_dir is not None:
+            arrow_dir.mkdir()
+            self.arrow = ArrowWriter(features=features(), path=str(arrow_dir / ARROW_SHARD))
         self.mmap = MMapWriter(mmap_dir / split, best_dtype(len(symbols))) if mmap_dir is not None else None
         self.stats = {"files": 0, "bytes": 0, "tokens": 0, "projects": 0, "languages": Counter()}
         self._projects: set[str] = set()
@@ -226,20 +226,40 @@ def _batches(rows: Iterator, batch_bytes: int) -> Iterator[list]:
         yield batch
 
 
-def _save_dataset_dict(cache: Path, splits: list[str], out: Path) -> None:
-    """``DatasetDict.save_to_disk`` from the memory-mapped Arrow files (no copy held in memory)."""
-    import datasets
-    from datasets.utils import logging as ds_logging
+ARROW_SHARD = "data-00000-of-00001.arrow"
 
-    dd = datasets.DatasetDict({s: datasets.Dataset.from_file(str(cache / f"{s}.arrow")) for s in splits})
-    was_enabled = ds_logging.is_progress_bar_enabled()
-    ds_logging.disable_progress_bar()  # our own bar has shown the work; copying the shards is quick
-    try:
-        dd.save_to_disk(str(out))
-    finally:
-        if was_enabled:
-            ds_logging.enable_progress_bar()
-    del dd
+
+def _finish_dataset_dict(out: Path, splits: list[str]) -> None:
+    """Make ``out`` what ``DatasetDict.save_to_disk`` writes, around the Arrow files already in place.
+
+    Each ``out/SPLIT/data-00000-of-00001.arrow`` was streamed there by :class:`_SplitWriter`;
+    this adds ``state.json``, ``dataset_info.json`` and ``dataset_dict.json`` exactly as
+    ``save_to_disk`` does, instead of copying the data a second time (which would also map
+    every page of it into memory).
+    """
+    import datasets
+    from datasets.utils.py_utils import asdict
+
+    for split in splits:
+        ds = datasets.Dataset.from_file(str(out / split / ARROW_SHARD))  # memory-mapped, reads the schema
+        state = {"_data_files": [{"filename": ARROW_SHARD}], "_fingerprint": _file_digest(out / split / ARROW_SHARD),
+                 "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
+                 "_output_all_columns": False, "_split": None}
+        (out / split / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+        info = asdict(ds.info)  # as save_to_disk: first-level keys sorted, nested feature order kept
+        info = {k: info[k] for k in sorted(info)}
+        (out / split / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        del ds
+    (out / "dataset_dict.json").write_text(json.dumps({"splits": splits}), encoding="utf-8")
+
+
+def _file_digest(path: Path) -> str:
+    """A fingerprint that is the same for the same bytes (save_to_disk's own is random for a new file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def _bar(total: int, enabled: bool):
