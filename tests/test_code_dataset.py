@@ -251,3 +251,19 @@ def test_summary_is_printed(tree, bpe_dir, tmp_path, capsys):
     assert "directories not walked: 1 gitignored, 1 vendored" in out
     assert f"files: {tree['kept'] + sum(SKIPS.values())} seen, {tree['kept']} kept;" in out
     assert out.count(" tokens (") == 2 and out.startswith("files:") and "train: " in out and "valid: " in out
+
+
+def test_language_of_is_pygments_own_lookup():
+    import os
+
+    from pygments.lexers import find_lexer_class_for_filename
+
+    from fairseq_ext.prep.code_files import language_of
+
+    names = sorted({n for _root, _dirs, files in os.walk(STDLIB) for n in files})[::7][:2500]
+    names += ["object.h", "vector.hpp", "Makefile", "CMakeLists.txt", "a.tar.gz", "app.min.js", "Dockerfile",
+              "README", "x.PY", "stub.pyi", "a.c.in", ".bashrc"]
+    for name in names:
+        lexer = find_lexer_class_for_filename(name)
+        assert language_of(name) == (lexer.aliases[0] if lexer is not None else None), name
+    assert language_of("decoder.py") == "python" and language_of("object.c") == "c"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -167,16 +167,17 @@ class _SplitWriter:
         self.stats = {"files": 0, "bytes": 0, "tokens": 0, "projects": 0, "languages": Counter()}
         self._projects: set[str] = set()
 
-    def run(self, rows: Iterator[tuple[SourceFile, str, str, str]], batch_bytes: int) -> dict:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = None
+    def run(self, rows: Iterator[tuple[SourceFile, str, str, str]], batch_bytes: int, depth: int = 2) -> dict:
+        """Encode up to ``depth`` batches at once (a long file holding up one batch leaves cores
+        to the next), writing them in order as they finish."""
+        pending: deque = deque()
+        with ThreadPoolExecutor(max_workers=depth) as pool:
             for batch in _batches(rows, batch_bytes):
-                encoded = pool.submit(self.encoder.encode, [text for _f, _u, text, _d in batch])
-                if pending is not None:
-                    self._write(*pending)
-                pending = (batch, encoded)
-            if pending is not None:
-                self._write(*pending)
+                pending.append((batch, pool.submit(self.encoder.encode, [text for _f, _u, text, _d in batch])))
+                if len(pending) > depth:
+                    self._write(*pending.popleft())
+            while pending:
+                self._write(*pending.popleft())
         if self.arrow is not None:
             self.arrow.finalize()
             self.arrow.close()

@@ -25,7 +25,7 @@ from typing import Optional
 
 from fairseq_ext.errors import UserError
 
-# Why a file was not kept, in the order the checks run.
+# Why a file was not kept, in the order the checks run ("symlink": a link or anything not a regular file).
 SKIP_REASONS = ("hidden", "symlink", "gitignored", "not_selected", "no_language", "too_large", "empty",
                 "binary", "undecodable", "generated", "duplicate")
 # Trees never walked (counted as pruned directories, their files are never read).
@@ -39,21 +39,59 @@ MINIFIED_LINE_CHARS = 1000
 MINIFIED_MEAN_LINE_CHARS = 200
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def language_of(name: str) -> Optional[str]:
-    """The language of a file from its name, as Pygments names it; None when it knows none.
+    """The language of a file from its name, as Pygments names it (its lexer's first alias); None when it knows none.
 
     >>> language_of("decoder.py"), language_of("stub.pyi"), language_of("object.h"), language_of("x.pyc")
     ('python', 'python', 'c', None)
-    """
-    from pygments.lexers import find_lexer_class_for_filename
-    from pygments.util import ClassNotFound
 
-    try:
-        lexer = find_lexer_class_for_filename(name)
-    except ClassNotFound:  # pragma: no cover - Pygments returns None for an unknown name
+    Same answer as ``pygments.lexers.find_lexer_class_for_filename(name)``, an order of
+    magnitude faster: a name matched only by ``*.ext`` patterns is looked up by its
+    suffixes, and the choice among several such lexers (by priority) is cached per set.
+    """
+    suffix_index, other_patterns = _pattern_index()
+    if other_patterns is None or other_patterns.match(name):
+        return _pygments_language(name)
+    parts = name.split(".")
+    lexers = frozenset(k for i in range(1, len(parts)) for k in suffix_index.get("." + ".".join(parts[i:]), ()))
+    if not lexers:
         return None
+    # without code, Pygments ranks ``*.ext`` matches by priority and class name only: one answer per set
+    if lexers not in _LANGUAGE_OF_SET:
+        _LANGUAGE_OF_SET[lexers] = _pygments_language(name)
+    return _LANGUAGE_OF_SET[lexers]
+
+
+_LANGUAGE_OF_SET: dict[frozenset, Optional[str]] = {}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _pygments_language(name: str) -> Optional[str]:
+    from pygments.lexers import find_lexer_class_for_filename
+
+    lexer = find_lexer_class_for_filename(name)
     return lexer.aliases[0] if lexer is not None and lexer.aliases else None
+
+
+@functools.cache
+def _pattern_index():
+    """({".ext": lexer keys} for plain ``*.ext`` patterns, a regex of every other pattern); (_, None) with plugins."""
+    import fnmatch
+
+    from pygments.lexers import LEXERS
+    from pygments.plugin import find_plugin_lexers
+
+    if any(True for _ in find_plugin_lexers()):
+        return {}, None
+    index: dict[str, list[str]] = {}
+    others = []
+    for key, (_module, _name, _aliases, patterns, _mimetypes) in LEXERS.items():
+        for pattern in patterns:
+            if pattern.startswith("*.") and not any(c in pattern[1:] for c in "*?[]"):
+                index.setdefault(pattern[1:], []).append(key)
+            else:
+                others.append(fnmatch.translate(pattern))
+    return index, re.compile("|".join(others))
 
 
 def canonical_languages(names: Iterable[str], option: str = "--languages") -> frozenset[str]:
@@ -183,7 +221,7 @@ def walk_sources(src: Path, selection: Selection, max_bytes: int, stats: WalkSta
             stats.files_seen += 1
             path = root_path / name
             rel = f"{rel_dir}/{name}" if rel_dir else name
-            reason = _name_reason(path, name, rel, ignores, selection)
+            reason = _name_reason(path, name, rel, ignores)
             language = language_of(name)
             reason = reason or selection.reason(rel, language)
             size = 0 if reason else path.stat().st_size
@@ -195,7 +233,7 @@ def walk_sources(src: Path, selection: Selection, max_bytes: int, stats: WalkSta
             yield SourceFile(path, f"{src.name}/{rel}", tuple(rel_dir.split("/")) if rel_dir else (), size, language)
 
 
-def _name_reason(path: Path, name: str, rel: str, ignores: _GitIgnores, selection: Selection) -> Optional[str]:
+def _name_reason(path: Path, name: str, rel: str, ignores: _GitIgnores) -> Optional[str]:
     if name.startswith("."):
         return "hidden"
     if path.is_symlink() or not path.is_file():
