@@ -267,3 +267,18 @@ def test_language_of_is_pygments_own_lookup():
         lexer = find_lexer_class_for_filename(name)
         assert language_of(name) == (lexer.aliases[0] if lexer is not None else None), name
     assert language_of("decoder.py") == "python" and language_of("object.c") == "c"
+
+
+def test_a_big_project_cannot_swallow_valid():
+    from fairseq_ext.prep.code_splits import assign_units
+
+    units = Counter({"Lib/test": 1200, **{f"Lib/pkg{i}": 10 + i for i in range(30)}})
+    total = sum(units.values())
+    for seed in range(20):
+        split = assign_units(units, 0.05, 0.05, seed)
+        assert split["Lib/test"] == "train" and set(split) == set(units)
+        for name in ("valid", "test"):
+            files = sum(n for u, n in units.items() if split[u] == name)
+            assert 0 < files <= 0.05 * total
+    # no unit fits: the smallest one goes, and train keeps one
+    assert assign_units(Counter({"a": 10, "b": 20}), 0.1, 0, 0) == {"a": "valid", "b": "train"}

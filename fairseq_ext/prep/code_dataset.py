@@ -216,13 +216,14 @@ class _SplitWriter:
 
 
 def _batches(rows: Iterator, batch_bytes: int) -> Iterator[list]:
+    """Rows in batches of at most ``batch_bytes`` of source (a larger file is a batch of its own)."""
     batch, size = [], 0
     for row in rows:
-        batch.append(row)
-        size += row[0].size
-        if size >= batch_bytes:
+        if batch and size + row[0].size > batch_bytes:
             yield batch
             batch, size = [], 0
+        batch.append(row)
+        size += row[0].size
     if batch:
         yield batch
 

@@ -52,18 +52,20 @@ def assign_units(files_per_unit: Counter, valid_ratio: float, test_ratio: float,
     order = sorted(files_per_unit, key=lambda u: hashlib.sha256(f"{seed}:{u}".encode()).digest())
     total = sum(files_per_unit.values())
     out: dict[str, str] = {}
-    i = 0
-    for split, r in (("valid", valid_ratio), ("test", test_ratio)):
-        if r <= 0:
-            continue
+    for k, split in enumerate(wanted):
+        budget = (valid_ratio if split == "valid" else test_ratio) * total
+        free = [u for u in order if u not in out]
+        spare = len(free) - (len(wanted) - k)  # the later splits and train keep a unit each
         taken = 0
-        left_for_later = len(wanted) - wanted.index(split)  # the splits after this one and train: a unit each
-        while i < len(order) - left_for_later and (taken == 0 or taken + files_per_unit[order[i]] <= r * total):
-            out[order[i]] = split
-            taken += files_per_unit[order[i]]
-            i += 1
-    for u in order[i:]:
-        out[u] = "train"
+        for u in free:
+            if spare > 0 and taken + files_per_unit[u] <= budget:
+                out[u] = split
+                taken += files_per_unit[u]
+                spare -= 1
+        if taken == 0:  # every unit is larger than the budget: the smallest one, first in hash order on ties
+            out[min(free, key=lambda u: files_per_unit[u])] = split
+    for u in order:
+        out.setdefault(u, "train")
     return out
 
 
