@@ -10,6 +10,8 @@ process:
               split, encode, write Arrow and save_to_disk), and again with --format both
   (c) half    (b) on about half the corpus (--exclude /test/), to show that peak
               memory does not grow with the corpus
+  (d) startup (b) on json/ alone: the fixed cost of a run (importing transformers and
+              datasets, loading the tokenizer), which (a) does not pay
 
 Prints a table of tokens/s, CPU seconds, peak RSS and the ratios. (a) and (b) run
 --repeat times, interleaved, and the fastest of each counts: on a shared machine the
@@ -124,10 +126,13 @@ def main() -> int:
     rows["(b) fairseq-ext code-dataset --format both"] = timed(code_dataset("both", "--format", "both"), env)
     rows["(c) half: --exclude /test/"] = timed(code_dataset("half", "--exclude", "/test/"), env)
     rows["(a) encode_batch (limit)"] = timed(limit("encode_batch"), env)
+    # the fixed cost of a run (imports of transformers and datasets, loading the tokenizer): json/ alone
+    rows["(d) startup: --include /json/ (5 files)"] = best([timed(code_dataset(
+        "tiny", "--include", "/json/", "--split-by", "file", "--valid-ratio", "0"), env) for _ in range(2)])
 
     stats = {k: json.loads((work / d / "code_dataset.json").read_text())
-             for k, d in (("full", "arrow"), ("half", "half"))}
-    tokens = {"full": stats["full"]["tokens"], "half": stats["half"]["tokens"]}
+             for k, d in (("full", "arrow"), ("half", "half"), ("tiny", "tiny"))}
+    tokens = {k: v["tokens"] for k, v in stats.items()}
     mb = {k: sum(s["bytes"] for s in v["splits"].values()) / 1e6 for k, v in stats.items()}
     for name in ("(a) encode_batch_fast (limit)", "(a) encode_batch (limit)"):
         assert int(rows[name]["stdout"].strip()) == tokens["full"], "the limit encoded other tokens"
@@ -135,12 +140,15 @@ def main() -> int:
           f"({mb['full']:.1f} MB, {tokens['full']:,} tokens); workers: {n}; best of {args.repeat} for (a) fast, (b)\n")
     print("| path | MB | seconds | tokens/s | CPU seconds | peak RSS (MB) |\n|---|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
-        which = "half" if name.startswith("(c)") else "full"
-        print(f"| {name} | {mb[which]:.1f} | {r['seconds']:.1f} | {tokens[which] / r['seconds']:,.0f} | "
+        which = {"(c)": "half", "(d)": "tiny"}.get(name[:3], "full")
+        print(f"| {name} | {mb[which]:.2f} | {r['seconds']:.1f} | {tokens[which] / r['seconds']:,.0f} | "
               f"{r['cpu']:.1f} | {r['rss_mb']:,.0f} |")
     ours, fast = rows[names["b"]], rows[names["a"]]
     print(f"\n(b) / (a) tokens/s: {fast['seconds'] / ours['seconds']:.2f}x wall, "
           f"{fast['cpu'] / ours['cpu']:.2f}x CPU   (target >= 0.8)")
+    startup = rows["(d) startup: --include /json/ (5 files)"]["seconds"]
+    print(f"(b) / (a) without (b)'s fixed startup of {startup:.1f} s: "
+          f"{fast['seconds'] / (ours['seconds'] - startup):.2f}x wall")
     half = rows["(c) half: --exclude /test/"]
     print(f"(b) peak RSS: {ours['rss_mb']:,.0f} MB on {mb['full']:.0f} MB, {half['rss_mb']:,.0f} MB on "
           f"{mb['half']:.0f} MB (ratio {ours['rss_mb'] / half['rss_mb']:.2f}; target: independent of size)")

@@ -23,8 +23,9 @@ Splits are by project, so near-copies inside one project never cross splits:
 a project is SRC's name plus the first --split-depth directories under it
 (depth 1: Lib/json/decoder.py is in project Lib/json); a file directly in SRC
 is a project of its own. Projects are ordered by a hash of --seed and their
-name; valid, then test, take projects until they hold their ratio of the
-files; train gets the rest. --split-by file splits file by file instead.
+name; valid, then test, take in that order each project that still fits in
+their ratio of the files (at least one project each); train gets the rest.
+--split-by file splits file by file instead.
 
 example:
   fairseq-ext code-dataset ~/src/cpython/Lib -o code-data --tokenizer tok/ --languages python --valid-ratio 0.05
@@ -64,7 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-bytes", type=positive_int, default=1 << 20, metavar="N",
                    help="skip files larger than N bytes (default %(default)s)")
     p.add_argument("--format", choices=("arrow", "mmap", "both"), default="arrow",
-                   help="arrow: the DatasetDict; mmap: SPLIT.bin/.idx; both (default %(default)s)")
+                   help="arrow: the DatasetDict; mmap: SPLIT.bin/.idx (each file's ids + eos); both "
+                   "(default %(default)s)")
     p.add_argument("--batch-mb", type=positive_float, default=1.0, metavar="MB",
                    help="source read and encoded per batch; bounds memory (default %(default)s)")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
