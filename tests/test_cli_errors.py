@@ -44,6 +44,7 @@ TOK = ("train-tokenizer", "-i", "{text}", "-o", "{out}")
 BIN = ("binarize", "--tokenizer", "{bpe}", "--train", "{text}", "-o", "{out}")
 EXPORT = ("export-hf", "{ckpt}", "-o", "{out}")
 IMPORT = ("import-hf", "{hf}", "-o", "{out}")
+CODE = ("code-dataset", "{codedir}", "-o", "{out}", "--tokenizer", "{bpe}")
 NOT_DIR, NOT_EMPTY = "exists and is not a directory", "directory exists and is not empty"
 CANNOT = "cannot create the output directory"
 REPLACES = "the output directory would replace the input"
@@ -89,9 +90,14 @@ ROWS = [
     # train-tokenizer
     row("train-tokenizer", "-o", "{out}", expect="the following arguments are required: -i/--input"),
     row("train-tokenizer", "-i", "{missing}", "-o", "{out}", expect="{missing}: no such file or directory"),
-    row("train-tokenizer", "-i", "{empty}", "-o", "{out}", expect="{empty}: file is empty"),
+    row("train-tokenizer", "-i", "{empty}", "-o", "{out}",
+        expect="{empty}: no text to learn from (skipped: 1 empty file)"),
+    row("train-tokenizer", "-i", "{empty}", "{binary}", "{badutf8}", "-o", "{out}", expect="{empty}, {binary}, "
+        "{badutf8}: no text to learn from (skipped: 1 empty file, 1 binary file, 1 undecodable file)"),
+    row(*TOK, "--languages", "klingon", expect="--languages: unknown language 'klingon'"),
     row("train-tokenizer", "-i", "{blank}", "-o", "{out}", expect="{blank}: no text to learn from (only blank lines)"),
-    row("train-tokenizer", "-i", "{binary}", "-o", "{out}", expect="{binary}: not a text file (binary or compressed"),
+    row("train-tokenizer", "-i", "{binary}", "-o", "{out}",
+        expect="{binary}: no text to learn from (skipped: 1 binary file)"),
     row("train-tokenizer", "-i", "{emptydir}", "-o", "{out}", expect="{emptydir}: directory holds no files"),
     row(*TOK, "--vocab-size", "0", expect="argument --vocab-size: must be a positive integer, got '0'", marks=(SUB,)),
     row(*TOK, "--vocab-size", "-5", expect="argument --vocab-size: must be a positive integer"),
@@ -152,6 +158,39 @@ ROWS = [
     row(*BIN[:-1], "{unwritable}/out", expect="{unwritable}/out: " + CANNOT, out="{unwritable}/out"),
     row("binarize", "--tokenizer", "{bpe}", "--train", "{rawdir}/a.txt", "-o", "{rawdir}", "--overwrite",
         expect="-o {rawdir}: " + REPLACES + " {rawdir}/a.txt", out="{rawdir}"),
+    # code-dataset
+    row("code-dataset", "{codedir}", "-o", "{out}", expect="the following arguments are required: --tokenizer"),
+    row("code-dataset", "{missing}", "-o", "{out}", "--tokenizer", "{bpe}",
+        expect="{missing}: no such directory; SRC is a directory of source files", marks=(SUB,)),
+    row("code-dataset", "{text}", "-o", "{out}", "--tokenizer", "{bpe}",
+        expect="{text}: is a file; SRC is a directory of source files"),
+    row("code-dataset", "{codedir}", "{rawdir}", "{rawdir}", "-o", "{out}", "--tokenizer", "{bpe}",
+        expect="{rawdir} and {rawdir}: two SRC directories named 'raw'"),
+    row("code-dataset", "{emptydir}", "-o", "{out}", "--tokenizer", "{bpe}",
+        expect="{emptydir}: no source file to read (skipped: nothing)"),
+    row("code-dataset", "{rawdir}", "-o", "{out}", "--tokenizer", "{bpe}",
+        expect="only 1 unit(s) (projects) to split into train and valid"),
+    row(*CODE, "--valid-ratio", "0.3", "--test-ratio", "0.3", expect="only 2 unit(s) (projects) to split into "
+        "train and valid and test"),
+    row(*CODE, "--valid-ratio", "1", expect="argument --valid-ratio: must be in [0, 1), got '1'"),
+    row(*CODE, "--valid-ratio", "0.6", "--test-ratio", "0.6", expect="--valid-ratio + --test-ratio must be < 1"),
+    row(*CODE, "--languages", "python,klingon", expect="--languages: unknown language 'klingon'"),
+    row(*CODE, "--languages", ",", expect="--languages: no language given"),
+    row(*CODE, "--split-by", "line", expect="argument --split-by: invalid choice: 'line'"),
+    row(*CODE, "--split-depth", "0", expect="argument --split-depth: must be a positive integer, got '0'"),
+    row(*CODE, "--max-bytes", "0", expect="argument --max-bytes: must be a positive integer"),
+    row(*CODE, "--seed", "-1", expect="argument --seed: must be an integer >= 0"),
+    row(*CODE, "--format", "parquet", expect="argument --format: invalid choice: 'parquet'"),
+    row(*CODE, "--workers", "0", expect="argument --workers: must be a positive integer"),
+    row(*CODE, "--batch-mb", "0", expect="argument --batch-mb: must be a number > 0, got '0'"),
+    row("code-dataset", "{codedir}", "-o", "{out}", "--tokenizer", "{missing}",
+        expect="{missing}: no such tokenizer file or directory"),
+    row("code-dataset", "{codedir}", "-o", "{out}", "--tokenizer", "{noeos}", expect="{noeos}: tokenizer has no eos"),
+    row(*CODE[:3], "{file}", *CODE[4:], expect="{file}: " + NOT_DIR, out="{file}"),
+    row(*CODE[:3], "{full}", *CODE[4:], expect="{full}: " + NOT_EMPTY, out="{full}"),
+    row(*CODE[:3], "{unwritable}/out", *CODE[4:], expect="{unwritable}/out: " + CANNOT, out="{unwritable}/out"),
+    row("code-dataset", "{codedir}", "-o", "{codedir}", "--tokenizer", "{bpe}", "--overwrite",
+        expect="-o {codedir}: " + REPLACES, out="{codedir}"),
     # export-hf
     row("export-hf", "-o", "{out}", expect="the following arguments are required: CHECKPOINT"),
     row("export-hf", "{missing}", "-o", "{out}", expect="{missing}: no such checkpoint file"),
@@ -261,6 +300,8 @@ def ws(tmp_path_factory, text_file, bpe_dir, bert_dir, spm_model) -> dict:
     p["file"] = write("a-file", "keep me\n")
     p["full"] = write("full/keep.txt", "keep me\n").parent
     p["rawdir"] = write("raw/a.txt", "\n".join(text_file.read_text().splitlines()[:40]) + "\n").parent
+    p["codedir"] = write("code/pkg_a/a.py", "A = 1\n").parent.parent
+    write("code/pkg_b/b.py", "B = 2\n")
     p["emptydir"] = root / "empty-dir"
     p["emptydir"].mkdir()
     p["badjson"] = write("bad/tokenizer.json", "{not json")

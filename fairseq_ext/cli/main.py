@@ -13,6 +13,7 @@ VERBS = {
     "prepare": "fairseq_ext.cli.prepare",
     "train-tokenizer": "fairseq_ext.cli.train_tokenizer",
     "binarize": "fairseq_ext.cli.binarize",
+    "code-dataset": "fairseq_ext.cli.code_dataset",
     "encode": "fairseq_ext.cli.encode",
     "export-hf": "fairseq_ext.cli.export_hf",
     "import-hf": "fairseq_ext.cli.import_hf",

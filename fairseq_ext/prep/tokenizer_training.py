@@ -110,12 +110,12 @@ def _post_processor(kind: str, tok):
 
 
 def iter_text_lines(paths: Sequence[str | os.PathLike]) -> Iterator[str]:
-    """Non-blank lines of the files; invalid UTF-8 is replaced, never fatal."""
+    """Non-blank lines of the files, indentation kept (code's leading spaces are learned); invalid UTF-8 replaced."""
     for path in paths:
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
-                line = line.strip()
-                if line:
+                line = line.rstrip("\r\n")
+                if line.strip():
                     yield line
 
 
@@ -127,14 +127,18 @@ def train_tokenizer(
     lowercase: bool = False,
     model_max_length: int = 512,
     show_progress: bool = True,
+    check_files: bool = True,
 ):
-    """Train on ``files`` and return a ``PreTrainedTokenizerFast`` with roles set."""
+    """Train on ``files`` and return a ``PreTrainedTokenizerFast`` with roles set.
+
+    ``check_files=False``: ``files`` come from :func:`text_files` already (not read twice).
+    """
     from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
 
     if kind not in LAYOUTS:
         raise UserError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(LAYOUTS)}")
-    files = text_files(files)
+    files = text_files(files) if check_files else [Path(f) for f in files]
     layout = LAYOUTS[kind]
     vocab_size = layout.default_vocab if vocab_size is None else vocab_size
     smallest = len(layout.specials) + (256 if kind == "bpe" else 1)  # byte-level BPE starts with 256 bytes
@@ -183,18 +187,12 @@ class _Counted:
         return item
 
 
-def text_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """The text files named, and those under directories named; a missing, empty or binary file is an error."""
-    from fairseq_ext.prep.text_prep import find_input_files, looks_binary
+def text_files(inputs: Sequence[str | os.PathLike], selection=None, skipped=None) -> list[Path]:
+    """The text files named and those under directories named; empty, binary or undecodable ones counted
+    in ``skipped`` and left out (:func:`fairseq_ext.prep.input_files.collect_text_files`)."""
+    from fairseq_ext.prep.input_files import collect_text_files
 
-    files = find_input_files(inputs)
-    for path in files:
-        if path.stat().st_size == 0:
-            raise UserError(f"{path}: file is empty")
-        with open(path, "rb") as f:
-            if looks_binary(f.read(65536)):
-                raise UserError(f"{path}: not a text file (binary or compressed data)")
-    return files
+    return collect_text_files(inputs, selection, skipped)
 
 
 def first_lines(path: str | os.PathLike, n: int) -> list[str]:
