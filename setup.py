@@ -37,11 +37,12 @@ setup(
         # then tensorboardX, a small pure-Python writer (numpy, protobuf, packaging).
         "tensorboardX>=2.6",
         # the code recipe: Arrow datasets (save_to_disk / load_from_disk, memory-mapped in training),
-        # .gitignore matching, and the language of a source file from its name
+        # .gitignore matching (GitIgnoreSpec.check_file), and the language of a source file from its
+        # name (Pygments' lexer patterns)
         "datasets>=2.14",
         "pyarrow>=12",
-        "pathspec>=0.11",
-        "identify>=2.5",
+        "pathspec>=0.12",
+        "Pygments>=2.12",
     ],
     extras_require={
         "test": ["pytest>=7", "ruff>=0.4"],
