@@ -74,7 +74,8 @@ def test_recipe_learns_and_exports_a_t5_encoder_that_matches_fairseq(recipe):
     tok = AutoTokenizer.from_pretrained(str(out))
     enc = tok(SNIPPETS, padding=True, return_tensors="pt")
     assert enc["attention_mask"].eq(0).any()
-    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(run / "checkpoints" / "checkpoint_best.pt")])
+    best = run / "checkpoints" / "checkpoint_best.pt"
+    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(best)])
     with torch.no_grad():
         fs = models[0].eval()(enc["input_ids"], features_only=True)[0]
         hf = model(**enc).last_hidden_state
