@@ -58,3 +58,34 @@ def test_demo_refuses_to_clobber_a_directory(tmp_path):
     proc = run_cli("demo", "-o", str(tmp_path / "demo"), check=False)
     assert proc.returncode == 1 and "not empty" in proc.stderr
     assert (tmp_path / "demo" / "mine.txt").read_text() == "keep me"
+
+
+def test_code_demo_runs_the_whole_code_recipe(tmp_path):
+    """`fairseq-ext demo --recipe code`, shrunk: every step, the export matching fairseq, the counts kept."""
+    from datasets import load_from_disk
+    from transformers import T5EncoderModel
+
+    out = tmp_path / "demo-code"
+    proc = run_cli("demo", "--recipe", "code", "-o", str(out), "--corpus-mb", "0.5", "--vocab-size", "1000",
+                   "--max-update", "8")
+    for n in range(1, 7):
+        assert f"[{n}/6]" in proc.stdout
+    assert "demo finished" in proc.stdout
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["recipe"] == "code" and summary["parity_max_abs_diff"] <= 1e-4
+    fill = summary["identifier_fill"]
+    assert fill["hf_max_abs_diff"] <= 1e-4 and fill["identifiers"] > 0 and 0 <= fill["identifier_accuracy"] <= 1
+    assert f"{fill['identifier_accuracy']:.0%} restored exactly" in proc.stdout
+    examples = [line for line in proc.stdout.splitlines() if line.strip().startswith("in:")]
+    assert examples and all("<mask>" in line for line in examples)
+    assert [e["input"] for e in summary["identifier_examples"]] == [ln.split("in:", 1)[1].strip() for ln in examples]
+    data = load_from_disk(str(out / "code-data"))
+    counts = json.loads((out / "code-data" / "code_dataset.json").read_text())
+    assert {k: data[k].num_rows for k in data} == {k: v["files"] for k, v in counts["splits"].items()}
+    assert not set(data["train"]["project"]) & set(data["valid"]["project"])  # split by package
+    with open(out / "checkpoints" / "checkpoint_last.pt", "rb") as f:
+        state = safe_torch_load(f, map_location="cpu")
+    assert state["optimizer_history"][-1]["num_updates"] == 8
+    assert "--recipe" not in (out / "train.sh").read_text() and "code_mlm" in (out / "train.sh").read_text()
+    model = T5EncoderModel.from_pretrained(str(out / "hf-model"), local_files_only=True)
+    assert model.config.vocab_size == len(AutoTokenizer.from_pretrained(str(out / "hf-model")))

@@ -55,6 +55,8 @@ TINY = {
                    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"],
     "roberta_small": ["--encoder-layers", "1", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
                       "--encoder-attention-heads", "2"],
+    "t5_encoder_small": ["--encoder-layers", "1", "--encoder-embed-dim", "32", "--kv-dim", "8",
+                         "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "4"],
 }
 HYDRA_SET = {"optimization.max_update": "4"}  # it resumes the bart_small run above (2 updates) in checkpoints/
 HYDRA_APPEND = {
@@ -69,7 +71,12 @@ FILL = {
                                       "--max-tokens", "2048", "--save-dir", "checkpoints-domain"],
     "fairseq-train data-bin-bert": ["--optimizer", "adam", "--lr", "1e-4", "--max-update", "2",
                                     "--batch-size", "8", "--save-dir", "checkpoints-bert"],
+    # the tests' tiny T5 SentencePiece has no <extra_id_0> sentinel (a real T5's has): name a mask token
+    "fairseq-train code-data-t5": ["--mask-token", "'<unk>'", "--tokens-per-sample", "64", "--optimizer", "adam",
+                                   "--lr", "1e-4", "--max-update", "2", "--max-tokens", "1024",
+                                   "--save-dir", "checkpoints-t5"],
 }
+CODE_PACKAGES = ("json", "html", "http", "urllib", "email")  # src/: one project per stdlib package
 
 
 @dataclass
@@ -177,9 +184,12 @@ def test_every_block_is_run_or_listed_with_a_reason():
 
 
 # Inputs the README names, made small here (the README's own commands make everything else).
-def make_inputs(root: Path, bert_dir: Path) -> None:
+def make_inputs(root: Path, bert_dir: Path, spm_model: Path) -> None:
+    import sysconfig
+
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    from test_import_export_t5 import t5_dir
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, T5ForConditionalGeneration
 
     def write(path, lines):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -210,6 +220,11 @@ def make_inputs(root: Path, bert_dir: Path) -> None:
                                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512))
     model.save_pretrained(root / "my-bert")
     tok.save_pretrained(root / "my-bert")
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for pkg in CODE_PACKAGES:
+        shutil.copytree(stdlib / pkg, root / "src" / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "my-t5").mkdir()
+    t5_dir(root / "my-t5", spm_model, "gated-gelu", T5ForConditionalGeneration)
     for name in ("fairseq_ext", "scripts"):  # the repository root, as the README's commands expect
         (root / name).symlink_to(REPO / name)
 
@@ -230,10 +245,10 @@ def side_directory(root: Path, output: str) -> Path:
 
 
 @pytest.mark.slow
-def test_readme_code_blocks_run(tmp_path, bert_dir):
+def test_readme_code_blocks_run(tmp_path, bert_dir, spm_model):
     root = tmp_path / "repo"
     root.mkdir()
-    make_inputs(root, bert_dir)
+    make_inputs(root, bert_dir, spm_model)
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     ran = []
     for block, command, why in plan():
@@ -255,6 +270,8 @@ def test_readme_code_blocks_run(tmp_path, bert_dir):
     for path in ("data/prepare.json", "tok/tokenizer.json", "data-bin/train.bin", "checkpoints/checkpoint_best.pt",
                  "checkpoints-mlm/checkpoint_last.pt", "my-bart/model.safetensors", "my-roberta/config.json",
                  "my-roberta-as-bert/config.json", "bart-start/model_args.txt", "checkpoints-domain/checkpoint_last.pt",
-                 "bert-start/checkpoint.pt", "checkpoints-bert/checkpoint_last.pt"):
+                 "bert-start/checkpoint.pt", "checkpoints-bert/checkpoint_last.pt", "code-data/dataset_dict.json",
+                 "code-data/train.idx", "my-code-t5/model.safetensors", "t5-start/checkpoint.pt",
+                 "my-code-t5-continued/config.json"):
         assert (root / path).exists(), path
     assert len(ran) >= 15

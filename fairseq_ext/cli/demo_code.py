@@ -150,14 +150,16 @@ def fill_identifiers(work: Path, max_samples: int) -> IdentifierFill:
     whole = [bool(right[b, s:e].all()) for b, s, e in runs]
     tok = AutoTokenizer.from_pretrained(str(work / "hf-model"))
     truth = torch.where(masked, target, src)
+    d = task.dictionary
+    hide = {i for i in (d.bos_index, d.eos_index, d.pad_index) if i is not None}
     examples = []
     for b, s, _e in runs:
         if len(examples) == 3:
             break
         if any(b == row for row, *_ in examples):
             continue
-        lines = [_line_at(tok, ids[b], s) for ids in (src, pred, truth)]
-        if all(lines) and lines[0] not in (x[1] for x in examples):
+        lines = [_line_at(tok, ids[b], s, hide) for ids in (src, pred, truth)]
+        if len(lines[0]) >= 24 and lines[0] not in (x[1] for x in examples):
             examples.append((b, *lines))
     return IdentifierFill(
         samples=src.size(0), masked_tokens=int(masked.sum()),
@@ -181,11 +183,11 @@ def _runs(masked) -> list[tuple[int, int, int]]:
     return runs
 
 
-def _line_at(tok, ids, position: int) -> str:
+def _line_at(tok, ids, position: int, hide: set) -> str:
     """The source line holding token ``position`` (decoded), stripped; masks shown as the mask token."""
     ids = ids.tolist()
-    before = tok.decode(ids[:position]).split("\n")[-1]
-    after = tok.decode(ids[position:]).split("\n")[0]
+    before = tok.decode([i for i in ids[:position] if i not in hide]).split("\n")[-1]
+    after = tok.decode([i for i in ids[position:] if i not in hide]).split("\n")[0]
     return (before + after).strip()
 
 
