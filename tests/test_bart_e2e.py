@@ -37,7 +37,7 @@ COMMON = ["--task", "hf_denoising", "--arch", "bart_small", "--criterion", "cros
 
 def fairseq_train(args, cwd=REPO):
     proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args], capture_output=True, text=True,
-                          cwd=cwd, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+                          cwd=cwd, env=dict(os.environ))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc.stdout + proc.stderr
 
@@ -207,7 +207,7 @@ def test_pretrain_bart_script_runs_the_whole_recipe(tmp_path):
     for i in range(6):
         (tmp_path / "books" / f"book{i}.txt").write_text("\n".join(make_text(80, seed=20 + i)) + "\n")
     bin_dir = os.path.dirname(sys.executable)
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", PYTHONWARNINGS="ignore",
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
                RAW=str(tmp_path / "books"), WORK=str(tmp_path / "run"), VOCAB="400", TOKENS_PER_SAMPLE="64",
                MAX_TOKENS="1024", UPDATE_FREQ="1", MAX_UPDATE="6", WARMUP="1", PRECISION="",
                EXTRA_TRAIN_ARGS=" ".join(SIZES["bpe"] + ["--cpu", "--num-workers", "0", "--log-interval", "1",

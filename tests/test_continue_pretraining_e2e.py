@@ -62,7 +62,7 @@ def bert_vocab() -> list[str]:
 
 def shell(cmd: list[str], env: dict, cwd=REPO) -> str:
     """Run as a user whose shell has the virtualenv's commands on PATH."""
-    full = dict(os.environ, PYTHONWARNINGS="ignore", **env)
+    full = dict(os.environ, **env)
     full["PATH"] = f"{env.get('PATH_PREFIX', BIN)}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}"
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=full)
     log = proc.stdout + proc.stderr

@@ -119,7 +119,7 @@ def test_roberta_trains_with_accuracy(data, tmp_path):
             "--num-workers", "0", "--log-format", "simple", "--log-interval", "10", "--save-dir",
             str(tmp_path / "ckpt"), "--no-epoch-checkpoints", "--seed", "1"]
     proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args], capture_output=True, text=True,
-                          cwd=REPO, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+                          cwd=REPO, env=dict(os.environ))
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     losses = [float(x) for x in __import__("re").findall(r"train_inner \|.*? loss=([\d.]+)", log)]
@@ -161,7 +161,7 @@ def test_pretrain_roberta_script_runs_the_whole_recipe(tmp_path):
     tiny = ["--encoder-layers", "1", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
             "--encoder-attention-heads", "2", "--cpu", "--num-workers", "0", "--log-interval", "1"]
     env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
-               PYTHONWARNINGS="ignore", RAW=str(tmp_path / "corpus"), WORK=str(tmp_path / "run"), VOCAB="400",
+               RAW=str(tmp_path / "corpus"), WORK=str(tmp_path / "run"), VOCAB="400",
                TOKENS_PER_SAMPLE="64", MASK_UNIT="word", MAX_TOKENS="1024", UPDATE_FREQ="1", MAX_UPDATE="6",
                WARMUP="1", PRECISION="", EXTRA_TRAIN_ARGS=" ".join(tiny))
     proc = subprocess.run(["bash", "scripts/pretrain_roberta.sh"], capture_output=True, text=True, cwd=REPO,

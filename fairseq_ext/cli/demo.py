@@ -207,7 +207,7 @@ def train(work: Path, max_update: int, args: list[str] | None = None) -> tuple[f
     last_valid, last_acc, last_line = None, float("nan"), ""
     with open(work / "train.log", "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=dict(os.environ, PYTHONWARNINGS="ignore"))
+                                env=dict(os.environ))
         for line in proc.stdout:
             log.write(line)
             last_line = line.strip() or last_line
