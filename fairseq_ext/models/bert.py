@@ -35,10 +35,9 @@ from fairseq.models import ARCH_CONFIG_REGISTRY, register_model, register_model_
 from fairseq.models.roberta.model import RobertaEncoder, RobertaModel
 from fairseq.models.transformer import DEFAULT_MIN_PARAMS_TO_WRAP, TransformerEncoder
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
-from omegaconf import OmegaConf
 
 from fairseq_ext.errors import UserError
-from fairseq_ext.models.presets import apply_preset, dataclass_defaults
+from fairseq_ext.models.presets import apply_preset, dataclass_defaults, settings_namespace
 
 BERT_BASE = {"encoder_layers": 12, "encoder_embed_dim": 768, "encoder_ffn_embed_dim": 3072,
              "encoder_attention_heads": 12}
@@ -154,17 +153,8 @@ def resolved_args(cfg, task=None) -> Namespace:
     then :class:`HFBertConfig`'s defaults; ``max_positions`` is the task's where neither says.
     ``cfg`` itself is not changed.
     """
-    if OmegaConf.is_config(cfg):
-        values = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    elif isinstance(cfg, dict):
-        values = dict(cfg)
-    else:
-        values = dict(vars(cfg))
-    values = {k: v for k, v in values.items() if v is not None}
-    arch = values.get("arch") or values.get("_name") or "hf_bert"
-    args = Namespace(**values)
-    args.arch = arch
-    _architecture(PRESETS.get(arch, {}))(args)
+    args = settings_namespace(cfg, "hf_bert")
+    _architecture(PRESETS.get(args.arch, {}))(args)
     if args.max_positions is None and task is not None:
         args.max_positions = task.max_positions()
     for key in ("activation_fn", "pooler_activation_fn", "hf_model_type"):

@@ -9,7 +9,10 @@ models fairseq registers).
 from __future__ import annotations
 
 import dataclasses
+from argparse import Namespace
 from typing import Any
+
+from omegaconf import OmegaConf
 
 
 def apply_preset(args: Any, preset: dict) -> None:
@@ -30,3 +33,19 @@ def dataclass_defaults(config_cls) -> dict:
         elif f.default_factory is not dataclasses.MISSING:
             out[f.name] = f.default_factory()
     return out
+
+
+def settings_namespace(cfg: Any, default_arch: str) -> Namespace:
+    """The values ``cfg`` sets, as a fresh Namespace with ``arch`` (``cfg``: the parsed command line,
+    a hydra/checkpoint ``DictConfig``, a plain dict or a config dataclass; it is not changed).
+    ``arch`` is ``cfg``'s ``arch`` or hydra's ``_name``, else ``default_arch``."""
+    if OmegaConf.is_config(cfg):
+        values = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    elif isinstance(cfg, dict):
+        values = dict(cfg)
+    else:
+        values = dict(vars(cfg))
+    values = {k: v for k, v in values.items() if v is not None}
+    args = Namespace(**values)
+    args.arch = values.get("arch") or values.get("_name") or default_arch
+    return args

@@ -33,11 +33,10 @@ from fairseq.models import (
     register_model,
     register_model_architecture,
 )
-from omegaconf import OmegaConf
 from torch import nn
 
 from fairseq_ext.errors import UserError
-from fairseq_ext.models.presets import apply_preset, dataclass_defaults
+from fairseq_ext.models.presets import apply_preset, dataclass_defaults, settings_namespace
 from fairseq_ext.models.t5_modules import FEED_FORWARD_PROJ, T5Layer, T5LayerNorm, T5LMHead, T5Pooler, init_t5_weights
 
 # the sizes of t5-small and t5-base (their encoders)
@@ -98,17 +97,8 @@ def resolved_settings(cfg, task=None) -> Namespace:
     :class:`T5EncoderConfig`. Unset values come from the architecture's preset (``_name``/``arch``),
     then the dataclass defaults; ``max_positions`` from the task, else 512. ``cfg`` is not changed.
     """
-    if OmegaConf.is_config(cfg):
-        values = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    elif isinstance(cfg, dict):
-        values = dict(cfg)
-    else:
-        values = dict(vars(cfg))
-    values = {k: v for k, v in values.items() if v is not None}
-    arch = values.get("arch") or values.get("_name") or "t5_encoder"
-    args = Namespace(**values)
-    args.arch = arch
-    _architecture(PRESETS.get(arch, T5_SMALL))(args)
+    args = settings_namespace(cfg, "t5_encoder")
+    _architecture(PRESETS.get(args.arch, T5_SMALL))(args)
     if args.max_positions is None:
         task_max = task.max_positions() if task is not None else None
         args.max_positions = task_max if isinstance(task_max, int) else DEFAULT_MAX_POSITIONS
