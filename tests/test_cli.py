@@ -38,3 +38,15 @@ def test_readme_commands_parse():
     for cmd in commands:
         argv = cmd.split("#")[0].split()
         parser.parse_args(argv)  # SystemExit on unknown verb or flag
+
+
+def test_building_the_parsers_imports_neither_torch_nor_fairseq():
+    """Every verb's parser is built at start-up: it must not pay for torch/fairseq (seconds, 300 MB),
+    which only training and conversion need (a regression made code-dataset 3x slower to start)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['fairseq-ext']; from fairseq_ext.cli.main import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'fairseq', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -37,11 +37,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write")
     p.add_argument("--tokenizer", metavar="TOK",
                    help="tokenizer.json, AutoTokenizer directory or .model (default: the checkpoint's data dir)")
+    p.add_argument("--family", type=family_choice, metavar="FAMILY",
+                   help="transformers family to write, for a checkpoint that more than one family takes (an "
+                   "encoder: bert or roberta); default: the family it came from")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+
+
+def family_choice(name: str) -> str:
+    """--family: one the conversion table lets a user choose (the table is read only when the flag is
+    given: it imports torch and fairseq, which every other verb's start-up should not pay)."""
     from fairseq_ext.convert.families import choosable
 
-    p.add_argument("--family", choices=choosable(),
-                   help="transformers family for an encoder checkpoint (default: the family it came from)")
-    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    names = choosable()
+    if name not in names:
+        raise argparse.ArgumentTypeError(f"invalid choice: {name!r} (choose from {', '.join(map(repr, names))})")
+    return name
 
 
 def run(args: argparse.Namespace) -> int:
