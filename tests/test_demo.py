@@ -14,6 +14,13 @@ from fairseq_ext.vocab import TokenizerDictionary
 pytestmark = pytest.mark.slow
 
 
+def assert_no_temporary_paths(out):
+    """The run happens in a temporary directory renamed at the end: no text output may name it."""
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".md", ".sh"):
+            assert f".{out.name}.tmp-" not in path.read_text(encoding="utf-8"), path
+
+
 def test_demo_runs_the_whole_recipe(tmp_path):
     out = tmp_path / "demo"
     proc = run_cli("demo", "-o", str(out), "--corpus-mb", "0.4", "--vocab-size", "2000", "--max-update", "6")
@@ -50,6 +57,7 @@ def test_demo_runs_the_whole_recipe(tmp_path):
     model = BartForConditionalGeneration.from_pretrained(str(out / "hf-model"), local_files_only=True)
     assert model.config.vocab_size == len(tok)
     assert "validation loss" in (out / "hf-model" / "README.md").read_text()
+    assert_no_temporary_paths(out)
 
 
 def test_demo_refuses_to_clobber_a_directory(tmp_path):
@@ -89,3 +97,5 @@ def test_code_demo_runs_the_whole_code_recipe(tmp_path):
     assert "--recipe" not in (out / "train.sh").read_text() and "code_mlm" in (out / "train.sh").read_text()
     model = T5EncoderModel.from_pretrained(str(out / "hf-model"), local_files_only=True)
     assert model.config.vocab_size == len(AutoTokenizer.from_pretrained(str(out / "hf-model")))
+    assert_no_temporary_paths(out)
+    assert str(out / "code-data") in (out / "hf-model" / "README.md").read_text()

@@ -152,6 +152,8 @@ def run_bart(args: argparse.Namespace) -> int:
         for masked, infill, original in report.examples:
             print(f"      in:   {masked}\n      out:  {infill}\n      true: {original}")
         write_summary(tmp, args, val_loss, val_acc, exported.max_abs_diff, report, time.perf_counter() - started)
+    relocate_paths(out, tmp, ["hf-model/README.md", "hf-model/fairseq_ext_export.json", "text/prepare.json",
+                              "data-bin/binarize.json"])
     command = " ".join(shlex.quote(a) for a in ["fairseq-train", *train_args(out.resolve(), args.max_update)])
     (out / "train.sh").write_text("#!/usr/bin/env bash\n# rerun (e.g. with a higher --max-update) to resume\n"
                                   + command + ' "$@"\n', encoding="utf-8")
@@ -167,6 +169,19 @@ def run_bart(args: argparse.Namespace) -> int:
                        ("train.sh", "the fairseq-train command; rerun it with a higher --max-update to resume")]:
         print(f"  {out / name}  {what}")
     return 0
+
+
+def relocate_paths(out: Path, tmp: Path, names: list[str]) -> None:
+    """The run happened in ``tmp``, renamed to ``out`` at the end: the text files that name their own
+    directory (model card, counts) get ``out``'s path, so they do not point at a directory that is gone."""
+    for name in names:
+        path = out / name
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            if str(tmp) in text:
+                partial = path.with_name(path.name + ".tmp")
+                partial.write_text(text.replace(str(tmp), str(out)), encoding="utf-8")
+                partial.replace(path)
 
 
 def step(n: int, text: str, total: int = 7) -> None:

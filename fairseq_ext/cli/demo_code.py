@@ -61,7 +61,7 @@ class IdentifierFill:
 
 def run(args: argparse.Namespace, out: Path) -> int:
     import fairseq_ext
-    from fairseq_ext.cli.demo import step, train
+    from fairseq_ext.cli.demo import relocate_paths, step, train
     from fairseq_ext.io_utils import atomic_output_dir
     from fairseq_ext.prep.builtin_corpus import write_builtin_code
     from fairseq_ext.prep.code_dataset import CodeDatasetConfig, build_code_dataset
@@ -104,6 +104,8 @@ def run(args: argparse.Namespace, out: Path) -> int:
             print(f"      in:   {masked}\n      out:  {filled}\n      true: {truth}")
         write_summary(tmp, args, val_loss, val_acc, exported.max_abs_diff, fill, stats,
                       time.perf_counter() - started)
+    relocate_paths(out, tmp, ["hf-model/README.md", "hf-model/fairseq_ext_export.json",
+                              "code-data/code_dataset.json"])
     command = " ".join(shlex.quote(a) for a in ["fairseq-train", *train_args(out.resolve(), args.max_update)])
     (out / "train.sh").write_text("#!/usr/bin/env bash\n# rerun (e.g. with a higher --max-update) to resume\n"
                                   + command + ' "$@"\n', encoding="utf-8")
