@@ -3,7 +3,8 @@
 Importing this package registers every component with fairseq explicitly
 (fairseq's own folder scan is not relied on) and makes fairseq checkpoints
 loadable under torch >= 2.6 without turning off ``weights_only`` (see
-:mod:`fairseq_ext.checkpoints`).
+:mod:`fairseq_ext.checkpoints`). In a process that runs fairseq's training loop it
+also makes SIGUSR1/SIGTERM save a checkpoint and exit 0 (see :mod:`fairseq_ext.signals`).
 
 The one exception is the ``fairseq-ext`` command itself: its verbs prepare
 text and data without fairseq, so it skips importing fairseq and torch (seconds
@@ -113,6 +114,11 @@ def register() -> None:
     checkpoints.install()
     from fairseq_ext import criterions, models, tasks  # noqa: F401
     from fairseq_ext.data import encoders  # noqa: F401  (--bpe hf_tokenizer)
+
+    if not _COMMAND:  # fairseq-train and its ranks: save and exit 0 on SIGUSR1/SIGTERM (not the verbs)
+        from fairseq_ext import signals
+
+        signals.install()
 
 
 ignore_mismatched_torchaudio()
