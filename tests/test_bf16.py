@@ -167,7 +167,9 @@ def test_accuracy_is_reduced_from_tensor_counts():
              "n_correct": torch.tensor(0), "total": torch.tensor(0)}]  # nothing masked in the 2nd batch
     with metrics.aggregate() as agg:
         MaskedLMWithAccuracy.reduce_metrics(logs)
-    assert agg.get_smoothed_values()["accuracy"] == pytest.approx(0.6667)
+    values = agg.get_smoothed_values()
+    assert values["accuracy"] == pytest.approx(0.6667)
+    assert values["total"] == 3.0 and type(values["total"]) is float  # a number in the log, not a tensor
 
 
 # --- end to end: fairseq-train --cpu --bf16 -----------------------------------------------------------

@@ -68,8 +68,8 @@ def log_accuracy(logging_outputs) -> None:
     """
     if not any("total" in log for log in logging_outputs):
         return
-    metrics.log_scalar("total", sum(log.get("total", 0) for log in logging_outputs))
-    metrics.log_scalar("n_correct", sum(log.get("n_correct", 0) for log in logging_outputs))
+    metrics.log_scalar("total", sum(log.get("total", 0) for log in logging_outputs), round=1)
+    metrics.log_scalar("n_correct", sum(log.get("n_correct", 0) for log in logging_outputs), round=1)
     metrics.log_derived("accuracy", _accuracy)
 
 
