@@ -112,6 +112,9 @@ def register() -> None:
     from fairseq_ext import checkpoints
 
     checkpoints.install()
+    from fairseq_ext import precision
+
+    precision.install()  # --bf16 means bfloat16 on CUDA/CPU, not --tpu
     from fairseq_ext import criterions, models, tasks  # noqa: F401
     from fairseq_ext.data import encoders  # noqa: F401  (--bpe hf_tokenizer)
 

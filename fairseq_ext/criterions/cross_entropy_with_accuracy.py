@@ -2,6 +2,9 @@
 
 Logs ``accuracy`` (share of non-pad target tokens predicted exactly) beside
 loss and perplexity, in training and validation logs and in tensorboard.
+The counts stay tensors on the model's device: ``forward`` never waits for the
+device (no ``int()``/``.item()``); fairseq sums them across workers and meters
+turn them into numbers only when a log line is written.
 """
 
 from dataclasses import dataclass
@@ -30,12 +33,11 @@ class CrossEntropyWithAccuracy(CrossEntropyCriterion):
         }
         return loss, sample_size, logging_output
 
-    def count_correct(self, model, net_output, sample) -> tuple[int, int]:
+    def count_correct(self, model, net_output, sample) -> tuple[torch.Tensor, torch.Tensor]:
+        """(correct, predicted) non-pad target tokens, as 0-dim tensors on the model's device."""
         target = model.get_targets(sample, net_output)  # (B, T)
-        keep = target.ne(self.padding_idx)
         with torch.no_grad():
-            predicted = net_output[0].argmax(dim=-1)  # (B, T)
-        return int(predicted.eq(target).masked_select(keep).sum()), int(keep.sum())
+            return correct_and_total(net_output[0], target, self.padding_idx)
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
@@ -47,14 +49,30 @@ class CrossEntropyWithAccuracy(CrossEntropyCriterion):
         return True
 
 
+def correct_and_total(logits: torch.Tensor, target: torch.Tensor, padding_idx: int):
+    """Tokens whose argmax is the target, and non-pad targets, as 0-dim int64 tensors (no host sync).
+
+    >>> correct_and_total(torch.tensor([[[0.0, 1.0], [1.0, 0.0]]]), torch.tensor([[1, 1]]), padding_idx=0)
+    (tensor(1), tensor(2))
+    """
+    keep = target.ne(padding_idx)  # (..., T)
+    correct = logits.argmax(dim=-1).eq(target) & keep
+    return correct.sum(), keep.sum()
+
+
 def log_accuracy(logging_outputs) -> None:
-    """Log ``accuracy`` = correct / predicted tokens, summed over workers and batches."""
-    total = utils.item(sum(log.get("total", 0) for log in logging_outputs))
-    if total > 0:
-        metrics.log_scalar("total", total)
-        metrics.log_scalar("n_correct", utils.item(sum(log.get("n_correct", 0) for log in logging_outputs)))
-        metrics.log_derived(
-            "accuracy",
-            lambda meters: round(meters["n_correct"].sum / meters["total"].sum, 4)
-            if meters["total"].sum > 0 else float("nan"),
-        )
+    """Log ``accuracy`` = correct / predicted tokens, summed over workers and batches.
+
+    The sums may be device tensors; they are logged as they are (no sync per step) and
+    read only when a log line is formatted. A batch with nothing to predict adds 0 to both.
+    """
+    if not any("total" in log for log in logging_outputs):
+        return
+    metrics.log_scalar("total", sum(log.get("total", 0) for log in logging_outputs), round=1)
+    metrics.log_scalar("n_correct", sum(log.get("n_correct", 0) for log in logging_outputs), round=1)
+    metrics.log_derived("accuracy", _accuracy)
+
+
+def _accuracy(meters) -> float:
+    total = utils.item(meters["total"].sum)
+    return round(utils.item(meters["n_correct"].sum) / total, 4) if total > 0 else float("nan")

@@ -2,6 +2,10 @@
 
 Logs ``accuracy`` (share of masked positions whose token is predicted exactly)
 beside loss and perplexity, in training and validation logs and in tensorboard.
+``forward`` never waits for the device: ``sample_size`` and the counts are
+0-dim tensors (fairseq's trainer and meters accept them, as for its own
+``masked_lm``), and a batch with nothing masked is handled with ``torch.where``
+instead of a Python ``if`` on a device value.
 """
 
 from dataclasses import dataclass
@@ -11,7 +15,7 @@ from fairseq import modules
 from fairseq.criterions import register_criterion
 from fairseq.criterions.masked_lm import MaskedLmConfig, MaskedLmLoss
 
-from fairseq_ext.criterions.cross_entropy_with_accuracy import log_accuracy
+from fairseq_ext.criterions.cross_entropy_with_accuracy import correct_and_total, log_accuracy
 
 
 @dataclass
@@ -23,21 +27,18 @@ class MaskedLMWithAccuracyConfig(MaskedLmConfig):
 class MaskedLMWithAccuracy(MaskedLmLoss):
     def forward(self, model, sample, reduce=True):
         masked = sample["target"].ne(self.padding_idx)  # (B, T)
-        sample_size = int(masked.sum())
-        if sample_size == 0:  # nothing chosen in this batch: project everything, like fairseq
-            masked = None
+        sample_size = masked.sum()  # 0-dim tensor
+        # nothing chosen in this batch: project every position, like fairseq (all targets are pad: loss 0)
+        masked = torch.where(masked.any(), masked, torch.ones_like(masked))
         logits = model(**sample["net_input"], masked_tokens=masked)[0]  # (N, V)
-        targets = model.get_targets(sample, [logits])
-        if masked is not None:
-            targets = targets[masked]
+        targets = model.get_targets(sample, [logits])[masked]  # (N,)
         loss = modules.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), reduction="sum",
                                      ignore_index=self.padding_idx)
         with torch.no_grad():
-            keep = targets.ne(self.padding_idx)
-            n_correct = int(logits.argmax(-1).eq(targets).masked_select(keep).sum())
+            n_correct, total = correct_and_total(logits, targets, self.padding_idx)
         logging_output = {
             "loss": loss.data, "ntokens": sample["ntokens"], "nsentences": sample["nsentences"],
-            "sample_size": sample_size, "n_correct": n_correct, "total": int(keep.sum()),
+            "sample_size": sample_size, "n_correct": n_correct, "total": total,
         }
         return loss, sample_size, logging_output
 
