@@ -89,6 +89,8 @@ def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> bool:
     """Copy ``src`` to ``dst`` through a temporary and a rename; True as ``PathManager.copy`` returns."""
     with open(src, "rb") as source:
         _write_atomically(os.fspath(dst), lambda f: shutil.copyfileobj(source, f, 16 << 20))
+        st = os.fstat(source.fileno())
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))  # a copy is as new as what it copies (see candidates)
     return True
 
 
@@ -105,14 +107,15 @@ def remove_temporaries(save_dir: str | os.PathLike) -> list[str]:
 
 
 def candidates(save_dir: str | os.PathLike, suffix: str = "") -> list[Path]:
-    """fairseq's checkpoint files in ``save_dir``, newest first: by mtime; on a tie checkpoint_last,
-    then the update count in the name."""
+    """fairseq's checkpoint files in ``save_dir``, newest first: by mtime (a copy keeps its source's);
+    files of one save by kind (last, interval, epoch, best), interval ones by the update count in the name."""
     pattern = re.compile(r"^checkpoint(_last|_best|\d+|_\d+_\d+|\.best_.+)" + re.escape(suffix) + r"\.pt$")
     found = [p for p in Path(save_dir).glob("checkpoint*.pt") if pattern.match(p.name) and p.is_file()]
 
     def newest(p: Path):
         updates = _UPDATES_IN_NAME.match(p.name)
-        return (p.stat().st_mtime_ns, p.name == f"checkpoint_last{suffix}.pt", int(updates.group(1)) if updates else -1)
+        kind = 3 if p.name == f"checkpoint_last{suffix}.pt" else 2 if updates else 0 if "best" in p.name else 1
+        return p.stat().st_mtime_ns, kind, int(updates.group(1)) if updates else -1
 
     return sorted(found, key=newest, reverse=True)
 
@@ -209,17 +212,27 @@ def _resolve_start(cfg, trainer) -> tuple[str, str | None] | None:
 
 
 def _falling_back_load_checkpoint(load_checkpoint):
-    """fairseq's ``checkpoint_utils.load_checkpoint`` that resumes from a readable checkpoint."""
+    """fairseq's ``checkpoint_utils.load_checkpoint`` that resumes from a readable checkpoint, and ends
+    the program (exit 0) when the checkpoint it resumes from already reached ``--max-update``: fairseq
+    would train one update more and overwrite checkpoint_last.pt (a job requeued after its last save)."""
 
     @functools.wraps(load_checkpoint)
     def wrapper(cfg, trainer, **passthrough_args):
         resolved = _resolve_start(cfg, trainer)
         token = _REDIRECT.set(resolved)
         try:
-            return load_checkpoint(cfg, trainer, **passthrough_args)
+            result = load_checkpoint(cfg, trainer, **passthrough_args)
         finally:
             _REDIRECT.reset(token)
             _ALREADY_READ.clear()
+        if cfg.restore_file != "checkpoint_last.pt" or result[0] is None:  # not a resume
+            return result
+        max_update, updates = trainer.cfg.optimization.max_update, trainer.get_num_updates()
+        if max_update and updates >= max_update:
+            logger.info(f"{cfg.save_dir}: the checkpoint is at {updates} updates, --max-update {max_update} "
+                        "is reached; nothing to train")
+            raise SystemExit(0)
+        return result
 
     wrapper.fairseq_ext_fallback = True
     return wrapper

@@ -92,6 +92,7 @@ def test_fairseq_save_and_copy_go_through_a_temporary(tmp_path, monkeypatch):
     assert [b for _a, b in replaced] == [first.name, last.name]
     assert all(a.startswith(f".{b}.") and a.endswith(".tmp") for a, b in replaced)
     assert last.read_bytes() == first.read_bytes()
+    assert last.stat().st_mtime_ns == first.stat().st_mtime_ns  # a copy is as new as its source
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name, last.name]
     assert atomic_copy(first, tmp_path / "checkpoint_best.pt") is True
 
@@ -112,9 +113,8 @@ def test_candidates_newest_first(tmp_path):
                                  ("checkpoint_best.pt", 2, 100), ("checkpoint_last.pt", 6, 300)):
         save(tmp_path / name, updates, mtime)
     save(tmp_path / "checkpoint_last-shard1.pt", 6, 400)  # another suffix: not ours
-    names = [p.name for p in candidates(tmp_path)]
-    assert names[:3] == ["checkpoint_last.pt", "checkpoint_1_6.pt", "checkpoint_1_4.pt"]
-    assert names[3] == "checkpoint1.pt" and set(names[4:]) == {"checkpoint_1_2.pt", "checkpoint_best.pt"}
+    assert [p.name for p in candidates(tmp_path)] == ["checkpoint_last.pt", "checkpoint_1_6.pt", "checkpoint_1_4.pt",
+                                                     "checkpoint1.pt", "checkpoint_1_2.pt", "checkpoint_best.pt"]
 
 
 @pytest.mark.parametrize("how", ["truncated", "empty", "garbage", "bad_pickle"])
@@ -272,22 +272,23 @@ def test_kill_9_at_random_moments_always_ends_at_max_update(mlm_data, tmp_path):
     cmd, rng = train_command(mlm_data, save_dir), random.Random(10)
     plan = [("save", 1), ("random", rng.uniform(0, 0.3)), ("save", rng.randint(1, 3)),
             ("random", rng.uniform(0, 0.3)), ("tear", 0)]
-    logs, kills_during_save = [], 0
-    for attempt in range(len(plan) + 3):
-        mode, arg = plan[attempt] if attempt < len(plan) else ("none", 0)
+    logs, kills_during_save, retries, rc = [], 0, 0, None
+    while plan or not logs or rc != 0:  # the plan, then the same command again until it exits 0
+        mode, arg = plan.pop(0) if plan else ("none", 0)
         if mode == "tear":  # what fairseq without the plugin leaves when killed in its copy
             tear(save_dir / "checkpoint_last.pt", "truncated")
             mode = "none"
-        log = tmp_path / f"run{attempt}.log"
+        log = tmp_path / f"run{len(logs)}.log"
         rc, during_save = run_and_maybe_kill(cmd, log, save_dir, mode, arg)
         logs.append(log.read_text())
-        assert rc in (0, -signal.SIGKILL), f"run {attempt} ({mode}) failed with {rc}:\n{logs[-1][-3000:]}"
+        assert rc in (0, -signal.SIGKILL), f"run {len(logs) - 1} ({mode}) failed with {rc}:\n{logs[-1][-3000:]}"
         logged = re.findall(r"num_updates=(\d+)", logs[-1])[-1:]
-        print(f"run {attempt}: {mode} {arg} -> rc {rc}, killed mid-save: {during_save}, {logged} updates logged")
+        print(f"run {len(logs) - 1}: {mode} {arg} -> rc {rc}, killed mid-save: {during_save}, {logged} updates")
         kills_during_save += rc == -signal.SIGKILL and during_save
-        if rc == 0:
-            break
-    assert rc == 0, "never finished"
+        if mode == "save" and not during_save and retries < 3:  # the poll missed the write: once more
+            plan.insert(0, (mode, arg))
+            retries += 1
+        assert len(logs) < 12, "never finished"
     assert updates_in(save_dir / "checkpoint_last.pt") == MAX_UPDATE
     assert not [p.name for p in save_dir.iterdir() if p.name.endswith(".tmp")]
     # the first run reported the debris, one line per file, and started fresh
@@ -298,5 +299,11 @@ def test_kill_9_at_random_moments_always_ends_at_max_update(mlm_data, tmp_path):
     assert "removed 1 temporary file(s) of an interrupted save" in first
     # the run after the torn checkpoint_last.pt resumed from an interval checkpoint
     assert re.search(rf"{re.escape(str(save_dir / 'checkpoint_last.pt'))}: unreadable, RuntimeError: .*; resuming "
-                     r"from checkpoint\w*\.pt \(\d+ updates\)\n", logs[-1])
+                     r"from checkpoint(\d+|_\d+_\d+)\.pt \(\d+ updates\)\n", logs[-1])
     assert kills_during_save >= 1, [log[-500:] for log in logs]
+    # requeued once more after it finished: nothing to train, checkpoint_last.pt untouched
+    before = (save_dir / "checkpoint_last.pt").read_bytes()
+    rc, _ = run_and_maybe_kill(cmd, tmp_path / "again.log", save_dir, "none", 0)
+    assert rc == 0 and (save_dir / "checkpoint_last.pt").read_bytes() == before
+    assert f"the checkpoint is at {MAX_UPDATE} updates, --max-update {MAX_UPDATE} is reached; nothing to train" \
+        in (tmp_path / "again.log").read_text()
