@@ -151,8 +151,8 @@ def why_unreadable(path: str | os.PathLike) -> tuple[dict | None, str | None]:
 
 def choose_checkpoint(last: str | os.PathLike, suffix: str = "") -> str | None:
     """The checkpoint to resume from when ``last`` (checkpoint_last.pt) exists: itself when it reads,
-    else the newest readable one in its directory, else None. A fallback is logged in one line naming
-    every unreadable file and why."""
+    else the newest readable one in its directory (copied over ``last``), else None. A fallback is
+    logged in one line naming every unreadable file and why."""
     last = Path(last)
     order = [last] + [p for p in candidates(last.parent, suffix) if p != last]
     unreadable = []
@@ -162,10 +162,11 @@ def choose_checkpoint(last: str | os.PathLike, suffix: str = "") -> str | None:
             unreadable.append(f"{path.name} ({reason})" if unreadable else reason)
             continue
         _ALREADY_READ[os.path.realpath(path)] = (_stamp(path), state)
-        if path != last:
+        if path != last:  # resume from it, and repair checkpoint_last.pt for whoever reads it next
+            atomic_copy(path, last)
             updates = (state.get("optimizer_history") or [{}])[-1].get("num_updates")
-            logger.warning(f"{last}: unreadable, {unreadable[0]}; resuming from {path.name} ({updates} updates)"
-                           + _also(unreadable))
+            logger.warning(f"{last}: unreadable, {unreadable[0]}; resuming from {path.name} ({updates} updates), "
+                           f"copied to {last.name}" + _also(unreadable))
         return str(path)
     logger.warning(f"{last}: unreadable, {unreadable[0]}; no readable checkpoint in {last.parent}"
                    + _also(unreadable) + "; training starts fresh")

@@ -132,7 +132,8 @@ def test_torn_last_falls_back_to_the_newest_interval_checkpoint(tmp_path, caplog
               "empty": "it is empty (0 bytes)", "garbage": "it is not a torch checkpoint",
               "bad_pickle": "its pickled data is corrupt"}[how]
     assert line.startswith(f"{last}: unreadable, {reason}") and "\n" not in line
-    assert line.endswith("; resuming from checkpoint_1_4.pt (4 updates)")
+    assert line.endswith("; resuming from checkpoint_1_4.pt (4 updates), copied to checkpoint_last.pt")
+    assert updates_in(last) == 4  # repaired for whoever reads it next
     # fairseq's own read of the chosen file gets the state already read, once
     with open(chosen, "rb") as f:
         assert checkpoint_files.take_already_read(f)["optimizer_history"][0]["num_updates"] == 4
@@ -299,7 +300,7 @@ def test_kill_9_at_random_moments_always_ends_at_max_update(mlm_data, tmp_path):
     assert "removed 1 temporary file(s) of an interrupted save" in first
     # the run after the torn checkpoint_last.pt resumed from an interval checkpoint
     assert re.search(rf"{re.escape(str(save_dir / 'checkpoint_last.pt'))}: unreadable, RuntimeError: .*; resuming "
-                     r"from checkpoint(\d+|_\d+_\d+)\.pt \(\d+ updates\)\n", logs[-1])
+                     r"from checkpoint(\d+|_\d+_\d+)\.pt \(\d+ updates\), copied to checkpoint_last.pt\n", logs[-1])
     assert kills_during_save >= 1, [log[-500:] for log in logs]
     # requeued once more after it finished: nothing to train, checkpoint_last.pt untouched
     before = (save_dir / "checkpoint_last.pt").read_bytes()
