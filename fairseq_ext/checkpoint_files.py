@@ -13,9 +13,10 @@ With :func:`install`:
   the old file or the new one, never half of one;
 * on start, a ``checkpoint_last.pt`` that cannot be read (truncated, empty,
   garbage) is reported in one log line with the reason, and training resumes
-  from the newest readable checkpoint in ``--save-dir`` (by modification time,
-  ties broken by the update count in the name); when none is readable it starts
-  fresh with a warning. Temporaries left by a kill are removed.
+  from the newest readable checkpoint in ``--save-dir`` (see :func:`candidates`),
+  which is also copied over it; when none is readable it starts fresh with a
+  warning. Temporaries left by a kill are removed. A resume whose checkpoint
+  already reached ``--max-update`` exits 0 (fairseq would train one update more).
 
 Reading stays behind the torch >= 2.6 allow-list of :mod:`fairseq_ext.checkpoints`;
 a checkpoint refused for referencing a forbidden type is never skipped silently.
@@ -194,19 +195,18 @@ def take_already_read(f):
 
 
 def _resolve_start(cfg, trainer) -> tuple[str, str | None] | None:
-    """``(checkpoint_last path, path to load or None)`` when resuming needs a fallback, else None."""
-    if cfg.restore_file != "checkpoint_last.pt":
-        return None
-    suffix = trainer.checkpoint_suffix or ""
-    last = os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt")
+    """``(checkpoint_last path, path to load or None)`` when resuming from ``--save-dir``, else None."""
     if trainer.data_parallel_rank == 0:
         removed = remove_temporaries(cfg.save_dir)
         if removed:
             logger.info(f"{cfg.save_dir}: removed {len(removed)} temporary file(s) of an interrupted save")
+    if cfg.restore_file != "checkpoint_last.pt":  # an explicit --restore-file: the user's choice, no fallback
+        return None
+    last = os.path.join(cfg.save_dir, f"checkpoint_last{trainer.checkpoint_suffix or ''}.pt")
     if not os.path.isfile(last):
         return None
     world = trainer.data_parallel_world_size
-    chosen = [choose_checkpoint(last, suffix) if trainer.data_parallel_rank == 0 else None]
+    chosen = [choose_checkpoint(last, trainer.checkpoint_suffix or "") if trainer.data_parallel_rank == 0 else None]
     if world > 1 and torch.distributed.is_initialized():
         torch.distributed.broadcast_object_list(chosen, src=0)
     return last, chosen[0]
