@@ -41,7 +41,15 @@ TRAINING_PROGRAMS = ("fairseq-train", "fairseq-hydra-train", "train.py", "hydra_
 
 
 class CheckpointRefusedError(UserError, pickle.UnpicklingError):
-    """A checkpoint holds a pickled object that fairseq checkpoints never hold."""
+    """A checkpoint holds a pickled object that fairseq checkpoints never hold.
+
+    ``global_name`` is the forbidden type it references, or None when the bytes do not unpickle at all
+    (garbage, which :mod:`fairseq_ext.checkpoint_files` treats as a damaged file).
+    """
+
+    def __init__(self, message: str, global_name: str | None = None):
+        super().__init__(message)
+        self.global_name = global_name
 
 
 def _numpy_globals() -> list:
@@ -89,9 +97,11 @@ def safe_torch_load(f, map_location=None, **kwargs):
         try:
             return torch.load(f, map_location=map_location, weights_only=True, **kwargs)
         except pickle.UnpicklingError as exc:
+            found = re.search(r"GLOBAL\s+([\w.]+)", str(exc))
             raise CheckpointRefusedError(
                 f"{name}: refused to load checkpoint: {_reason(exc)} "
-                "(fairseq_ext loads checkpoints with weights_only=True and never unpickles arbitrary objects)"
+                "(fairseq_ext loads checkpoints with weights_only=True and never unpickles arbitrary objects)",
+                found.group(1) if found else None,
             ) from None
 
 
@@ -114,7 +124,12 @@ class _TorchWithSafeLoad(types.ModuleType):
     def __getattr__(self, name):
         return getattr(torch, name)
 
-    load = staticmethod(safe_torch_load)
+    @staticmethod
+    def load(f, map_location=None, **kwargs):
+        from fairseq_ext.checkpoint_files import take_already_read
+
+        state = take_already_read(f)  # read once already while choosing which checkpoint to resume from
+        return state if state is not None else safe_torch_load(f, map_location=map_location, **kwargs)
 
 
 def tokenizer_task_state(identity: TokenizerIdentity) -> dict:
@@ -169,13 +184,16 @@ def _load_checkpoint_for_task(load_checkpoint):
 
 def install() -> None:
     """Route fairseq's checkpoint reading through :func:`safe_torch_load`, let the trainer's task check
-    a checkpoint before its weights are loaded, and report user errors of the training commands in
-    one line (idempotent)."""
+    a checkpoint before its weights are loaded, make checkpoint writes atomic and a torn
+    ``checkpoint_last.pt`` fall back (:mod:`fairseq_ext.checkpoint_files`), and report user errors
+    of the training commands in one line (idempotent)."""
     import os
     import sys
 
     from fairseq import checkpoint_utils
     from fairseq.trainer import Trainer
+
+    from fairseq_ext import checkpoint_files
 
     if not isinstance(checkpoint_utils.torch, _TorchWithSafeLoad):
         checkpoint_utils.torch = _TorchWithSafeLoad()
@@ -184,6 +202,7 @@ def install() -> None:
             checkpoint_utils.load_checkpoint_to_cpu)
     if not getattr(Trainer.load_checkpoint, "fairseq_ext_checked", False):
         Trainer.load_checkpoint = _load_checkpoint_for_task(Trainer.load_checkpoint)
+    checkpoint_files.install()
     program = os.path.basename(sys.argv[0]) if sys.argv else ""
     if program in TRAINING_PROGRAMS:
         report_user_errors_in_one_line("fairseq-train" if program == "train.py" else program)
