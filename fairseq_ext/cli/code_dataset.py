@@ -56,12 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="directories under SRC that name a project (default %(default)s)")
     p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                    help="which projects go to which split; same inputs and seed, same output (default %(default)s)")
-    p.add_argument("--languages", metavar="L,L,...",
-                   help="keep only these languages (Pygments names or aliases: python,c,cpp,java,...)")
-    p.add_argument("--include", action="append", default=[], metavar="GLOB",
-                   help="keep only paths (relative to SRC) matching a GLOB, gitignore syntax; repeatable")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                   help="skip paths (relative to SRC) matching a GLOB, gitignore syntax; repeatable")
+    add_selection_arguments(p, "")
     p.add_argument("--max-bytes", type=positive_int, default=1 << 20, metavar="N",
                    help="skip files larger than N bytes (default %(default)s)")
     p.add_argument("--format", choices=("arrow", "mmap", "both"), default="arrow",
@@ -75,6 +70,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_selection_arguments(p: argparse.ArgumentParser, where: str) -> None:
+    """--languages, --include, --exclude: which files a walk of a source tree keeps (also train-tokenizer's;
+    ``where`` prefixes their help, e.g. "in directories, ")."""
+    p.add_argument("--languages", metavar="L,L,...",
+                   help=f"{where}keep only these languages (Pygments names or aliases: python,c,cpp,java,...)")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help=f"{where}keep only paths (relative to SRC) matching a GLOB, gitignore syntax; repeatable")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help=f"{where}skip paths (relative to SRC) matching a GLOB, gitignore syntax; repeatable")
+
+
+def selection_from_args(args: argparse.Namespace, require_language: bool = True):
+    """The :class:`~fairseq_ext.prep.code_files.Selection` those three options describe."""
+    from fairseq_ext.prep.code_files import Selection, canonical_languages
+
+    languages = canonical_languages(args.languages.split(",")) if args.languages is not None else None
+    return Selection(languages=languages, include=tuple(args.include), exclude=tuple(args.exclude),
+                     require_language=require_language)
+
+
 def run(args: argparse.Namespace) -> int:
     import os
 
@@ -82,19 +97,17 @@ def run(args: argparse.Namespace) -> int:
 
     set_thread_count(args.workers or os.cpu_count() or 1)
     from fairseq_ext.prep.code_dataset import CodeDatasetConfig, build_code_dataset
-    from fairseq_ext.prep.code_files import Selection, canonical_languages
 
     refuse_output_over_inputs(args.output, args.sources)
     if args.valid_ratio + args.test_ratio >= 1:
         from fairseq_ext.errors import UserError
 
         raise UserError(f"--valid-ratio + --test-ratio must be < 1, got {args.valid_ratio} + {args.test_ratio}")
-    languages = canonical_languages(args.languages.split(",")) if args.languages is not None else None
     cfg = CodeDatasetConfig(
         tokenizer=args.tokenizer, valid_ratio=args.valid_ratio, test_ratio=args.test_ratio, split_by=args.split_by,
         split_depth=args.split_depth, seed=args.seed, max_bytes=args.max_bytes, format=args.format,
         batch_bytes=max(1, int(args.batch_mb * (1 << 20))),
-        selection=Selection(languages=languages, include=tuple(args.include), exclude=tuple(args.exclude)),
+        selection=selection_from_args(args),
     )
     stats = build_code_dataset(args.sources, args.output, cfg, overwrite=args.overwrite, progress=not args.quiet)
     print(summary(stats))

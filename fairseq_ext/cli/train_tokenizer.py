@@ -28,6 +28,7 @@ import sys
 from collections import Counter
 
 from fairseq_ext.cli.arguments import positive_int, refuse_output_over_inputs
+from fairseq_ext.cli.code_dataset import add_selection_arguments, selection_from_args
 
 HELP = "train a byte-level BPE, WordPiece or Unigram tokenizer"
 
@@ -36,12 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="FILE",
                    help="text files to learn from, or directories (every file in them, recursively)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write the tokenizer to")
-    p.add_argument("--languages", metavar="L,L,...",
-                   help="in directories, read only files of these languages (Pygments names: python,c,cpp,...)")
-    p.add_argument("--include", action="append", default=[], metavar="GLOB",
-                   help="in directories, read only paths matching GLOB (gitignore syntax); repeatable")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                   help="in directories, skip paths matching GLOB (gitignore syntax); repeatable")
+    add_selection_arguments(p, "in directories, ")
     p.add_argument("--kind", choices=("bpe", "wordpiece", "unigram"), default="bpe",
                    help="tokenizer family (default: %(default)s)")
     p.add_argument("--vocab-size", type=positive_int, metavar="N",
@@ -59,15 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fairseq_ext.io_utils import atomic_output_dir
-    from fairseq_ext.prep.code_files import Selection, canonical_languages
     from fairseq_ext.prep.input_files import describe
     from fairseq_ext.prep.tokenizer_training import first_lines, pieces_preview, text_files, train_tokenizer
     from fairseq_ext.tokenizer import special_roles
 
     refuse_output_over_inputs(args.output, args.input)
-    languages = canonical_languages(args.languages.split(",")) if args.languages is not None else None
-    selection = Selection(languages=languages, include=tuple(args.include), exclude=tuple(args.exclude),
-                          require_language=False)
+    selection = selection_from_args(args, require_language=False)
     skipped = Counter()
     files = text_files(args.input, selection, skipped)
     print(f"reading {len(files):,} files (skipped: {describe(skipped)})")
