@@ -12,6 +12,7 @@ import pytest
 import fairseq_ext  # noqa: F401  (first: hides a torchaudio that cannot load before any test imports transformers)
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the virtualenv's commands
 
 WORDS = (
     "the quick brown fox jumps over lazy dog while a patient teacher explains tokenizers to "
@@ -120,3 +121,13 @@ def model_card_rows(text: str) -> dict[str, str]:
         if len(cells) == 2 and cells[0] and not set(cells[0]) <= {"-", " "}:
             rows[cells[0]] = cells[1]
     return rows
+
+
+def shell(cmd: list[str], env: dict, cwd=REPO) -> str:
+    """Run as a user whose shell has the virtualenv's commands on PATH."""
+    full = dict(os.environ, **env)
+    full["PATH"] = f"{env.get('PATH_PREFIX', BIN)}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}"
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=full)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    return log

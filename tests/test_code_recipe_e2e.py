@@ -6,10 +6,8 @@ file resuming the run, its hydra config, and an HF T5 imported and pretrained fu
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import sysconfig
 from pathlib import Path
@@ -17,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import BIN, REPO, shell
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
+
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 PACKAGES = ("json", "email", "html", "http", "urllib", "xmlrpc", "wsgiref", "logging", "concurrent")
 TINY_T5 = ("--encoder-layers 2 --encoder-embed-dim 64 --kv-dim 16 --encoder-ffn-embed-dim 128 "
@@ -29,16 +27,6 @@ TINY_T5 = ("--encoder-layers 2 --encoder-embed-dim 64 --kv-dim 16 --encoder-ffn-
            "--validate-interval-updates 40 --save-interval-updates 40 --seed 1")
 SNIPPETS = ["def load(fp, *, cls=None):\n    return loads(fp.read(), cls=cls)\n",
             "import json\n\nclass Encoder(json.JSONEncoder):\n    def default(self, o):\n        return str(o)\n"]
-
-
-def shell(cmd: list[str], env: dict, cwd=REPO) -> str:
-    """Run as a user whose shell has the virtualenv's commands on PATH."""
-    full = dict(os.environ, **env)
-    full["PATH"] = f"{env.get('PATH_PREFIX', BIN)}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}"
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=full)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
-    return log
 
 
 def losses(log: str) -> list[float]:

@@ -6,21 +6,18 @@ model's tokenizer -> train -> export), then its Slurm batch file resuming the ru
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import BIN, REPO, shell
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
+
 TOPICS = ("vaccine mask lockdown hospital nurses doctors cases news school home work friends family weekend "
           "coffee rain sun game team music").split()
 VERBS = "love hate need miss watch read share wear stay thank follow".split()
@@ -58,16 +55,6 @@ def bert_vocab() -> list[str]:
     vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocab += list("!#&.,:?") + letters + [f"##{c}" for c in letters] + words
     return list(dict.fromkeys(vocab))  # "a" is a letter and a word
-
-
-def shell(cmd: list[str], env: dict, cwd=REPO) -> str:
-    """Run as a user whose shell has the virtualenv's commands on PATH."""
-    full = dict(os.environ, **env)
-    full["PATH"] = f"{env.get('PATH_PREFIX', BIN)}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}"
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=full)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
-    return log
 
 
 @pytest.fixture(scope="module")
