@@ -74,10 +74,10 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> It
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp's 0o700, before anyone can see it under its final name
         _fsync_tree(tmp)  # the files' data is on disk before the rename that publishes them
-    except BaseException:
+        _publish(tmp, out_dir)
+    except BaseException:  # tmp is the new output, or after a swap the old one: not wanted either way
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _publish(tmp, out_dir)
 
 
 def _publish(tmp: Path, out_dir: Path) -> None:
@@ -91,7 +91,11 @@ def _publish(tmp: Path, out_dir: Path) -> None:
     else:  # no atomic swap here: a kill between the renames leaves the old output for the next run to restore
         old = out_dir.with_name(f".{out_dir.name}.old-{tmp.name.rsplit('.tmp-', 1)[1]}")
         out_dir.rename(old)
-        tmp.rename(out_dir)
+        try:
+            tmp.rename(out_dir)
+        except BaseException:
+            old.rename(out_dir)
+            raise
         old.rename(tmp)  # a temporary again: a kill while removing it never leaves half an "old" to restore
         old = tmp
     _fsync_dir(out_dir.parent)

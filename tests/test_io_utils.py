@@ -162,3 +162,23 @@ def test_the_new_output_is_fsynced_before_it_is_published(tmp_path, monkeypatch)
     [before] = published
     assert [Path(p).relative_to(tmp) for p in before] == [Path("sub/f"), Path("sub"), Path("g"), Path(".")]
     assert synced[-1] == str(tmp_path)  # and the rename itself
+
+
+def test_a_failed_replacement_puts_the_old_output_back(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with atomic_output_dir(out) as tmp:
+        (tmp / "f").write_text("old")
+    monkeypatch.setattr(io_utils, "_exchange", lambda a, b: False)  # a system that cannot swap
+    real_rename, calls = Path.rename, []
+
+    def rename(self, target):  # out -> old works, tmp -> out is refused
+        calls.append(Path(target).name)
+        if len(calls) == 2:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(PermissionError), atomic_output_dir(out, overwrite=True) as tmp:
+        (tmp / "f").write_text("new")
+    assert calls[0].startswith(".out.old-") and calls[1:] == ["out", "out"]
+    assert os.listdir(tmp_path) == ["out"] and (out / "f").read_text() == "old"
