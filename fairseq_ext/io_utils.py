@@ -123,17 +123,18 @@ def recover_output_dir(out_dir: str | os.PathLike) -> list[str]:
         if m is None or m["name"] != out_dir.name or not entry.is_dir() or entry.is_symlink():
             continue
         if m["host"] != _HOST:
-            report.append(f"left {entry.name} alone (written from host {m['host']})")
+            report.append(f"left {entry.name} alone: written from host {m['host']}, whose processes are not "
+                          "visible here")
         elif _alive(int(m["pid"])):
-            report.append(f"left {entry.name} alone (process {m['pid']} is still running)")
+            report.append(f"left {entry.name} alone: process {m['pid']} is still writing it")
         elif m["kind"] == "old" and not os.path.lexists(out_dir):
             entry.rename(out_dir)
-            report.append(f"restored the previous output from {entry.name}")
+            report.append(f"restored the previous output from {entry.name}, left by a run killed while replacing it")
         else:
             shutil.rmtree(entry, ignore_errors=True)
-            report.append(f"removed {entry.name}")
+            report.append(f"removed {entry.name}, left by an interrupted run")
     for line in report:
-        logger.warning(f"{out_dir}: {line}, left by an interrupted run")
+        logger.warning(f"{out_dir}: {line}")
     return report
 
 
@@ -147,6 +148,8 @@ def leftovers(out_dir: str | os.PathLike) -> list[str]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` (of this host) runs; a zombie (killed, never reaped: a container without an
+    init process) does not."""
     if pid == os.getpid():
         return True
     try:
@@ -154,8 +157,13 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]  # after the command name, which may hold spaces
+    except (OSError, IndexError):  # no /proc (macOS): kill(0) is all there is
         return True
-    return True
+    return state not in (b"Z", b"X")
 
 
 def _exchange(a: Path, b: Path) -> bool:

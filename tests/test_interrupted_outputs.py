@@ -26,7 +26,7 @@ from conftest import REPO, fairseq_ext_command
 from fairseq_ext.io_utils import leftovers
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
-PACKAGES = ("email", "json", "http", "urllib", "xml", "asyncio", "logging", "concurrent", "importlib")
+PACKAGES = ("email", "json", "http", "urllib", "xml", "logging", "concurrent", "importlib")  # 1.8 MB
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
 
 

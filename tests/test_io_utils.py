@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,9 +102,10 @@ def test_killed_at_any_step_leaves_old_or_new_and_the_next_run_recovers(tmp_path
     assert leftovers(out) == [] and sorted(os.listdir(tmp_path)) == ["out"]
     assert version_of(out) == (after or "old")  # an interrupted replacement: the old output is restored
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == len(left) and all(ln.endswith(", left by an interrupted run") for ln in lines)
-    assert all(ln.startswith(f"{out}: removed .out.") or ln.startswith(f"{out}: restored the previous output")
-               for ln in lines), lines
+    assert len(lines) == len(left) and all(
+        re.fullmatch(rf"{re.escape(str(out))}: removed \.out\.(tmp|old)-\S+, left by an interrupted run", ln) or
+        re.fullmatch(rf"{re.escape(str(out))}: restored the previous output from \.out\.old-\S+, left by a run "
+                     "killed while replacing it", ln) for ln in lines), lines
     assert child(out, "new", "none") == 0 and version_of(out) == "new" and leftovers(out) == []
 
 
@@ -128,8 +131,8 @@ def test_live_or_foreign_temporaries_are_left_and_reported(tmp_path, caplog):
                 (tmp / "f").write_text("x")
         assert sorted(os.listdir(tmp_path)) == sorted([live, foreign, *unrelated, "out"])
         assert sorted(r.getMessage() for r in caplog.records) == sorted([
-            f"{out}: left {foreign} alone (written from host otherhost), left by an interrupted run",
-            f"{out}: left {live} alone (process {sleeper.pid} is still running), left by an interrupted run"])
+            f"{out}: left {foreign} alone: written from host otherhost, whose processes are not visible here",
+            f"{out}: left {live} alone: process {sleeper.pid} is still writing it"])
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -182,3 +185,25 @@ def test_a_failed_replacement_puts_the_old_output_back(tmp_path, monkeypatch):
         (tmp / "f").write_text("new")
     assert calls[0].startswith(".out.old-") and calls[1:] == ["out", "out"]
     assert os.listdir(tmp_path) == ["out"] and (out / "f").read_text() == "old"
+
+
+def test_a_killed_process_never_reaped_counts_as_dead(tmp_path):
+    """A zombie (killed, not yet reaped: orphans in a container without init stay so) still answers kill(pid, 0)."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        proc.kill()
+        stat = Path(f"/proc/{proc.pid}/stat")
+        for _ in range(500):
+            if stat.read_bytes().rsplit(b")", 1)[1].split()[0] == b"Z":
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError(f"process {proc.pid} never became a zombie")
+        os.kill(proc.pid, 0)  # no error: it is still there
+        left = tmp_path / f".out.tmp-{io_utils._HOST}-{proc.pid}-abc123_x"
+        left.mkdir()
+        check_output_dir(out)
+        assert not left.exists()
+    finally:
+        proc.wait()
