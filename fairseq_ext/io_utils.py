@@ -132,7 +132,8 @@ def recover_output_dir(out_dir: str | os.PathLike) -> list[str]:
             report.append(f"restored the previous output from {entry.name}, left by a run killed while replacing it")
         else:
             shutil.rmtree(entry, ignore_errors=True)
-            report.append(f"removed {entry.name}, left by an interrupted run")
+            done = "could not remove" if os.path.lexists(entry) else "removed"  # e.g. another user's files
+            report.append(f"{done} {entry.name}, left by an interrupted run")
     for line in report:
         logger.warning(f"{out_dir}: {line}")
     return report
