@@ -274,10 +274,14 @@ TASKS = {
 }
 
 
-def fairseq_train(data: str, task: str, save: Path, *flags: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", data, "--user-dir", "fairseq_ext",
+def run_train(data: str, task: str, save: Path, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fairseq_cli.train", data, "--user-dir", "fairseq_ext",
                            *TASKS[task], *COMMON, "--save-dir", str(save), *flags],
                           capture_output=True, text=True, cwd=REPO)
+
+
+def fairseq_train(data: str, task: str, save: Path, *flags: str) -> str:
+    proc = run_train(data, task, save, *flags)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     return log
@@ -343,3 +347,39 @@ def test_resume_in_the_middle_of_a_shard_ends_where_an_uninterrupted_run_does(sh
     assert resumed["model"].keys() == uninterrupted["model"].keys()
     for name, tensor in uninterrupted["model"].items():
         assert torch.equal(resumed["model"][name], tensor), name
+
+
+@pytest.mark.slow
+def test_fairseq_train_names_both_shards_of_a_tokenizer_mismatch_in_one_line(sharded, unigram_dir, text, tmp_path):
+    other = tmp_path / "other"
+    binarize(unigram_dir, text, other)
+    proc = run_train(f"{sharded}/shard0:{other}", "hf_masked_lm", tmp_path / "ckpt", "--max-epoch", "2")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"fairseq-train: error: {other} was binarized with a different tokenizer than "
+                           f"{sharded}/shard0: "), last
+    assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())  # stopped before training
+
+
+@pytest.mark.slow
+def test_pretrain_bart_script_with_shards(tmp_path):
+    """scripts/pretrain_bart.sh with SHARDS=2 (CPU, tiny sizes): binarizes into shards and trains round them."""
+    (tmp_path / "books").mkdir()
+    for i in range(6):
+        (tmp_path / "books" / f"book{i}.txt").write_text("\n".join(make_text(60, seed=40 + i)) + "\n")
+    tiny = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+            "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2",
+            "--decoder-attention-heads", "2", "--cpu", "--num-workers", "0", "--log-interval", "1",
+            "--max-source-positions", "64", "--max-target-positions", "64"]
+    env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+               RAW=str(tmp_path / "books"), WORK=str(tmp_path / "run"), VOCAB="300", TOKENS_PER_SAMPLE="64",
+               MAX_TOKENS="1024", UPDATE_FREQ="1", MAX_UPDATE="24", WARMUP="1", PRECISION="", SHARDS="2",
+               EXTRA_TRAIN_ARGS=" ".join(tiny))
+    proc = subprocess.run(["bash", "scripts/pretrain_bart.sh"], capture_output=True, text=True, cwd=REPO, env=env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    data_bin = tmp_path / "run" / "data-bin"
+    assert f"data path for fairseq-train: {data_bin}/shard0:{data_bin}/shard1" in log
+    read = shards_read(log)
+    assert len(read) >= 3 and read == [(e, (e - 1) % 2) for e in range(1, len(read) + 1)]  # round the list
+    assert "num_updates=24" in log.replace(" ", "") and (tmp_path / "run" / "hf-model" / "config.json").is_file()
