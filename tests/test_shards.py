@@ -145,6 +145,7 @@ def test_router_deals_whole_documents_the_same_way_for_any_batching(n):
     assert router.tokens == [len(s.tokens) for s in one_batch] and sum(router.tokens) == len(tokens)
     assert router.items == [len(s.sizes) for s in one_batch]
     longest = max(sum(map(len, d)) for d in whole)
+    assert router.largest_document == longest
     assert max(router.tokens) - min(router.tokens) <= longest  # balanced to within one document
 
 
@@ -209,6 +210,11 @@ def test_more_shards_than_documents_is_refused_whole(bpe_dir, tmp_path, capsys):
     train.write_text("one sentence.\n\ntwo sentence.\nmore.\n\nthree.\n", encoding="utf-8")
     assert main(["binarize", "--tokenizer", str(bpe_dir), "--train", str(train), "-o", str(tmp_path / "out"),
                  "--shards", "3", "--quiet"]) == 0
+    top = json.loads((tmp_path / "out" / "binarize.json").read_text())
+    tokens, largest = [r["tokens"] for r in top["shards"]], top["splits"]["train"]["extra"]["largest_document"]
+    assert largest == max(tokens) > 1.25 * sum(tokens) / 3  # one document a shard: as unequal as the documents
+    assert (f"note: the shards are unbalanced (largest {max(tokens)} tokens, smallest {min(tokens)}): documents are "
+            f"kept whole and the largest has {largest} tokens") in capsys.readouterr().out
     assert main(["binarize", "--tokenizer", str(bpe_dir), "--train", str(train), "-o", str(tmp_path / "out4"),
                  "--shards", "4", "--quiet"]) != 0
     err = capsys.readouterr().err

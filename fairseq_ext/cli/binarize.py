@@ -90,12 +90,24 @@ def run(args: argparse.Namespace) -> int:
     for shard in stats["shards"]:
         print(f"  {shard['dir']}: {shard['documents']:,} documents, {shard['items']:,} items, "
               f"{shard['tokens']:,} tokens ({100 * shard['tokens'] / total:.1f}%)")
+    print_balance(stats)
     others = tuple(f"{split}." for split in stats["splits"] if split != "train")
     in_every = [name for name in stats["shard_files"] if not name.startswith(others)]
     where = f" ({', '.join(o.rstrip('.') for o in others)} in shard0 only)" if others else ""
     print(f"wrote {args.output}: {', '.join(stats['files'])}; each shard holds {', '.join(in_every)}{where}")
     print(f"data path for fairseq-train: {stats['data_path']}")
     return 0
+
+
+def print_balance(stats: dict) -> None:
+    """Explain shards of unequal size: documents are kept whole, so one large document makes its shard large."""
+    tokens = [shard["tokens"] for shard in stats["shards"]]
+    mean = sum(tokens) / len(tokens)
+    if max(tokens) > 1.25 * mean:
+        largest = stats["splits"]["train"]["extra"]["largest_document"]
+        print(f"note: the shards are unbalanced (largest {max(tokens):,} tokens, smallest {min(tokens):,}): "
+              f"documents are kept whole and the largest has {largest:,} tokens ({100 * largest / sum(tokens):.0f}% "
+              "of the text); fewer shards, or shorter documents, balance them")
 
 
 def summary_line(split: str, s: dict) -> str:

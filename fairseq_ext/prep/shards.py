@@ -61,6 +61,8 @@ class ShardRouter:
         self.tokens = [0] * n
         self._heap = [(0, i) for i in range(n)]  # (tokens so far, shard): the next document's shard on top
         self._current: Optional[int] = None  # shard of the document the last batch ended in
+        self._document_tokens = 0  # tokens of the document being read so far
+        self._largest = 0  # tokens of the largest document finished
 
     def add(self, tokens: np.ndarray, sizes: np.ndarray) -> None:
         """One batch of items (``sizes[i] == 0`` is a document separator), in input order."""
@@ -98,13 +100,17 @@ class ShardRouter:
         """Each segment's shard, and whether a separator goes before it. One step per document, not per token."""
         seg_shard = np.zeros(len(seg_items), dtype=np.int64)
         needs_sep = np.zeros(len(seg_items), dtype=bool)
-        for k in np.flatnonzero(seg_items):
+        tokens = seg_tokens.tolist()  # Python ints: this loop runs once per document
+        for k in np.flatnonzero(seg_items).tolist():
             if k == 0 and self._current is not None:  # the document the previous batch ended in goes on
                 shard = self._current
-                self._push(shard, int(seg_tokens[k]))
+                self._push(shard, tokens[k])
+                self._document_tokens += tokens[k]
             else:
-                load, shard = heapq.heappop(self._heap)
-                heapq.heappush(self._heap, (load + int(seg_tokens[k]), shard))
+                self._largest = max(self._largest, self._document_tokens)
+                self._document_tokens = tokens[k]
+                load, shard = self._heap[0]  # the least-loaded shard (the lowest on a tie)
+                heapq.heapreplace(self._heap, (load + tokens[k], shard))
                 needs_sep[k] = self.documents[shard] > 0
                 self.documents[shard] += 1
             seg_shard[k] = shard
@@ -120,6 +126,11 @@ class ShardRouter:
                 self._heap[j] = (load + tokens, s)
                 heapq.heapify(self._heap)
                 return
+
+    @property
+    def largest_document(self) -> int:
+        """Tokens (eos included) of the largest document seen: how far apart the shards' sizes can be."""
+        return max(self._largest, self._document_tokens)
 
     def counts(self) -> list[dict]:
         """Per shard: documents, items (separators included) and tokens (eos included)."""
@@ -180,7 +191,8 @@ def binarize_text_sharded(
 ) -> tuple[BinarizeStats, list[dict]]:
     """Binarize one text file into ``prefix.{bin,idx}`` for every prefix, documents dealt out whole.
 
-    Returns the whole file's counts and :meth:`ShardRouter.counts`. The caller
+    Returns the whole file's counts (with ``largest_document`` in its ``extra``) and
+    :meth:`ShardRouter.counts`. The caller
     removes the output on failure (it is written inside an atomic directory).
     """
     check_open_files(len(out_prefixes))
@@ -191,4 +203,5 @@ def binarize_text_sharded(
     finally:
         for w in writers:
             w.close()
+    stats.extra["largest_document"] = router.largest_document
     return stats, router.counts()
