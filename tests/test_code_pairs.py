@@ -89,6 +89,20 @@ def test_docstring_pairs_every_case():
         assert isinstance(node, DEFINITIONS) and ast.get_docstring(node) is None and node.name == p.name.split(".")[-1]
 
 
+def test_invalid_escapes_in_the_source_raise_no_warning():
+    """A corpus holds many "\\d" in plain strings; parsing it must not print a warning for each."""
+    import warnings
+
+    from fairseq_ext.prep.code_pair_extract import docstring_pairs
+
+    text = 'def find(s):\n    """Find the digits in s."""\n    return re.findall("\\d+", s)\n'
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        [pair] = docstring_pairs(text, 3, Counter())
+    assert [str(w.message) for w in caught] == []
+    assert pair.key == 'def find(s):\n    return re.findall("\\d+", s)'
+
+
 def test_span_pairs_cover_whole_lines_and_give_the_file_back():
     import numpy as np
 
@@ -255,6 +269,25 @@ def test_same_seed_same_bytes_other_seed_other_spans(built, tree, bpe_dir, tmp_p
 
     assert spans(tmp_path / "spans") == spans(out)
     assert spans(tmp_path / "other") != spans(out)
+
+
+def test_interrupted_run_leaves_no_output(tree, bpe_dir, tmp_path, monkeypatch, capsys):
+    import fairseq_ext.prep.code_pairs as code_pairs
+
+    calls = []
+
+    def interrupt(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return []
+
+    monkeypatch.setattr(code_pairs, "docstring_pairs", interrupt)
+    work = tmp_path / "work"
+    work.mkdir()
+    code = main(["code-pairs", str(tree), "-o", str(work / "out"), "--tokenizer", str(bpe_dir), "--quiet"])
+    assert code == 130 and len(calls) == 5 and list(work.iterdir()) == []
+    assert "interrupted; no output was left behind" in capsys.readouterr().err
 
 
 def test_sentencepiece_without_mask_uses_extra_id_and_summary(tree, tmp_path, capsys):

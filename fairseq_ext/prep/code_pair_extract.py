@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,7 +75,10 @@ def docstring_pairs(text: str, min_query_words: int, skipped: Counter) -> list[P
 
     Raises ``SyntaxError`` (or ``ValueError``, ``RecursionError``) when ``text`` does not parse.
     """
-    tree = ast.parse(text)
+    with warnings.catch_warnings():  # the file's own invalid escapes ("\d"): the compiler warns about each,
+        warnings.simplefilter("ignore", SyntaxWarning)  # which says nothing about the pairs
+        warnings.simplefilter("ignore", DeprecationWarning)  # (Python < 3.12 raises this one instead)
+        tree = ast.parse(text)
     lines = source_lines(text)
     pairs = []
     for node, name in definitions(tree):
