@@ -82,7 +82,13 @@ def test_docstring_pairs_every_case():
     assert unit.key == ("@functools.cache\n@staticmethod\ndef unit(  # a comment kept in the key\n    n,\n):\n"
                         "    return n")
     assert pairs["plain"].key == "def plain(x):\n    return [x, x]"
-    assert pairs["Shape"].key.startswith("class Shape:\n\n    sides = 0\n") and "A shape" not in pairs["Shape"].key
+    shape = pairs["Shape"].key
+    assert shape.startswith("class Shape:\n\n    sides = 0\n") and "A shape" not in shape
+    # the methods' docstrings that are cut out of their own keys are cut out of the class's key too;
+    # those that cannot be cut (the whole body, inline, followed by a string) stay, and give no pair
+    assert "Make the unit shape" not in shape and "Too short." not in shape
+    assert "Subclasses must override" in shape and "An inline docstring" in shape and "The first string" in shape
+    assert "Inner functions" not in pairs["nested_in_if"].key
     assert pairs["nested_in_if.inner"].key == "def inner():\n    return 4"
     for p in pairs.values():
         node = ast.parse(p.key).body[0]
@@ -201,6 +207,9 @@ def test_docstring_pairs_keys_hold_no_docstring_queries_are_cleandoc(built, tree
     rows = [r for ds in datasets.load_from_disk(str(out)).values() for r in ds if r["kind"] == "docstring"]
     assert len(rows) > 100 and {r["language"] for r in rows} == {"python"}
     originals: dict = {}
+    queries: dict = {}
+    for r in rows:
+        queries.setdefault(r["path"], set()).add(r["query"])
     for r in rows:
         if r["path"] not in originals:
             originals[r["path"]] = {name: set() for name, _ in _docstrings((tree.parent / r["path"]).read_text())}
@@ -208,6 +217,8 @@ def test_docstring_pairs_keys_hold_no_docstring_queries_are_cleandoc(built, tree
                 originals[r["path"]][name].add(inspect.cleandoc(doc))
         node = ast.parse(r["key"]).body[0]
         assert isinstance(node, DEFINITIONS) and ast.get_docstring(node) is None
+        inside = {inspect.cleandoc(doc) for _name, doc in _docstrings(r["key"])}
+        assert not inside & queries[r["path"]]  # no pair's query is left in any key of its file
         assert node.name == r["name"].split(".")[-1]
         assert r["query"] in originals[r["path"]][node.name]
         assert r["query_ids"] == tok.encode(r["query"], add_special_tokens=False).ids

@@ -9,7 +9,10 @@ Pairs (--kind):
   docstring  Python only: every function, method and class with a docstring
              (found with the ast module) gives query = the docstring (as
              inspect.cleandoc cleans it) and key = the definition's source
-             without the docstring statement, decorators kept, dedented.
+             without the docstring statement, decorators kept, dedented; nor
+             the docstrings of the definitions inside it (a class's methods
+             are pairs of their own: their docstrings must not be in the
+             class's key).
              Skipped and counted: files that do not parse, docstrings of fewer
              than --min-query-words words, definitions whose body is only the
              docstring, docstrings that share a line with code or are followed

@@ -4,7 +4,11 @@ Docstring pairs (Python): every function, method and class whose docstring has
 at least ``min_query_words`` words gives (query: the docstring through
 ``inspect.cleandoc``, key: the definition's source without the docstring
 statement, decorators kept, dedented). Found with ``ast`` (node positions),
-never with regular expressions.
+never with regular expressions. The key also leaves out the docstrings of the
+definitions inside it (a class's methods): each of those is a query of its own,
+which the class's key would otherwise hold word for word. A docstring that
+cannot be cut out cleanly stays (and gives no pair): one that is the whole
+body, shares a line with code, or is followed by another bare string.
 
 Span pairs (any language, the CoCoS pair): a span of whole lines (the key)
 and the file with that span replaced by a mask token (the query), so that
@@ -80,26 +84,37 @@ def docstring_pairs(text: str, min_query_words: int, skipped: Counter) -> list[P
         warnings.simplefilter("ignore", DeprecationWarning)  # (Python < 3.12 raises this one instead)
         tree = ast.parse(text)
     lines = source_lines(text)
+    found = list(definitions(tree))
+    reasons = [_no_pair_reason(lines, node) for node, _name in found]
+    # the docstrings a key leaves out: its own and those of the definitions inside it (each is a query of its
+    # own; in its class's key it would match that key word for word); (first line, end) 0-based, in source order
+    drop = np.array([(n.body[0].lineno - 1, n.body[0].end_lineno) for (n, _), r in zip(found, reasons)
+                     if r is None], dtype=np.int64).reshape(-1, 2)
     pairs = []
-    for node, name in definitions(tree):
-        raw = ast.get_docstring(node, clean=False)
-        if raw is None:
+    for (node, name), reason in zip(found, reasons):
+        if reason == "no_docstring":
             continue
-        reason = None
-        query = inspect.cleandoc(raw)
-        if len(query.split()) < min_query_words:
+        query = inspect.cleandoc(ast.get_docstring(node, clean=False))
+        if reason is None and len(query.split()) < min_query_words:
             reason = "short_docstring"
-        elif len(node.body) == 1:
-            reason = "docstring_only"  # nothing left to find
-        elif not _alone_on_its_lines(lines, node.body[0]) or _indent(lines, node).strip():
-            reason = "inline_docstring"
-        elif _is_string_statement(node.body[1]):
-            reason = "string_after_docstring"  # it would become the key's docstring
         if reason is not None:
             skipped[reason] += 1
             continue
-        pairs.append(Pair("docstring", name, query, _key_without_docstring(lines, node)))
+        pairs.append(Pair("docstring", name, query, _key_without_docstrings(lines, node, drop)))
     return pairs
+
+
+def _no_pair_reason(lines: list[str], node: ast.AST) -> str | None:
+    """Why a definition's docstring cannot be cut out of it cleanly ("no_docstring" when it has none)."""
+    if ast.get_docstring(node, clean=False) is None:
+        return "no_docstring"
+    if len(node.body) == 1:
+        return "docstring_only"  # nothing left to find
+    if not _alone_on_its_lines(lines, node.body[0]) or _indent(lines, node).strip():
+        return "inline_docstring"
+    if _is_string_statement(node.body[1]):
+        return "string_after_docstring"  # it would become the key's docstring
+    return None
 
 
 def _indent(lines: list[str], node: ast.AST) -> str:
@@ -116,12 +131,16 @@ def _is_string_statement(stmt: ast.stmt) -> bool:
     return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
 
 
-def _key_without_docstring(lines: list[str], node: ast.AST) -> str:
-    """From the first decorator to the node's end, the docstring statement's lines left out, dedented by the
-    definition's own indentation (lines that lack it, inside a multi-line string, are kept as they are)."""
-    doc = node.body[0]
-    start = min([d.lineno for d in node.decorator_list] + [node.lineno])
-    kept = lines[start - 1:doc.lineno - 1] + lines[doc.end_lineno:node.end_lineno]
+def _key_without_docstrings(lines: list[str], node: ast.AST, drop: np.ndarray) -> str:
+    """From the first decorator to the node's end, the lines of the docstrings in ``drop`` (its own and
+    nested ones) left out, dedented by the definition's own indentation (lines that lack it, inside a
+    multi-line string, are kept as they are)."""
+    first = min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
+    inside = drop[(drop[:, 0] >= first) & (drop[:, 1] <= node.end_lineno)]
+    keep = np.ones(node.end_lineno - first, dtype=bool)
+    for a, b in inside - first:
+        keep[a:b] = False
+    kept = [lines[first + i] for i in np.flatnonzero(keep)]
     kept[-1] = kept[-1].encode("utf-8")[:node.end_col_offset].decode("utf-8")
     indent = _indent(lines, node)
     if indent:
