@@ -73,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the token that replaces a span in its query (default: the tokenizer's mask token, "
                    "else <extra_id_0>, as --task code_mlm chooses it)")
     p.add_argument("--span-lines", type=line_range, default=(3, 15), metavar="MIN,MAX",
-                   help="lines in a span, at most half the file (default 3,15)")
+                   help="lines in a span (MIN,MAX, or N for exactly N), at most half the file (default 3,15)")
     p.add_argument("--spans-per-file", type=positive_int, default=1, metavar="N",
                    help="span pairs drawn per file (default %(default)s)")
 
