@@ -131,3 +131,26 @@ def shell(cmd: list[str], env: dict, cwd=REPO) -> str:
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     return log
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A real Slurm on localhost (tests/slurm_cluster.py), installed with apt when missing; stopped at the end."""
+    from slurm_cluster import SlurmCluster, ensure_installed
+
+    reason = ensure_installed()
+    if reason:
+        pytest.skip(reason)
+    cluster = SlurmCluster()
+    cluster.start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test that used the Slurm fixture reports the daemons' logs too."""
+    report = (yield).get_result()
+    cluster = getattr(item, "funcargs", {}).get("slurm")
+    if report.failed and cluster is not None:
+        report.sections.append(("Slurm daemon logs", cluster.logs()))
