@@ -112,7 +112,9 @@ def register() -> None:
     from fairseq_ext import checkpoints
 
     checkpoints.install()
-    from fairseq_ext import precision
+    from fairseq_ext import distributed, precision
+
+    distributed.install()  # torchrun/srun/spawn on CPU and CUDA; before precision, whose wrapper runs first
 
     precision.install()  # --bf16 means bfloat16 on CUDA/CPU, not --tpu
     from fairseq_ext import criterions, models, tasks  # noqa: F401

@@ -87,13 +87,14 @@ def allowed_globals() -> list:
     return ALLOWED_GLOBALS + _omegaconf_globals()
 
 
-def safe_torch_load(f, map_location=None, **kwargs):
-    """``torch.load`` with ``weights_only=True`` and fairseq's types allowed."""
+def safe_torch_load(f, map_location=None, extra_globals=(), **kwargs):
+    """``torch.load`` with ``weights_only=True`` and fairseq's types allowed (and ``extra_globals``:
+    the placeholder type of fairseq's rank-0-to-all broadcast, see :mod:`fairseq_ext.distributed`)."""
     kwargs.pop("weights_only", None)
     name = getattr(f, "name", f)
     if not hasattr(torch.serialization, "safe_globals"):  # torch < 2.5: the old, unchecked behaviour
         return torch.load(f, map_location=map_location, **kwargs)
-    with torch.serialization.safe_globals(allowed_globals()):
+    with torch.serialization.safe_globals(allowed_globals() + list(extra_globals)):
         try:
             return torch.load(f, map_location=map_location, weights_only=True, **kwargs)
         except pickle.UnpicklingError as exc:
