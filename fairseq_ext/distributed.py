@@ -25,7 +25,8 @@ set-ups) it cannot start, or worse, starts something else than asked:
    node at ``--distributed-port``, or at a port derived from the job id (the same in every task)
    when none is given. A ``--distributed-world-size`` that disagrees with the launcher is an error;
 2. with ``--cpu`` (or without CUDA) and ``--distributed-world-size N > 1`` and no launcher, N
-   processes are spawned on this machine (fairseq's own spawn, counted without GPUs);
+   processes are spawned on this machine (fairseq's own spawn, counted without GPUs); when this
+   process spawns the ranks (on CPU or CUDA), SIGUSR1/SIGTERM sent to it reach every rank;
 3. on CPU the backend is gloo (fairseq's default, nccl, needs GPUs).
 
 It also makes DDP wrap a CPU module without ``device_ids`` and routes the rank-0-to-all broadcast of
@@ -171,37 +172,54 @@ def _one_task_per_node_spawning_gpus(launch: Launch, cpu: bool, env=os.environ) 
             and env.get("SLURM_STEP_NUM_NODES") == str(launch.world_size))
 
 
-def _spawn_on_cpu(cfg, main, kwargs) -> None:
-    """fairseq's own spawn of ``--distributed-world-size`` processes, counted without GPUs."""
+def _spawn(cfg, main, kwargs, nprocs: int) -> None:
+    """fairseq's spawn of one process per device (``nprocs`` counted without GPUs on CPU), with
+    SIGUSR1/SIGTERM sent to this parent process passed on to the ranks (see :mod:`fairseq_ext.signals`)."""
+    import torch
+    from fairseq.distributed import utils as distributed_utils
+
+    from fairseq_ext import signals
+
+    dt = cfg.distributed_training
+    start_rank = dt.distributed_rank
+    dt.distributed_rank = None  # distributed_main numbers the processes from start_rank
+    context = torch.multiprocessing.spawn(fn=distributed_utils.distributed_main,
+                                          args=(main, cfg, {**kwargs, "start_rank": start_rank}),
+                                          nprocs=nprocs, join=False)
+    signals.forward_to([p.pid for p in context.processes])
+    try:
+        while not context.join():
+            pass
+    finally:
+        signals.forward_to([])
+
+
+def prepare(cfg) -> int:
+    """Fill in the distributed config from the launcher, or for a spawn; the number of processes this
+    process must spawn (0: none, it is a rank itself or the only process)."""
     import torch
     from fairseq.distributed import utils as distributed_utils
 
     dt = cfg.distributed_training
-    port = dt.distributed_port if dt.distributed_port > 0 else free_port()
-    dt.distributed_init_method = f"tcp://localhost:{port}"
-    start_rank = dt.distributed_rank
-    dt.distributed_rank = None  # distributed_main numbers the processes from start_rank
-    logger.info("spawning %d processes on CPU (gloo), rendezvous localhost:%d", dt.distributed_world_size, port)
-    torch.multiprocessing.spawn(fn=distributed_utils.distributed_main,
-                                args=(main, cfg, {**kwargs, "start_rank": start_rank}),
-                                nprocs=dt.distributed_world_size, join=True)
-
-
-def prepare(cfg) -> bool:
-    """Fill in the distributed config from the launcher; True when this process must spawn the ranks."""
-    import torch
-
-    dt = cfg.distributed_training
-    if cfg.common.tpu or dt.distributed_init_method is not None:
-        return False
+    if cfg.common.tpu:
+        return 0
     cpu = cfg.common.cpu or not torch.cuda.is_available()
     if cpu and dt.distributed_backend == "nccl":
         dt.distributed_backend = "gloo"
-    launch = detect_launch()
-    if launch is not None and not _one_task_per_node_spawning_gpus(launch, cpu):
-        apply_launch(cfg, launch)
-        return False
-    return cpu and dt.distributed_world_size > 1
+    if dt.distributed_init_method is None:
+        launch = detect_launch()
+        if launch is not None and not _one_task_per_node_spawning_gpus(launch, cpu):
+            apply_launch(cfg, launch)
+            return 0
+        if cpu and dt.distributed_world_size > 1:  # fairseq would count CUDA devices, and spawn none
+            port = dt.distributed_port if dt.distributed_port > 0 else free_port()
+            dt.distributed_init_method = f"tcp://localhost:{port}"
+            logger.info("spawning %d processes on CPU (gloo), rendezvous localhost:%d", dt.distributed_world_size, port)
+            return dt.distributed_world_size
+        distributed_utils.infer_init_method(dt)  # CUDA: fairseq's own rules
+    if dt.distributed_init_method is None or dt.distributed_no_spawn:
+        return 0
+    return dt.distributed_world_size if cpu else min(torch.cuda.device_count(), dt.distributed_world_size)
 
 
 def _distributed_data_parallel(module, *args, device_ids=None, output_device=None, **kwargs):
@@ -255,8 +273,9 @@ def install() -> None:
 
     @functools.wraps(original)
     def call_main(cfg, main, **kwargs):
-        if prepare(cfg):
-            return _spawn_on_cpu(cfg, main, kwargs)
+        nprocs = prepare(cfg)
+        if nprocs:
+            return _spawn(cfg, main, kwargs, nprocs)
         return original(cfg, main, **kwargs)
 
     call_main._fairseq_ext_distributed = True

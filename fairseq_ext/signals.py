@@ -41,6 +41,7 @@ SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 REQUEUE_SIGNAL = signal.SIGUSR1
 _requested = 0  # the first signal received (its number), 0 when none
 _previous: dict[int, object] = {}  # the handlers to restore after the first signal
+_forward: list[int] = []  # ranks this process spawned, which get the signals it receives
 
 
 def requested() -> int:
@@ -52,8 +53,20 @@ def _handle(signum: int, _frame) -> None:
     global _requested
     if not _requested:
         _requested = signum
+    for pid in _forward:
+        try:
+            os.kill(pid, signum)
+        except OSError:  # that rank has already exited
+            pass
     for sig, handler in _previous.items():  # a second signal acts as before (kills by default)
         signal.signal(sig, handler)
+
+
+def forward_to(pids: list[int]) -> None:
+    """Pass the signals this process receives on to ``pids``: the ranks it spawned (fairseq's spawn), which
+    a ``kill`` of the parent would not reach. Not under Slurm, which signals every process of a step itself
+    (a forwarded copy would be a second signal, which kills)."""
+    _forward[:] = [] if os.environ.get("SLURM_JOB_ID") else pids
 
 
 def install_handlers() -> bool:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,7 +41,8 @@ def test_a_malformed_launcher_variable_is_one_line():
 
 def config(**distributed_training):
     dt = dict(distributed_init_method=None, distributed_world_size=1, distributed_rank=0, distributed_port=-1,
-              distributed_no_spawn=False, device_id=0, distributed_backend="nccl")
+              distributed_no_spawn=False, device_id=0, distributed_backend="nccl", tpu=False,
+              pipeline_model_parallel=False)
     dt.update(distributed_training)
     return SimpleNamespace(common=SimpleNamespace(cpu=True, tpu=False),
                            distributed_training=SimpleNamespace(**dt))
@@ -75,9 +78,11 @@ def test_cpu_uses_gloo_and_spawns_only_without_a_launcher(monkeypatch):
     for name in ("MASTER_ADDR", "WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
         monkeypatch.delenv(name, raising=False)
     cfg = config(distributed_world_size=2)
-    assert distributed.prepare(cfg) is True
+    assert distributed.prepare(cfg) == 2
     assert cfg.distributed_training.distributed_backend == "gloo"
-    assert distributed.prepare(config()) is False  # one process: nothing to spawn
+    assert re.fullmatch(r"tcp://localhost:\d+", cfg.distributed_training.distributed_init_method)
+    cfg = config()
+    assert distributed.prepare(cfg) == 0 and cfg.distributed_training.distributed_init_method is None  # one process
 
 
 # --- end to end: 2 CPU ranks against 1 process with the same global batch --------------------------------
@@ -156,6 +161,24 @@ def test_fairseq_spawn_on_cpu_with_the_installed_package(data, single, tmp_path)
     assert "spawning 2 processes on CPU (gloo)" in log and "training on 2 devices" in log
     assert losses(log) == losses(single["hf_masked_lm"][1])
     assert_same_training(single["hf_masked_lm"][0], tmp_path, MAX_UPDATE)
+
+    # SIGTERM to the spawning process (all a `kill PID` reaches) stops both ranks after one update, saved
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    cmd = [str(BIN / "fairseq-train"), str(data["hf_masked_lm"]), "--user-dir", user_dir, "--task", "hf_masked_lm",
+           *RUNS["hf_masked_lm"], *COMMON, "--save-dir", str(tmp_path), "--distributed-world-size", "2",
+           "--max-update", "100000"]
+    with open(tmp_path / "log.txt", "w+") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        deadline = time.monotonic() + 240
+        while not re.search(r"num_updates=(\d\d+)", (tmp_path / "log.txt").read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "log.txt").read_text()[-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, (tmp_path / "log.txt").read_text()[-3000:]
+    log = (tmp_path / "log.txt").read_text()
+    stopped = re.search(r"received SIGTERM: stopped after update (\d+), saved ", log)
+    assert stopped, log[-3000:]
+    assert weights(tmp_path)["optimizer_history"][-1]["num_updates"] == int(stopped.group(1)) > MAX_UPDATE
 
 
 @pytest.mark.slow
