@@ -18,8 +18,6 @@ import pytest
 from conftest import BIN, REPO, make_text
 from fairseq_ext.checkpoints import safe_torch_load
 
-pytestmark = pytest.mark.slow
-
 NTASKS = 2
 # One node without GPUs: two tasks of one CPU each; --gpus-per-node=0 drops the batch files' GPU request.
 CPU_JOB = ["--nodes=1", f"--ntasks-per-node={NTASKS}", "--cpus-per-task=1", "--gpus-per-node=0", "--time=10"]
@@ -106,6 +104,7 @@ def bart_env(data: Path, max_update: int, **more) -> dict[str, str]:
                 MAX_UPDATE=str(max_update), LR="1e-3", SAVE_INTERVAL="1000", EXTRA_TRAIN_ARGS=TINY_BART, **more)
 
 
+@pytest.mark.slow
 def test_pretrain_bart_runs_two_tasks(slurm, bart_data, tmp_path):
     job = Job(slurm, "pretrain_bart.sbatch", tmp_path / "work", bart_env(bart_data, 6))
     job.completed()
@@ -113,21 +112,24 @@ def test_pretrain_bart_runs_two_tasks(slurm, bart_data, tmp_path):
     assert updates_in(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == 6
 
 
-def test_pretrain_code_runs_two_tasks(slurm, bpe_dir, tmp_path):
+@pytest.mark.slow
+def test_pretrain_code_runs_two_tasks_in_bf16(slurm, bpe_dir, tmp_path):
     from test_arrow_dataset import make_code_dataset
 
     make_code_dataset(tmp_path / "code-data", bpe_dir)
     env = dict(DATA=str(tmp_path / "code-data"), TOKENS_PER_SAMPLE="64", MAX_TOKENS="512", MAX_UPDATE="6",
-               LR="1e-3", SAVE_INTERVAL="3", EXTRA_TRAIN_ARGS=TINY_T5)
+               LR="1e-3", SAVE_INTERVAL="3", EXTRA_TRAIN_ARGS=TINY_T5, PRECISION="--cpu --bf16")
     job = Job(slurm, "pretrain_code.sbatch", tmp_path / "work", env)
     job.completed()
     check_two_ranks_trained(job.log, 6)
+    assert "--bf16: training in torch.bfloat16 on cpu" in job.log and "xla" not in job.log.lower()
     assert "T5EncoderFairseqModel" in job.log
     assert re.search(r"\| valid \|.*\| accuracy [\d.]+", job.log), job.log[-3000:]  # validation every 3 updates
     ckpt = tmp_path / "work" / "checkpoints"
     assert updates_in(ckpt / "checkpoint_last.pt") == 6 and (ckpt / "checkpoint_1_3.pt").exists()
 
 
+@pytest.mark.slow
 def test_continue_pretraining_imports_prepares_trains_and_exports(slurm, tmp_path):
     """The whole batch file: import-hf, prepare and binarize on the batch host, srun training, export-hf."""
     from test_continue_pretraining_e2e import bert_vocab, make_tweets
@@ -154,6 +156,7 @@ def test_continue_pretraining_imports_prepares_trains_and_exports(slurm, tmp_pat
     assert (tmp_path / "work" / "hf-model" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_warning_signal_saves_requeues_and_resumes(slurm, bart_data, tmp_path):
     max_update = 40
     job = Job(slurm, "pretrain_bart.sbatch", tmp_path / "work", bart_env(bart_data, max_update))
@@ -185,3 +188,13 @@ def test_warning_signal_saves_requeues_and_resumes(slurm, bart_data, tmp_path):
     check_two_ranks_trained(second, max_update)
     assert updates_in(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == max_update
 
+
+
+def test_without_root_the_tests_skip_with_one_line(monkeypatch):
+    import slurm_cluster
+
+    monkeypatch.setattr(slurm_cluster, "missing_commands", lambda: ["sbatch", "slurmctld"])
+    monkeypatch.setattr(slurm_cluster.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(slurm_cluster.subprocess, "run", None)  # apt-get must not even be tried
+    assert slurm_cluster.ensure_installed() == ("Slurm is not installed (sbatch, slurmctld missing) and cannot be: "
+                                                "installing it needs root and apt-get")
