@@ -134,11 +134,12 @@ def shell(cmd: list[str], env: dict, cwd=REPO) -> str:
 
 
 @pytest.fixture(scope="session")
-def slurm():
+def slurm(request):
     """A real Slurm on localhost (tests/slurm_cluster.py), installed with apt when missing; stopped at the end."""
     from slurm_cluster import SlurmCluster, ensure_installed
 
-    reason = ensure_installed()
+    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        reason = ensure_installed()  # its progress lines ("installing slurm-wlm munge ...") show at once
     if reason:
         pytest.skip(reason)
     cluster = SlurmCluster()

@@ -34,12 +34,15 @@ def missing_commands() -> list[str]:
 
 
 def ensure_installed() -> str | None:
-    """Install slurm-wlm and munge when missing; the reason they cannot be, or None when they are there."""
-    if not missing_commands():
+    """Install slurm-wlm and munge when missing; None when Slurm can run here, else the one-line reason."""
+    missing = missing_commands()
+    if os.geteuid() != 0:
+        return ("a local Slurm for the tests needs root (slurmd runs as root; apt-get installs slurm-wlm and munge)"
+                + (f"; missing: {', '.join(missing)}" if missing else ""))
+    if not missing:
         return None
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return (f"Slurm is not installed ({', '.join(missing_commands())} missing) and cannot be: "
-                "installing it needs root and apt-get")
+    if shutil.which("apt-get") is None:
+        return f"Slurm is not installed ({', '.join(missing)} missing) and there is no apt-get to install it"
     print(f"installing {' '.join(PACKAGES)} with apt-get (once per machine) ...", file=sys.stderr, flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for command in (["apt-get", "update", "-q"],

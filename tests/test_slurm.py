@@ -190,11 +190,15 @@ def test_warning_signal_saves_requeues_and_resumes(slurm, bart_data, tmp_path):
 
 
 
-def test_without_root_the_tests_skip_with_one_line(monkeypatch):
+def test_without_root_or_apt_the_tests_skip_with_one_line(monkeypatch):
     import slurm_cluster
 
     monkeypatch.setattr(slurm_cluster, "missing_commands", lambda: ["sbatch", "slurmctld"])
-    monkeypatch.setattr(slurm_cluster.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(slurm_cluster.subprocess, "run", None)  # apt-get must not even be tried
-    assert slurm_cluster.ensure_installed() == ("Slurm is not installed (sbatch, slurmctld missing) and cannot be: "
-                                                "installing it needs root and apt-get")
+    monkeypatch.setattr(slurm_cluster.os, "geteuid", lambda: 1000)
+    assert slurm_cluster.ensure_installed() == ("a local Slurm for the tests needs root (slurmd runs as root; apt-get "
+                                                "installs slurm-wlm and munge); missing: sbatch, slurmctld")
+    monkeypatch.setattr(slurm_cluster.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(slurm_cluster.shutil, "which", lambda name: None)
+    assert slurm_cluster.ensure_installed() == ("Slurm is not installed (sbatch, slurmctld missing) and there is no "
+                                                "apt-get to install it")
