@@ -29,6 +29,7 @@ TINY_BART = ("--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --dec
 TINY_T5 = ("--encoder-layers 1 --encoder-embed-dim 32 --kv-dim 8 --encoder-ffn-embed-dim 64 "
            "--encoder-attention-heads 4 --seed 3")
 UPDATE = re.compile(r"train_inner \|.*?num_updates=(\d+)")
+POSITION = re.compile(r"train_inner \| epoch (\d+):\s+(\d+) / (\d+) ")  # where in the data: epoch, batch, of
 START = re.compile(r"^job (?P<job>\d+) started \S+ on \S+, restart (?P<restart>\d+), (?P<tasks>\d+) tasks$", re.M)
 LOADED = re.compile(r"[Ll]oaded checkpoint \S+checkpoint_last\.pt \(epoch (\d+) @ (\d+) updates\)")
 
@@ -41,11 +42,11 @@ def updates_in(checkpoint: Path) -> int:
 class Job:
     """A batch file submitted to the test cluster; ``log`` is its output file (every run appends)."""
 
-    def __init__(self, slurm, script: str, work: Path, env: dict[str, str], options=()):
-        self.slurm, self.work = slurm, work
+    def __init__(self, slurm, script: str, work: Path, env: dict[str, str]):
+        self.slurm = slurm
         work.mkdir(parents=True, exist_ok=True)
         self.out = work / "job.out"
-        command = ["sbatch", "--parsable", *CPU_JOB, f"--output={self.out}", *options, f"scripts/slurm/{script}"]
+        command = ["sbatch", "--parsable", *CPU_JOB, f"--output={self.out}", f"scripts/slurm/{script}"]
         self.id = slurm.run(command, cwd=REPO, env=dict(COMMON, WORK=str(work), **env)).stdout.strip()
 
     @property
@@ -64,6 +65,7 @@ class Job:
                 return state
             if state["JobState"] in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY") or \
                     time.monotonic() > deadline:
+                self.slurm.run(["scancel", self.id], check=False)  # the next test needs the node
                 pytest.fail(f"job {self.id} ({what or 'waiting'}): {state['JobState']} {state.get('Reason')} "
                             f"ExitCode={state.get('ExitCode')}\n{self.log[-5000:]}")
             time.sleep(0.5)
@@ -99,9 +101,9 @@ def bart_data(tmp_path_factory, bpe_dir):
     return root / "bin"
 
 
-def bart_env(data: Path, max_update: int, **more) -> dict[str, str]:
+def bart_env(data: Path, max_update: int) -> dict[str, str]:
     return dict(DATA=str(data), ARCH="bart_small", TOKENS_PER_SAMPLE="64", MAX_TOKENS="512", UPDATE_FREQ="1",
-                MAX_UPDATE=str(max_update), LR="1e-3", SAVE_INTERVAL="1000", EXTRA_TRAIN_ARGS=TINY_BART, **more)
+                MAX_UPDATE=str(max_update), LR="1e-3", SAVE_INTERVAL="1000", EXTRA_TRAIN_ARGS=TINY_BART)
 
 
 @pytest.mark.slow
@@ -165,13 +167,17 @@ def test_warning_signal_saves_requeues_and_resumes(slurm, bart_data, tmp_path):
     # (the srun-launched fairseq-train processes), not to the batch shell.
     slurm.run(["scancel", "--signal=USR1", job.id])
     requeued = f"`scontrol requeue {job.id}`: job requeued"  # logged by rank 0 once every rank has saved
-    state = job.wait(lambda s: s.get("Restarts") == "1" and requeued in job.log, what="to save and requeue itself")
-    # A requeued job may start only after Slurm's requeue delay (BeginTime = requeue time + 121 s in
-    # Slurm 22.05); start it now instead of waiting.
-    if state["JobState"] == "PENDING":
-        slurm.run(["scontrol", "update", f"JobId={job.id}", "StartTime=now"])
-    state = job.completed(timeout=200)
-    assert state["Restarts"] == "1" and state["Requeue"] == "1"
+    job.wait(lambda s: s.get("Restarts") == "1" and requeued in job.log, what="to save and requeue itself")
+
+    def completed_without_delay(state: dict[str, str]) -> bool:
+        """A requeued job may start only after Slurm's requeue delay (EligibleTime = requeue time + 121 s
+        in Slurm 22.05): once it is pending for that reason, start it now instead of waiting."""
+        if state["JobState"] == "PENDING" and state.get("Reason") == "BeginTime":
+            slurm.run(["scontrol", "update", f"JobId={job.id}", "StartTime=now"], check=False)  # again next poll
+        return state["JobState"] == "COMPLETED"
+
+    state = job.wait(completed_without_delay, timeout=200, what="to start again and complete")
+    assert state["ExitCode"] == "0:0" and state["Restarts"] == "1" and state["Requeue"] == "1", job.log[-5000:]
     # Both runs in one file: the batch files append (--open-mode=append) rather than truncate on requeue.
     starts = list(START.finditer(job.log))
     assert [(m["job"], m["restart"], m["tasks"]) for m in starts] == [(job.id, "0", str(NTASKS)),
@@ -185,9 +191,12 @@ def test_warning_signal_saves_requeues_and_resumes(slurm, bart_data, tmp_path):
     loaded = LOADED.search(second)
     assert loaded and int(loaded.group(2)) == stopped, second[-5000:]  # and the second run resumed from there
     assert [int(u) for u in UPDATE.findall(second)][0] == stopped + 1
+    # and at the next batch of the data, not at the start of the epoch
+    (epoch, batch, total), resumed = POSITION.findall(first)[-1], POSITION.findall(second)[0]
+    expected = (epoch, str(int(batch) + 1)) if batch != total else (str(int(epoch) + 1), "1")
+    assert resumed[:2] == expected, (POSITION.findall(first)[-1], resumed)
     check_two_ranks_trained(second, max_update)
     assert updates_in(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == max_update
-
 
 
 def test_without_root_or_apt_the_tests_skip_with_one_line(monkeypatch):
