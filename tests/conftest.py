@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -138,7 +139,8 @@ def slurm(request):
     """A real Slurm on localhost (tests/slurm_cluster.py), installed with apt when missing; stopped at the end."""
     from slurm_cluster import SlurmCluster, ensure_installed
 
-    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         reason = ensure_installed()  # its progress lines ("installing slurm-wlm munge ...") show at once
     if reason:
         pytest.skip(reason)

@@ -79,7 +79,8 @@ def sbin(name: str) -> str:
 
 
 class SlurmCluster:
-    """One-node Slurm on localhost, configured and run from ``root``; ``env`` is what a client needs."""
+    """One-node Slurm on localhost, its configuration, state and logs in the directory ``root``;
+    ``env`` is what a client command needs (``SLURM_CONF``)."""
 
     def __init__(self, root: Path = STATE_DIR):
         self.root = Path(root)
