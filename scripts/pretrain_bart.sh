@@ -2,6 +2,14 @@
 # The whole BART recipe on your own text: prepare -> tokenizer -> binarize -> pretrain -> export.
 # Edit the variables, then:   bash scripts/pretrain_bart.sh
 # Rerunning resumes training from $WORK/checkpoints/checkpoint_last.pt.
+#
+# Sharded data (SHARDS=N > 1): binarize writes $WORK/data-bin/shard0 ... shard{N-1}, each training
+# document whole in one shard (sizes balanced), validation in shard0 only; fairseq-train then reads
+# DATA=shard0:shard1:...: epoch k trains on shard (k-1) mod N (fairseq reloads the train split every
+# epoch, so only one shard's index is open at a time) and validates on shard0. A run stopped in the
+# middle of a shard resumes there. To shard by hand:
+#   fairseq-ext binarize --tokenizer TOK --train train.txt --valid valid.txt -o data-bin --shards 4
+#   fairseq-train data-bin/shard0:data-bin/shard1:data-bin/shard2:data-bin/shard3 --user-dir fairseq_ext ...
 set -euo pipefail
 
 RAW=${RAW:-books/}                 # raw text: files or directories
@@ -15,6 +23,7 @@ UPDATE_FREQ=${UPDATE_FREQ:-4}      # gradient accumulation
 MAX_UPDATE=${MAX_UPDATE:-100000}
 LR=${LR:-5e-4}
 WARMUP=${WARMUP:-10000}
+SHARDS=${SHARDS:-1}                # N > 1: binarize into N shards, one per epoch in turn (see above)
 PRECISION=${PRECISION---fp16}     # --fp16 (V100), --bf16 (A100/H100) or "" (CPU)
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-} # anything else for fairseq-train, e.g. "--encoder-layers 3 --cpu"
 
@@ -25,12 +34,18 @@ fi
 if [ ! -f "$WORK/tokenizer/tokenizer.json" ]; then
     fairseq-ext train-tokenizer -i "$WORK/text/train.txt" -o "$WORK/tokenizer" --vocab-size "$VOCAB" --test
 fi
-if [ ! -f "$WORK/data-bin/train.idx" ]; then
+if [ ! -f "$WORK/data-bin/binarize.json" ]; then   # written last: the directory is complete
     fairseq-ext binarize --tokenizer "$WORK/tokenizer" --train "$WORK/text/train.txt" \
-        --valid "$WORK/text/valid.txt" -o "$WORK/data-bin" --max-line-tokens $((TOKENS_PER_SAMPLE - 2))
+        --valid "$WORK/text/valid.txt" -o "$WORK/data-bin" --max-line-tokens $((TOKENS_PER_SAMPLE - 2)) \
+        --shards "$SHARDS"
+fi
+DATA="$WORK/data-bin"
+if [ "$SHARDS" -gt 1 ]; then   # data-bin/shard0:data-bin/shard1:...
+    DATA=$(for i in $(seq 0 $((SHARDS - 1))); do printf '%s:' "$WORK/data-bin/shard$i"; done)
+    DATA=${DATA%:}
 fi
 
-fairseq-train "$WORK/data-bin" --user-dir "$ROOT/fairseq_ext" \
+fairseq-train "$DATA" --user-dir "$ROOT/fairseq_ext" \
     --task hf_denoising --arch "$ARCH" --criterion cross_entropy_with_accuracy \
     --tokens-per-sample "$TOKENS_PER_SAMPLE" --sample-break-mode complete_doc \
     --mask 0.3 --mask-length span-poisson --poisson-lambda 3.5 --replace-length 1 \

@@ -45,6 +45,7 @@ BIN = ("binarize", "--tokenizer", "{bpe}", "--train", "{text}", "-o", "{out}")
 EXPORT = ("export-hf", "{ckpt}", "-o", "{out}")
 IMPORT = ("import-hf", "{hf}", "-o", "{out}")
 CODE = ("code-dataset", "{codedir}", "-o", "{out}", "--tokenizer", "{bpe}")
+PAIRS = ("code-pairs", "{codedir}", "-o", "{out}", "--tokenizer", "{bpe}")
 NOT_DIR, NOT_EMPTY = "exists and is not a directory", "directory exists and is not empty"
 CANNOT = "cannot create the output directory"
 REPLACES = "the output directory would replace the input"
@@ -153,6 +154,11 @@ ROWS = [
     row(*BIN, "--batch-mb", "0", expect="argument --batch-mb: must be a number > 0, got '0'"),
     row(*BIN, "--batch-mb", "-1", expect="argument --batch-mb: must be a number > 0"),
     row(*BIN, "--batch-mb", "inf", expect="argument --batch-mb: expected a finite number"),
+    row(*BIN, "--shards", "0", expect="argument --shards: must be a positive integer, got '0'", marks=(SUB,)),
+    row(*BIN, "--shards", "-2", expect="argument --shards: must be a positive integer, got '-2'"),
+    row(*BIN, "--shards", "two", expect="argument --shards: expected an integer, got 'two'"),
+    row("binarize", "--tokenizer", "{bpe}", "--train", "{onedoc}", "-o", "{out}", "--shards", "2",
+        expect="--shards 2: more shards than documents in {onedoc} (1; blank lines separate documents)"),
     row(*BIN[:-1], "{file}", expect="{file}: " + NOT_DIR, out="{file}"),
     row(*BIN[:-1], "{full}", expect="{full}: " + NOT_EMPTY, out="{full}"),
     row(*BIN[:-1], "{unwritable}/out", expect="{unwritable}/out: " + CANNOT, out="{unwritable}/out"),
@@ -190,6 +196,29 @@ ROWS = [
     row(*CODE[:3], "{full}", *CODE[4:], expect="{full}: " + NOT_EMPTY, out="{full}"),
     row(*CODE[:3], "{unwritable}/out", *CODE[4:], expect="{unwritable}/out: " + CANNOT, out="{unwritable}/out"),
     row("code-dataset", "{codedir}", "-o", "{codedir}", "--tokenizer", "{bpe}", "--overwrite",
+        expect="-o {codedir}: " + REPLACES, out="{codedir}"),
+    # code-pairs (the options it shares with code-dataset are parsed by the same code)
+    row("code-pairs", "{codedir}", "-o", "{out}", expect="the following arguments are required: --tokenizer"),
+    row("code-pairs", "{missing}", "-o", "{out}", "--tokenizer", "{bpe}",
+        expect="{missing}: no such directory; SRC is a directory of source files", marks=(SUB,)),
+    row(*PAIRS, expect="the train split has no pair: its 1 file(s) gave none"),
+    row(*PAIRS, "--kind", "docstring", expect="the train split has no pair"),
+    row(*PAIRS, "--kind", "tests", expect="argument --kind: invalid choice: 'tests'"),
+    row(*PAIRS, "--span-lines", "5,2", expect="argument --span-lines: expected MIN,MAX with 1 <= MIN <= MAX "
+        "lines, got '5,2'"),
+    row(*PAIRS, "--span-lines", "0,3", expect="argument --span-lines: expected MIN,MAX"),
+    row(*PAIRS, "--span-lines", "a,b", expect="argument --span-lines: expected MIN,MAX"),
+    row(*PAIRS, "--span-lines", "1,2,3", expect="argument --span-lines: expected MIN,MAX"),
+    row(*PAIRS, "--spans-per-file", "0", expect="argument --spans-per-file: must be a positive integer, got '0'"),
+    row(*PAIRS, "--max-key-tokens", "0", expect="argument --max-key-tokens: must be a positive integer"),
+    row(*PAIRS, "--min-query-words", "-1", expect="argument --min-query-words: must be an integer >= 0"),
+    row(*PAIRS, "--valid-ratio", "0.6", "--test-ratio", "0.6", expect="--valid-ratio + --test-ratio must be < 1"),
+    row(*PAIRS, "--mask-token", "<nope>", expect="--mask-token '<nope>': no such token in {bpe}"),
+    row(*PAIRS[:-1], "{nomask}", expect="{nomask}: tokenizer has no mask token and no <extra_id_0>; name one of "
+        "its tokens with --mask-token TOKEN"),
+    row("code-pairs", "{codedir}", "-o", "{out}", "--tokenizer", "{noeos}", expect="{noeos}: tokenizer has no eos"),
+    row(*PAIRS[:3], "{full}", *PAIRS[4:], expect="{full}: " + NOT_EMPTY, out="{full}"),
+    row("code-pairs", "{codedir}", "-o", "{codedir}", "--tokenizer", "{bpe}", "--overwrite",
         expect="-o {codedir}: " + REPLACES, out="{codedir}"),
     # export-hf
     row("export-hf", "-o", "{out}", expect="the following arguments are required: CHECKPOINT"),
@@ -313,6 +342,12 @@ def ws(tmp_path_factory, text_file, bpe_dir, bert_dir, spm_model) -> dict:
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
         "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None, "decoder": None,
         "model": {"type": "WordLevel", "vocab": {"a": 0, "b": 1, "c": 2}, "unk_token": "c"}}))
+    p["nomask"] = write("nomask.json", json.dumps({  # eos, but neither a mask nor <extra_id_0>
+        "version": "1.0", "truncation": None, "padding": None, "normalizer": None, "post_processor": None,
+        "added_tokens": [{"id": 1, "content": "</s>", "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True}],
+        "pre_tokenizer": {"type": "Whitespace"}, "decoder": None,
+        "model": {"type": "WordLevel", "vocab": {"a": 0, "</s>": 1, "c": 2}, "unk_token": "c"}}))
     torch.save(torch.zeros(3), root / "tensor.pt")
     p["tensor_pt"] = root / "tensor.pt"
     p["truncated_pt"] = write("truncated.pt", (root / "tensor.pt").read_bytes()[:300])

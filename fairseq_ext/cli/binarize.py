@@ -13,8 +13,16 @@ Every sentence ends with eos; a blank line becomes an empty item, the document
 separator of fairseq's `complete_doc` mode. Lines longer than --max-line-tokens
 are cut, never dropped. Text spelling a special token (`<s>`, `[CLS]`) stays text.
 
-example:
+With --shards N, DIR holds N such directories, DIR/shard0 ... DIR/shard{N-1}:
+every training document goes whole into one of them (the one holding the
+fewest tokens so far, so the shards' sizes are balanced and each is a sample
+of the whole text); validation and test go into shard0 only. Train on
+DIR/shard0:DIR/shard1:...: epoch k reads shard (k-1) mod N, validation reads
+shard0.
+
+examples:
   fairseq-ext binarize --tokenizer tok/ --train data/train.txt --valid data/valid.txt -o data-bin
+  fairseq-ext binarize --tokenizer tok/ --train data/train.txt --valid data/valid.txt -o data-bin --shards 4
 """
 
 from __future__ import annotations
@@ -44,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="data directory to create")
     add_encoding_arguments(p, max_line_help="longest item written, eos included; longer lines are cut into "
                            "several items (default %(default)s: fits --tokens-per-sample 512 with bos and eos)")
+    p.add_argument("--shards", type=positive_int, default=1, metavar="N",
+                   help="write N data directories DIR/shard0 ... with the training documents dealt out whole "
+                   "(validation and test in shard0); default %(default)s: DIR itself, no shards")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -68,12 +79,35 @@ def run(args: argparse.Namespace) -> int:
     stats = binarize_directory(
         args.tokenizer, files, args.output,
         max_line_tokens=args.max_line_tokens, batch_bytes=max(1, int(args.batch_mb * (1 << 20))),
-        overwrite=args.overwrite, progress=not args.quiet,
+        overwrite=args.overwrite, progress=not args.quiet, shards=args.shards,
     )
     for split, s in stats["splits"].items():
         print(summary_line(split, s))
-    print(f"wrote {args.output}: {', '.join(stats['files'])}")
+    if args.shards == 1:
+        print(f"wrote {args.output}: {', '.join(stats['files'])}")
+        return 0
+    total = max(1, stats["splits"]["train"]["tokens"])
+    for shard in stats["shards"]:
+        print(f"  {shard['dir']}: {shard['documents']:,} documents, {shard['items']:,} items, "
+              f"{shard['tokens']:,} tokens ({100 * shard['tokens'] / total:.1f}%)")
+    print_balance(stats)
+    others = tuple(f"{split}." for split in stats["splits"] if split != "train")
+    in_every = [name for name in stats["shard_files"] if not name.startswith(others)]
+    where = f" ({', '.join(o.rstrip('.') for o in others)} in shard0 only)" if others else ""
+    print(f"wrote {args.output}: {', '.join(stats['files'])}; each shard holds {', '.join(in_every)}{where}")
+    print(f"data path for fairseq-train: {stats['data_path']}")
     return 0
+
+
+def print_balance(stats: dict) -> None:
+    """Explain shards of unequal size: documents are kept whole, so one large document makes its shard large."""
+    tokens = [shard["tokens"] for shard in stats["shards"]]
+    mean = sum(tokens) / len(tokens)
+    if max(tokens) > 1.25 * mean:
+        largest = stats["splits"]["train"]["extra"]["largest_document"]
+        print(f"note: the shards are unbalanced (largest {max(tokens):,} tokens, smallest {min(tokens):,}): "
+              f"documents are kept whole and the largest has {largest:,} tokens ({100 * largest / sum(tokens):.0f}% "
+              "of the text); fewer shards, or shorter documents, balance them")
 
 
 def summary_line(split: str, s: dict) -> str:

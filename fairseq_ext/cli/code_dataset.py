@@ -42,6 +42,14 @@ HELP = "source trees -> an Arrow dataset of tokenizer ids, split by project (and
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_source_arguments(p)
+    p.add_argument("--format", choices=("arrow", "mmap", "both"), default="arrow",
+                   help="arrow: the DatasetDict; mmap: SPLIT.bin/.idx (each file's ids + eos); both "
+                   "(default %(default)s)")
+
+
+def add_source_arguments(p: argparse.ArgumentParser) -> None:
+    """SRC, -o, --tokenizer, the split, the selection and the reading options (also code-pairs')."""
     p.add_argument("sources", nargs="+", metavar="SRC", help="directories of source files")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="directory to create")
     p.add_argument("--tokenizer", required=True, metavar="TOK",
@@ -59,9 +67,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_selection_arguments(p, "")
     p.add_argument("--max-bytes", type=positive_int, default=1 << 20, metavar="N",
                    help="skip files larger than N bytes (default %(default)s)")
-    p.add_argument("--format", choices=("arrow", "mmap", "both"), default="arrow",
-                   help="arrow: the DatasetDict; mmap: SPLIT.bin/.idx (each file's ids + eos); both "
-                   "(default %(default)s)")
     p.add_argument("--batch-mb", type=positive_float, default=1.0, metavar="MB",
                    help="source read and encoded per batch; bounds memory (default %(default)s)")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
@@ -90,25 +95,32 @@ def selection_from_args(args: argparse.Namespace, require_language: bool = True)
                      require_language=require_language)
 
 
-def run(args: argparse.Namespace) -> int:
+def dataset_config_from_args(args: argparse.Namespace, **extra):
+    """The :class:`~fairseq_ext.prep.code_dataset.CodeDatasetConfig` of :func:`add_source_arguments`' options,
+    after the checks that need several of them; sets the tokenizer's thread count (--workers)."""
     import os
 
     from fairseq_ext.cli.binarize import set_thread_count
 
     set_thread_count(args.workers or os.cpu_count() or 1)
-    from fairseq_ext.prep.code_dataset import CodeDatasetConfig, build_code_dataset
+    from fairseq_ext.prep.code_dataset import CodeDatasetConfig
 
     refuse_output_over_inputs(args.output, args.sources)
     if args.valid_ratio + args.test_ratio >= 1:
         from fairseq_ext.errors import UserError
 
         raise UserError(f"--valid-ratio + --test-ratio must be < 1, got {args.valid_ratio} + {args.test_ratio}")
-    cfg = CodeDatasetConfig(
+    return CodeDatasetConfig(
         tokenizer=args.tokenizer, valid_ratio=args.valid_ratio, test_ratio=args.test_ratio, split_by=args.split_by,
-        split_depth=args.split_depth, seed=args.seed, max_bytes=args.max_bytes, format=args.format,
-        batch_bytes=max(1, int(args.batch_mb * (1 << 20))),
-        selection=selection_from_args(args),
+        split_depth=args.split_depth, seed=args.seed, max_bytes=args.max_bytes,
+        batch_bytes=max(1, int(args.batch_mb * (1 << 20))), selection=selection_from_args(args), **extra,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from fairseq_ext.prep.code_dataset import build_code_dataset
+
+    cfg = dataset_config_from_args(args, format=args.format)
     stats = build_code_dataset(args.sources, args.output, cfg, overwrite=args.overwrite, progress=not args.quiet)
     print(summary(stats))
     print(f"wrote {args.output}: {', '.join(stats['files'])}")

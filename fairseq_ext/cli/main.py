@@ -14,6 +14,7 @@ VERBS = {
     "train-tokenizer": "fairseq_ext.cli.train_tokenizer",
     "binarize": "fairseq_ext.cli.binarize",
     "code-dataset": "fairseq_ext.cli.code_dataset",
+    "code-pairs": "fairseq_ext.cli.code_pairs",
     "encode": "fairseq_ext.cli.encode",
     "export-hf": "fairseq_ext.cli.export_hf",
     "import-hf": "fairseq_ext.cli.import_hf",

@@ -1,14 +1,16 @@
-"""A whole data directory: splits, dict.txt, the tokenizer and a stats file."""
+"""A whole data directory: splits, dict.txt, the tokenizer and a stats file; or N of them (shards)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 from fairseq_ext.io_utils import atomic_output_dir
 from fairseq_ext.prep.binarizer import BinarizeError, LineEncoder, best_dtype, binarize_text, check_text_file
+from fairseq_ext.prep.shards import binarize_text_sharded, check_open_files, data_path, shard_dirs
 from fairseq_ext.tokenizer import (
     load_tokenizer,
     save_tokenizer,
@@ -17,6 +19,8 @@ from fairseq_ext.tokenizer import (
     vocab_in_id_order,
     write_dict_txt,
 )
+
+SPLIT_PREFIXES = ("train.", "valid.", "test.")
 
 
 def binarize_directory(
@@ -27,14 +31,18 @@ def binarize_directory(
     batch_bytes: int = 4 << 20,
     overwrite: bool = False,
     progress: bool = True,
+    shards: int = 1,
 ) -> dict:
     """Binarize ``files`` ({split: path}) with ``tokenizer`` into ``out_dir``.
 
     Returns ``{"splits": {split: counts}, "files": [names written]}``; the same
     goes to ``out_dir/binarize.json``. Nothing is left behind on failure.
+    With ``shards`` > 1, see :func:`binarize_shards`.
     """
     if not files:
         raise BinarizeError("nothing to binarize: give --train FILE")
+    if shards < 1:
+        raise BinarizeError(f"--shards must be at least 1, got {shards}")
     for split, path in files.items():
         check_text_file(Path(path), f"--{split}")
     if max_line_tokens < 2:
@@ -45,6 +53,9 @@ def binarize_directory(
     dtype = best_dtype(len(symbols))
     total = sum(Path(p).stat().st_size for p in files.values())
     result: dict = {"tokenizer": str(tokenizer), "vocab_size": len(symbols), "splits": {}}
+    if shards > 1:
+        return binarize_shards(tok, symbols, encoder, files, out_dir, shards, result, max_line_tokens=max_line_tokens,
+                               batch_bytes=batch_bytes, overwrite=overwrite, progress=progress, total_bytes=total)
     # the bar closes (and clears its line) before an error is printed
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, _progress_bar(total, progress) as bar:
         for split, path in files.items():
@@ -58,6 +69,58 @@ def binarize_directory(
         result["max_line_tokens"] = max_line_tokens
         (tmp / "binarize.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         result["files"] = sorted(p.name for p in tmp.iterdir())
+    return result
+
+
+def binarize_shards(tok, symbols: list[str], encoder: LineEncoder, files: Mapping[str, str | os.PathLike],
+                    out_dir: str | os.PathLike, shards: int, result: dict, *, max_line_tokens: int, batch_bytes: int,
+                    overwrite: bool, progress: bool, total_bytes: int) -> dict:
+    """``out_dir/shard0 ... shard{N-1}``, each a whole data directory; valid and test only in shard0.
+
+    The training documents are dealt out whole (see :mod:`fairseq_ext.prep.shards`).
+    ``out_dir/binarize.json`` holds the whole files' counts, each shard's
+    counts (``shards``) and the DATA path for fairseq-train (``data_path``);
+    ``shardK/binarize.json`` holds that shard's counts only.
+    """
+    dtype = best_dtype(len(symbols))
+    check_open_files(shards)
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, _progress_bar(total_bytes, progress) as bar:
+        dirs = shard_dirs(tmp, shards)
+        for d in dirs:
+            d.mkdir()
+        per_shard: list[dict] = [{} for _ in dirs]
+        for split, path in files.items():
+            bar.set_description(split)
+            if split == "train":
+                stats, counts = binarize_text_sharded(path, [d / split for d in dirs], encoder, dtype, batch_bytes,
+                                                      progress=bar.update)
+            else:  # validation (and test) from the first shard only
+                stats = binarize_text(path, dirs[0] / split, encoder, dtype, batch_bytes, progress=bar.update)
+                counts = [stats.as_dict()]
+            if stats.items == 0:
+                raise BinarizeError(f"{path}: no text to binarize, only blank lines (--{split})")
+            result["splits"][split] = stats.as_dict()
+            for shard, c in zip(per_shard, counts):
+                shard[split] = c
+        documents = sum(s["train"]["documents"] for s in per_shard)
+        if documents < shards:  # then the last shards are empty: the first N documents go to N different shards
+            raise BinarizeError(f"--shards {shards}: more shards than documents in {files['train']} ({documents}; "
+                                "blank lines separate documents)")
+        write_dict_txt(symbols, dirs[0] / "dict.txt")
+        save_tokenizer(tok, dirs[0])
+        tokenizer_files = sorted(p.name for p in dirs[0].iterdir() if not p.name.startswith(SPLIT_PREFIXES))
+        for i, (d, counts) in enumerate(zip(dirs, per_shard)):
+            for name in tokenizer_files if i else ():  # byte for byte the first shard's tokenizer
+                shutil.copy2(dirs[0] / name, d / name)
+            shard_result = {**result, "splits": counts, "shard": i, "shards": shards,
+                            "max_line_tokens": max_line_tokens}
+            (d / "binarize.json").write_text(json.dumps(shard_result, indent=2) + "\n", encoding="utf-8")
+        result["max_line_tokens"] = max_line_tokens
+        result["shards"] = [{"dir": d.name, **c["train"]} for d, c in zip(dirs, per_shard)]
+        result["data_path"] = data_path(shard_dirs(out_dir, shards))
+        (tmp / "binarize.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        result["files"] = sorted(p.name for p in tmp.iterdir())
+        result["shard_files"] = sorted(p.name for p in dirs[0].iterdir())
     return result
 
 

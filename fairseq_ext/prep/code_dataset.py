@@ -79,11 +79,7 @@ def build_code_dataset(srcs: Sequence[str | os.PathLike], out_dir: str | os.Path
     sources = check_sources(srcs)
     check_output_dir(out_dir, overwrite)  # before the walk: say so at once
     tok, symbols, encoder = load_line_encoder(cfg.tokenizer, 2)
-    walk = WalkStats()
-    candidates = [f for src in sources for f in walk_sources(src, cfg.selection, cfg.max_bytes, walk)]
-    if not candidates:
-        raise UserError(f"{', '.join(map(str, srcs))}: no source file to read ({_skips(walk.skipped)})")
-    plan = split_files(candidates, cfg.split_by, cfg.split_depth, cfg.valid_ratio, cfg.test_ratio, cfg.seed)
+    walk, candidates, plan = plan_splits(sources, cfg)
     stats = {
         "sources": [str(s) for s in srcs], "tokenizer": str(cfg.tokenizer), "vocab_size": len(symbols),
         "format": cfg.format, "split_by": cfg.split_by, "split_depth": cfg.split_depth, "seed": cfg.seed,
@@ -93,24 +89,36 @@ def build_code_dataset(srcs: Sequence[str | os.PathLike], out_dir: str | os.Path
     }
     skipped = Counter(walk.skipped)
     seen: set[bytes] = set()
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, _bar(sum(f.size for f in candidates), progress) as bar:
+    total = sum(f.size for f in candidates)
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(total, progress) as bar:
         split_stats = {}
         for split, rows in plan.items():
             bar.set_description(split)
             writer = _SplitWriter(split, tmp / split if cfg.format != "mmap" else None,
                                   tmp if cfg.format != "arrow" else None, symbols, encoder)
-            split_stats[split] = writer.run(_read(rows, skipped, seen, bar), cfg.batch_bytes)
+            split_stats[split] = writer.run(read_files(rows, skipped, seen, bar), cfg.batch_bytes)
             if split_stats[split]["files"] == 0:
                 raise UserError(f"the {split} split is empty: every file assigned to it was skipped "
-                                f"({_skips(skipped)}); change --seed or the ratios")
+                                f"({skips_text(skipped)}); change --seed or the ratios")
         if cfg.format != "mmap":
-            _finish_dataset_dict(tmp, list(plan))
+            finish_dataset_dict(tmp, list(plan))
         write_dict_txt(symbols, tmp / "dict.txt")
         save_tokenizer(tok, tmp)
         stats.update(_totals(split_stats, skipped, walk))
         (tmp / "code_dataset.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
         stats["files"] = sorted(p.name for p in tmp.iterdir())
     return stats
+
+
+def plan_splits(sources: Sequence[Path], cfg: CodeDatasetConfig) -> tuple[WalkStats, list[SourceFile], dict]:
+    """Walk the (checked) SRC directories and assign their files to splits: (walk counts, files, {split:
+    [(file, unit)]}). ``fairseq-ext code-pairs`` calls it too, so its pairs keep their file's split."""
+    walk = WalkStats()
+    candidates = [f for src in sources for f in walk_sources(src, cfg.selection, cfg.max_bytes, walk)]
+    if not candidates:
+        raise UserError(f"{', '.join(map(str, sources))}: no source file to read ({skips_text(walk.skipped)})")
+    plan = split_files(candidates, cfg.split_by, cfg.split_depth, cfg.valid_ratio, cfg.test_ratio, cfg.seed)
+    return walk, candidates, plan
 
 
 def _totals(split_stats: dict, skipped: Counter, walk: WalkStats) -> dict:
@@ -127,12 +135,12 @@ def _totals(split_stats: dict, skipped: Counter, walk: WalkStats) -> dict:
     }
 
 
-def _skips(skipped: Counter) -> str:
+def skips_text(skipped: Counter) -> str:
     parts = [f"{n} {r.replace('_', ' ')}" for r, n in sorted(skipped.items()) if n]
     return "skipped: " + (", ".join(parts) if parts else "nothing")
 
 
-def _read(rows, skipped: Counter, seen: set, bar) -> Iterator[tuple[SourceFile, str, str, str]]:
+def read_files(rows, skipped: Counter, seen: set, bar) -> Iterator[tuple[SourceFile, str, str, str]]:
     """(file, unit, text, sha256) for each file kept, in the given order; the rest counted in ``skipped``."""
     for f, unit in rows:
         data = f.path.read_bytes()
@@ -172,7 +180,7 @@ class _SplitWriter:
         to the next), writing them in order as they finish."""
         pending: deque = deque()
         with ThreadPoolExecutor(max_workers=depth) as pool:
-            for batch in _batches(rows, batch_bytes):
+            for batch in file_batches(rows, batch_bytes):
                 pending.append((batch, pool.submit(self.encoder.encode, [text for _f, _u, text, _d in batch])))
                 if len(pending) > depth:
                     self._write(*pending.popleft())
@@ -215,7 +223,7 @@ class _SplitWriter:
         self.arrow.write_table(table.cast(features().arrow_schema))
 
 
-def _batches(rows: Iterator, batch_bytes: int) -> Iterator[list]:
+def file_batches(rows: Iterator, batch_bytes: int) -> Iterator[list]:
     """Rows in batches of at most ``batch_bytes`` of source (a larger file is a batch of its own)."""
     batch, size = [], 0
     for row in rows:
@@ -231,7 +239,7 @@ def _batches(rows: Iterator, batch_bytes: int) -> Iterator[list]:
 ARROW_SHARD = "data-00000-of-00001.arrow"
 
 
-def _finish_dataset_dict(out: Path, splits: list[str]) -> None:
+def finish_dataset_dict(out: Path, splits: list[str]) -> None:
     """Make ``out`` what ``DatasetDict.save_to_disk`` writes, around the Arrow files already in place.
 
     Each ``out/SPLIT/data-00000-of-00001.arrow`` was streamed there by :class:`_SplitWriter`;
@@ -264,7 +272,7 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _bar(total: int, enabled: bool):
+def progress_bar(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled,

@@ -94,15 +94,14 @@ class CodeMLMTask(HFMaskedLMTask):
 
     def load_items(self, split: str, epoch: int, combine: bool):
         """(one item per file: its ids then eos, a description for the log) of this epoch's directory."""
-        paths = self.cfg.data.split(os.pathsep)
-        data_path = paths[(epoch - 1) % len(paths)]
+        data_path = self.data_dir(split, epoch)
         if self.data_format(data_path) == "arrow":
             self.check_same_vocabulary(data_path)
             return ArrowTokenDataset(data_path, split, self.dictionary.eos()), f"{data_path} ({split}, Arrow)"
         if not os.path.isfile(os.path.join(data_path, f"{split}.idx")):
             raise CodeDataError(f"{data_path}: no {split}.bin/.idx (the mmap format: `fairseq-ext code-dataset "
                                 "--format mmap`, or --data-format arrow)")
-        dataset, split_path = self.load_split(split, epoch, combine, dataset_impl="mmap")
+        dataset, split_path = self.load_split(split, epoch, combine, dataset_impl="mmap", data_path=data_path)
         return dataset, f"{split_path}.bin"
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):

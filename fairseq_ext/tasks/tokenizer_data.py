@@ -8,8 +8,15 @@ checkpoint that records one is checked against the data's tokenizer before its
 weights are loaded (``--restore-file``, ``--finetune-from-model``, resuming, and
 fairseq's ``load_model_ensemble_and_task``), so a mismatch is one line naming
 both sides rather than fairseq's "please ensure that the architectures match".
+
+Sharded data (``DATA=shard0:shard1:...``, what ``fairseq-ext binarize --shards``
+writes): epoch k trains on the ((k-1) mod N)-th directory, fairseq reloads the
+train split every epoch (``has_sharded_data``), validation and test always come
+from the first directory, and every directory must hold the first one's
+tokenizer (checked once, at start).
 """
 
+import filecmp
 import logging
 import os
 from dataclasses import dataclass, field
@@ -23,7 +30,7 @@ from omegaconf import II, MISSING
 from fairseq_ext.checkpoints import recorded_tokenizer, tokenizer_task_state
 from fairseq_ext.models.init import init_normal_
 from fairseq_ext.tokenizer import TokenizerError, check_same_tokenizer
-from fairseq_ext.vocab import TokenizerDictionary
+from fairseq_ext.vocab import TokenizerDictionary, tokenizer_path_for
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +66,7 @@ class TokenizerDataTask(FairseqTask):
     def __init__(self, cfg, dictionary: TokenizerDictionary):
         super().__init__(cfg)
         self.dictionary = dictionary
+        self._checked_dirs: set[str] = set()
 
     @classmethod
     def load_dictionary(cls, filename):
@@ -66,22 +74,40 @@ class TokenizerDataTask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
-        first = cfg.data.split(os.pathsep)[0]
-        dictionary = cls.load_dictionary(os.path.join(first, "dict.txt"))
-        dictionary.require(*cls.REQUIRED_ROLES, source=os.path.join(first, "tokenizer.json"))
+        paths = data_paths(cfg.data)
+        dictionary = cls.load_dictionary(os.path.join(paths[0], "dict.txt"))
+        dictionary.require(*cls.REQUIRED_ROLES, source=os.path.join(paths[0], "tokenizer.json"))
         if cfg.pad_vocab_to_multiple > 1:
             dictionary.pad_to_multiple_(cfg.pad_vocab_to_multiple)
         logger.info(f"dictionary: {len(dictionary)} types ({dictionary.tokenizer_size} tokenizer ids)")
-        return cls(cfg, dictionary)
+        task = cls(cfg, dictionary)
+        for path in paths[1:]:  # a shard that does not fit stops the run now, not epochs later
+            task.check_same_vocabulary(path)
+        if len(paths) > 1:
+            logger.info(f"{len(paths)} data directories, one per epoch in turn, all with {paths[0]}'s tokenizer; "
+                        f"validation from {paths[0]}")
+        return task
 
-    def load_split(self, split: str, epoch: int, combine: bool, dataset_impl: Optional[str] = None):
-        """(indexed dataset, its path) of ``split`` in this epoch's data directory.
+    def data_dir(self, split: str, epoch: int) -> str:
+        """The data directory ``split`` is read from in ``epoch``: train cycles through DATA, others use the first.
+
+        Logs the choice for train when DATA names several directories (one line per epoch).
+        """
+        paths = data_paths(self.cfg.data)
+        if split != "train" or len(paths) == 1:
+            return paths[0]
+        k = (epoch - 1) % len(paths)
+        logger.info(f"epoch {epoch}: training on shard {k} of {len(paths)}: {paths[k]}")
+        return paths[k]
+
+    def load_split(self, split: str, epoch: int, combine: bool, dataset_impl: Optional[str] = None,
+                   data_path: Optional[str] = None):
+        """(indexed dataset, its path) of ``split`` in this epoch's data directory (``data_path`` if given).
 
         ``dataset_impl`` overrides ``--dataset-impl`` (a code dataset directory also holds a ``train/``
         Arrow directory, which fairseq's format guess would take for raw text).
         """
-        paths = self.cfg.data.split(os.pathsep)
-        data_path = paths[(epoch - 1) % len(paths)]
+        data_path = data_path or self.data_dir(split, epoch)
         split_path = os.path.join(data_path, split)
         dataset = data_utils.load_indexed_dataset(split_path, self.dictionary, dataset_impl or self.cfg.dataset_impl,
                                                   combine=combine)
@@ -91,12 +117,23 @@ class TokenizerDataTask(FairseqTask):
         return dataset, split_path
 
     def check_same_vocabulary(self, data_path: str) -> None:
-        """A later data directory (``DATA1:DATA2``) must hold the first one's tokenizer."""
-        first = self.cfg.data.split(os.pathsep)[0]
-        if data_path != first:
-            other = TokenizerDictionary.load(os.path.join(data_path, "dict.txt"))
-            if other.symbols[: other.tokenizer_size] != self.dictionary.symbols[: self.dictionary.tokenizer_size]:
-                raise TokenizerError(f"{data_path} and {first} were binarized with different tokenizers")
+        """A later data directory (``DATA1:DATA2``) must hold the first one's tokenizer.
+
+        Cheap for shards of one ``binarize --shards`` (their tokenizer.json files are byte-identical);
+        otherwise the two tokenizers' identities (size, role ids, vocabulary hash) are compared.
+        """
+        first = data_paths(self.cfg.data)[0]
+        if os.path.normpath(data_path) == os.path.normpath(first) or data_path in self._checked_dirs:
+            return
+        if not os.path.isdir(data_path):
+            raise TokenizerError(f"{data_path}: no such data directory (in DATA {self.cfg.data})")
+        mine, theirs = tokenizer_path_for(first), tokenizer_path_for(data_path)
+        if not filecmp.cmp(mine, theirs, shallow=False):
+            other = TokenizerDictionary.load(os.path.join(data_path, "dict.txt")).identity()
+            if other != self.dictionary.identity():
+                raise TokenizerError(f"{data_path} was binarized with a different tokenizer than {first}: "
+                                     f"{other.describe()} there, {self.dictionary.identity().describe()} in {first}")
+        self._checked_dirs.add(data_path)
 
     def build_model(self, cfg, from_checkpoint=False):
         if self.cfg.init_std < 0:
@@ -110,7 +147,7 @@ class TokenizerDataTask(FairseqTask):
     @property
     def tokenizer_source(self) -> str:
         """The tokenizer file the dictionary comes from (the first data directory's)."""
-        return os.path.join(self.cfg.data.split(os.pathsep)[0], "tokenizer.json")
+        return os.path.join(data_paths(self.cfg.data)[0], "tokenizer.json")
 
     def state_dict(self):
         return {**super().state_dict(), **tokenizer_task_state(self.dictionary.identity())}
@@ -138,3 +175,11 @@ class TokenizerDataTask(FairseqTask):
     @property
     def target_dictionary(self):
         return self.dictionary
+
+
+def data_paths(data: str) -> list[str]:
+    """The directories of DATA (``dir`` or ``shard0:shard1:...``); empty entries (``a::b``, ``a:``) skipped."""
+    paths = [p for p in data.split(os.pathsep) if p]
+    if not paths:
+        raise TokenizerError(f"DATA {data!r} names no data directory")
+    return paths
