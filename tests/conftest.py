@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -131,3 +132,28 @@ def shell(cmd: list[str], env: dict, cwd=REPO) -> str:
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     return log
+
+
+@pytest.fixture(scope="session")
+def slurm(request):
+    """A real Slurm on localhost (tests/slurm_cluster.py), installed with apt when missing; stopped at the end."""
+    from slurm_cluster import SlurmCluster, ensure_installed
+
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        reason = ensure_installed()  # its progress lines ("installing slurm-wlm munge ...") show at once
+    if reason:
+        pytest.skip(reason)
+    cluster = SlurmCluster()
+    cluster.start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test that used the Slurm fixture reports the daemons' logs too."""
+    report = (yield).get_result()
+    cluster = getattr(item, "funcargs", {}).get("slurm")
+    if report.failed and cluster is not None:
+        report.sections.append(("Slurm daemon logs", cluster.logs()))
