@@ -17,13 +17,18 @@ set-ups) it cannot start, or worse, starts something else than asked:
   (``_broadcast_object_slow``), which torch >= 2.6 refuses.
 
 :func:`install` wraps ``fairseq.distributed.utils.call_main`` (which ``fairseq-train`` and
-``fairseq-hydra-train`` hand the parsed config to) so that, before fairseq's own inference:
+``fairseq-hydra-train`` hand the parsed config to) so that, before fairseq's own inference (under
+``fairseq-hydra-train`` only when ``fairseq_ext`` is imported before that call, which fairseq's hydra
+entry point does not do: it loads ``common.user_dir`` later, in each process, so there fairseq's own
+distributed set-up applies; single-process hydra runs are unaffected):
 
 1. under torchrun (``MASTER_ADDR``, ``MASTER_PORT``, ``WORLD_SIZE``, ``RANK``) or inside an ``srun``
    step of several tasks (``SLURM_STEP_NUM_TASKS``, ``SLURM_PROCID``), the world size, rank and local
    device come from the launcher, and nothing is spawned; under srun the rendezvous is the step's first
    node at ``--distributed-port``, or at a port derived from the job id (the same in every task)
-   when none is given. A ``--distributed-world-size`` that disagrees with the launcher is an error;
+   when none is given. A ``--distributed-world-size`` that disagrees with the launcher is overridden
+   with a warning (stock fairseq overrode it silently under torchrun). Pipeline model parallelism keeps
+   fairseq's own rules;
 2. with ``--cpu`` (or without CUDA) and ``--distributed-world-size N > 1`` and no launcher, N
    processes are spawned on this machine (fairseq's own spawn, counted without GPUs); when this
    process spawns the ranks (on CPU or CUDA), SIGUSR1/SIGTERM sent to it reach every rank;
@@ -80,7 +85,7 @@ def detect_launch(env: dict | os._Environ = os.environ) -> Launch | None:
         world = _int_variable(env, "WORLD_SIZE")
         if world > 1:
             return Launch("torchrun", world, _int_variable(env, "RANK"),
-                          _int_variable(env, "LOCAL_RANK", 0), "env://")
+                          _int_variable(env, "LOCAL_RANK", _int_variable(env, "RANK")), "env://")
         return None
     if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env:
         world = _int_variable(env, "SLURM_STEP_NUM_TASKS")
@@ -114,11 +119,13 @@ def explicit_world_size(argv: list[str]) -> int | None:
         return None
 
 
-def slurm_port(job_id: str | None) -> int:
-    """A port every task of a job derives alike (fairseq's rule for one node, used for all)."""
+def slurm_port(job_id: str | None, step_id: str | None = None) -> int:
+    """A port every task of a job step derives alike (fairseq's rule for one node, with the step mixed in,
+    so that two steps of one job running at once do not meet at the same port)."""
     if job_id is None:
         raise UserError("--distributed-port: not given, and SLURM_JOB_ID is not set to derive one")
-    return random.Random(int(job_id)).randint(10000, 60000)
+    seed = int(job_id) if not (step_id or "").isdigit() else int(job_id) * 1000 + int(step_id)
+    return random.Random(seed).randint(10000, 60000)
 
 
 def first_node(node_list: str) -> str:
@@ -145,12 +152,13 @@ def apply_launch(cfg, launch: Launch, env=os.environ) -> None:
 
     dt = cfg.distributed_training
     explicit = explicit_world_size(sys.argv[1:])
-    if explicit is not None and explicit != launch.world_size:
-        raise UserError(f"--distributed-world-size {explicit}: {launch.launcher} started "
-                        f"{launch.world_size} processes (leave the option out, the launcher sets it)")
+    if explicit is not None and explicit != launch.world_size and launch.rank == 0:
+        logger.warning(f"--distributed-world-size {explicit}: {launch.launcher} started {launch.world_size} "
+                       f"processes; training with {launch.world_size} (leave the option out, the launcher sets it)")
     init_method = launch.init_method
     if init_method is None:  # srun: the step's first node
-        port = dt.distributed_port if dt.distributed_port > 0 else slurm_port(env.get("SLURM_JOB_ID"))
+        port = dt.distributed_port if dt.distributed_port > 0 else slurm_port(env.get("SLURM_JOB_ID"),
+                                                                               env.get("SLURM_STEP_ID"))
         host = first_node(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "localhost")
         init_method = f"tcp://{host}:{port}"
     cuda = not cfg.common.cpu and torch.cuda.is_available()
@@ -190,8 +198,35 @@ def _spawn(cfg, main, kwargs, nprocs: int) -> None:
     try:
         while not context.join():
             pass
+    except torch.multiprocessing.ProcessRaisedException as exc:
+        user_error = _user_error_in(str(exc))
+        if user_error is None:
+            raise
+        raise user_error from None  # one line, as in a single process, not the rank's traceback
     finally:
         signals.forward_to([])
+
+
+def _user_error_in(report: str) -> UserError | None:
+    """The :class:`UserError` a spawned rank raised, from the traceback torch passes to the parent.
+
+    >>> _user_error_in("Traceback ...\\nfairseq_ext.errors.UserError: data: no tokenizer.json\\n")
+    UserError('data: no tokenizer.json')
+    >>> _user_error_in("Traceback ...\\nRuntimeError: boom") is None
+    True
+    """
+    import importlib
+
+    lines = [ln for ln in report.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    name, _, message = lines[-1].partition(": ")
+    module, _, cls_name = name.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), cls_name) if module else None
+    except (ImportError, ValueError):
+        return None
+    return UserError(message) if isinstance(cls, type) and issubclass(cls, UserError) else None
 
 
 def prepare(cfg) -> int:
@@ -206,11 +241,13 @@ def prepare(cfg) -> int:
     cpu = cfg.common.cpu or not torch.cuda.is_available()
     if cpu and dt.distributed_backend == "nccl":
         dt.distributed_backend = "gloo"
-    if dt.distributed_init_method is None:
+    if dt.distributed_init_method is None and not dt.pipeline_model_parallel:
         launch = detect_launch()
         if launch is not None and not _one_task_per_node_spawning_gpus(launch, cpu):
             apply_launch(cfg, launch)
             return 0
+        if launch is not None and dt.distributed_port <= 0:  # srun, one task per node: fairseq's rules need a port
+            dt.distributed_port = slurm_port(os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_STEP_ID"))
         if cpu and dt.distributed_world_size > 1:  # fairseq would count CUDA devices, and spawn none
             port = dt.distributed_port if dt.distributed_port > 0 else free_port()
             dt.distributed_init_method = f"tcp://localhost:{port}"
@@ -219,6 +256,8 @@ def prepare(cfg) -> int:
         distributed_utils.infer_init_method(dt)  # CUDA: fairseq's own rules
     if dt.distributed_init_method is None or dt.distributed_no_spawn:
         return 0
+    if dt.pipeline_model_parallel:
+        return 0  # fairseq's own spawn of one process per pipeline
     return dt.distributed_world_size if cpu else min(torch.cuda.device_count(), dt.distributed_world_size)
 
 

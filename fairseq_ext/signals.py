@@ -3,8 +3,10 @@
 A cluster stops jobs with a warning signal (``sbatch --signal=USR1@180``) or SIGTERM (preemption,
 ``scancel``, the time limit). fairseq has no handler, so every rank dies without saving. Here:
 
-1. The handler only records the signal (nothing else is safe inside a handler) and restores the
-   handlers that were there before, so a second signal acts as it always did (kills).
+1. The handler only records the signal (nothing else is safe inside a handler). A second signal acts
+   as it always did (kills), except the same signal again within :data:`DUPLICATE_WINDOW_S` seconds:
+   one signal often arrives twice (a group-wide ``kill``, ``timeout`` or Slurm reaching a rank both
+   directly and through the process that spawned it, which passes its signals on to its ranks).
 2. At every update boundary (fairseq's ``validate_and_save``, which every rank calls after the same
    update) the ranks agree: one process reads its own flag; with ``torch.distributed`` initialised,
    the signal numbers are all-reduced (MAX), so every rank stops after the same update even when
@@ -33,6 +35,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 
 logger = logging.getLogger(__name__)
@@ -42,6 +45,8 @@ REQUEUE_SIGNAL = signal.SIGUSR1
 _requested = 0  # the first signal received (its number), 0 when none
 _previous: dict[int, object] = {}  # the handlers to restore after the first signal
 _forward: list[int] = []  # ranks this process spawned, which get the signals it receives
+_first_at = 0.0  # time.monotonic() of the first signal
+DUPLICATE_WINDOW_S = 2.0  # the same signal again within this many seconds is the same request
 
 
 def requested() -> int:
@@ -50,23 +55,28 @@ def requested() -> int:
 
 
 def _handle(signum: int, _frame) -> None:
-    global _requested
-    if not _requested:
-        _requested = signum
+    global _requested, _first_at
+    now = time.monotonic()
     for pid in _forward:
         try:
             os.kill(pid, signum)
         except OSError:  # that rank has already exited
             pass
-    for sig, handler in _previous.items():  # a second signal acts as before (kills by default)
+    if not _requested:
+        _requested, _first_at = signum, now
+        return
+    if signum == _requested and now - _first_at < DUPLICATE_WINDOW_S:
+        return  # the first signal again, e.g. both directly and passed on by a parent
+    for sig, handler in _previous.items():  # a second request: act as before (the default kills)
         signal.signal(sig, handler)
+    os.kill(os.getpid(), signum)
 
 
 def forward_to(pids: list[int]) -> None:
     """Pass the signals this process receives on to ``pids``: the ranks it spawned (fairseq's spawn), which
-    a ``kill`` of the parent would not reach. Not under Slurm, which signals every process of a step itself
-    (a forwarded copy would be a second signal, which kills)."""
-    _forward[:] = [] if os.environ.get("SLURM_JOB_ID") else pids
+    a ``kill`` of the parent would not reach. Where the ranks get the signal themselves as well (Slurm,
+    a process-group kill), the copy arrives within the duplicate window and changes nothing."""
+    _forward[:] = pids
 
 
 def install_handlers() -> bool:

@@ -122,7 +122,7 @@ class SlurmCluster:
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_CPU",
             "ReturnToService=2",
-            "JobRequeue=1",
+            "JobRequeue=0",  # as on many clusters: only a job that asks (#SBATCH --requeue) is requeued
             "MinJobAge=600",  # finished jobs stay visible to scontrol show job for the checks
             "KillWait=10",
             "SlurmctldTimeout=30",

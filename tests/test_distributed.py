@@ -4,6 +4,7 @@ batch; several ranks resume, also from a torn checkpoint_last.pt; the launcher's
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -68,10 +69,18 @@ def test_srun_rank_gets_world_rank_and_a_port_derived_from_the_job(tmp_path, mon
     assert cfg.distributed_training.distributed_init_method == "tcp://node03:23456"
 
 
-def test_a_world_size_that_disagrees_with_the_launcher_is_refused(monkeypatch):
+def test_a_world_size_that_disagrees_with_the_launcher_is_overridden_with_a_warning(monkeypatch, caplog):
     monkeypatch.setattr(sys, "argv", ["fairseq-train", "data", "--distributed-world-size", "3"])
-    with pytest.raises(UserError, match=r"^--distributed-world-size 3: torchrun started 2 processes"):
-        apply_launch(config(), Launch("torchrun", 2, 0, 0, "env://"))
+    cfg = config()
+    with caplog.at_level(logging.WARNING, logger="fairseq_ext.distributed"):
+        apply_launch(cfg, Launch("torchrun", 2, 0, 0, "env://"))
+    assert cfg.distributed_training.distributed_world_size == 2
+    assert "--distributed-world-size 3: torchrun started 2 processes; training with 2" in caplog.text
+
+
+def test_without_local_rank_the_local_device_follows_the_rank():
+    env = {"MASTER_ADDR": "h", "MASTER_PORT": "1", "WORLD_SIZE": "4", "RANK": "3"}  # e.g. a hand-made launcher
+    assert detect_launch(env).local_rank == 3
 
 
 def test_cpu_uses_gloo_and_spawns_only_without_a_launcher(monkeypatch):
@@ -198,3 +207,19 @@ def test_two_ranks_resume_also_from_a_torn_checkpoint_last(data, single, tmp_pat
     straight = tmp_path / "straight"
     train([], task, data[task], straight, *flags, "--update-freq", "2", "--max-update", str(MAX_UPDATE + 2))
     assert_same_training(straight, resumed, MAX_UPDATE + 2)
+
+
+@pytest.mark.slow
+def test_a_user_error_in_a_spawned_rank_is_one_line(tmp_path):
+    """fairseq's spawn hands a rank's exception to the parent as the rank's traceback; a user error stays one
+    line naming what is wrong, as in one process."""
+    empty = tmp_path / "not-data"
+    empty.mkdir()
+    proc = subprocess.run([str(BIN / "fairseq-train"), str(empty), "--user-dir", "fairseq_ext", "--task",
+                           "hf_masked_lm", *RUNS["hf_masked_lm"], *COMMON, "--distributed-world-size", "2",
+                           "--save-dir", str(tmp_path / "ckpt")], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("fairseq-train: error: ") and str(empty) in last, proc.stderr[-3000:]

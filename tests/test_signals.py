@@ -176,20 +176,40 @@ def test_a_failed_requeue_is_logged_not_raised(tmp_path, caplog):
     assert (tmp_path / "scontrol.calls").read_text() == "requeue 7\n"
 
 
-def test_a_second_signal_acts_as_before():
-    """The first SIGTERM is only recorded; the handlers are restored, so the second one kills."""
+def test_a_second_signal_acts_as_before_but_a_duplicate_does_not():
+    """The first SIGTERM is only recorded; the same signal again at once (a group-wide kill reaching a
+    rank directly and through its parent) changes nothing; a later one kills, as without the plugin."""
     code = LOAD_SIGNALS + (
-        "import os, signal\n"
+        "import os, signal, time\n"
         "assert signals.install_handlers()\n"
         "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
         "print('recorded', signals.requested() == signal.SIGTERM, flush=True)\n"
-        "assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL\n"
+        "time.sleep(signals.DUPLICATE_WINDOW_S + 0.5)\n"
         "os.kill(os.getpid(), signal.SIGTERM)\n"
         "print('survived the second signal', flush=True)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGTERM, proc.stderr
     assert proc.stdout == "recorded True\n"
+
+
+def test_signals_are_passed_on_to_spawned_ranks(tmp_path):
+    """A parent that spawned ranks passes SIGTERM on; each rank acts on it once."""
+    code = LOAD_SIGNALS + (
+        "import os, signal, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import signal, sys, time; "
+        "signal.signal(signal.SIGTERM, lambda *a: (print(\"rank got SIGTERM\", flush=True), sys.exit(0))); "
+        "print(\"ready\", flush=True); time.sleep(60)'], stdout=subprocess.PIPE, text=True)\n"
+        "assert child.stdout.readline() == 'ready\\n'\n"
+        "assert signals.install_handlers()\n"
+        "signals.forward_to([child.pid])\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "print(child.stdout.read().strip(), child.wait(timeout=30), signals.requested() == signal.SIGTERM)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "rank got SIGTERM 0 True\n"
 
 
 def test_installed_only_where_the_training_loop_runs():

@@ -4,7 +4,9 @@ Each of scripts/slurm/*.sbatch, unchanged, is submitted with ``sbatch`` as a tin
 tasks (``srun``, gloo): only variables and sbatch command-line options differ from a GPU run. Then
 the warning signal Slurm sends before a time limit (``--signal=USR1@180`` signals every task of the
 job's steps, not the batch shell: ``scancel --signal=USR1 JOB`` does the same) must make the job
-save, requeue itself (rank 0 runs ``scontrol requeue``), resume and finish at ``--max-update``.
+save, requeue itself (rank 0 runs ``scontrol requeue``), resume and finish at ``--max-update``; and
+the files' own ``#SBATCH --signal=USR1@180`` and ``--requeue`` must do it before a time limit (the test
+cluster requeues only jobs that ask, ``JobRequeue=0``).
 """
 
 from __future__ import annotations
@@ -42,11 +44,11 @@ def updates_in(checkpoint: Path) -> int:
 class Job:
     """A batch file submitted to the test cluster; ``log`` is its output file (every run appends)."""
 
-    def __init__(self, slurm, script: str, work: Path, env: dict[str, str]):
+    def __init__(self, slurm, script: str, work: Path, env: dict[str, str], options: tuple[str, ...] = ()):
         self.slurm = slurm
         work.mkdir(parents=True, exist_ok=True)
         self.out = work / "job.out"
-        command = ["sbatch", "--parsable", *CPU_JOB, f"--output={self.out}", f"scripts/slurm/{script}"]
+        command = ["sbatch", "--parsable", *CPU_JOB, *options, f"--output={self.out}", f"scripts/slurm/{script}"]
         self.id = slurm.run(command, cwd=REPO, env=dict(COMMON, WORK=str(work), **env)).stdout.strip()
 
     @property
@@ -56,7 +58,7 @@ class Job:
     def state(self) -> dict[str, str]:
         return self.slurm.job(self.id)
 
-    def wait(self, until, timeout: float = 150, what: str = "") -> dict[str, str]:
+    def wait(self, until, timeout: float = 540, what: str = "") -> dict[str, str]:
         """Poll ``scontrol show job`` until ``until(state)``; a job that ends otherwise fails the test."""
         deadline = time.monotonic() + timeout
         while True:
@@ -70,7 +72,7 @@ class Job:
                             f"ExitCode={state.get('ExitCode')}\n{self.log[-5000:]}")
             time.sleep(0.5)
 
-    def completed(self, timeout: float = 150) -> dict[str, str]:
+    def completed(self, timeout: float = 540) -> dict[str, str]:
         state = self.wait(lambda s: s["JobState"] == "COMPLETED", timeout, "to complete")
         assert state["ExitCode"] == "0:0", self.log[-5000:]
         return state
@@ -150,7 +152,7 @@ def test_continue_pretraining_imports_prepares_trains_and_exports(slurm, tmp_pat
                BATCH_SIZE="8", UPDATE_FREQ="1", MAX_UPDATE="6", LR="1e-3", SAVE_INTERVAL="3",
                EXTRA_TRAIN_ARGS="--seed 3")
     job = Job(slurm, "continue_pretraining.sbatch", tmp_path / "work", env)
-    job.completed(timeout=200)
+    job.completed(timeout=540)
     check_two_ranks_trained(job.log, 6)
     assert "imported bert as fairseq hf_bert" in job.log
     assert re.search(r"parity: max \|logit difference\| fairseq vs transformers = \S+", job.log), job.log[-3000:]
@@ -176,7 +178,7 @@ def test_warning_signal_saves_requeues_and_resumes(slurm, bart_data, tmp_path):
             slurm.run(["scontrol", "update", f"JobId={job.id}", "StartTime=now"], check=False)  # again next poll
         return state["JobState"] == "COMPLETED"
 
-    state = job.wait(completed_without_delay, timeout=200, what="to start again and complete")
+    state = job.wait(completed_without_delay, timeout=540, what="to start again and complete")
     assert state["ExitCode"] == "0:0" and state["Restarts"] == "1" and state["Requeue"] == "1", job.log[-5000:]
     # Both runs in one file: the batch files append (--open-mode=append) rather than truncate on requeue.
     starts = list(START.finditer(job.log))
@@ -197,6 +199,31 @@ def test_warning_signal_saves_requeues_and_resumes(slurm, bart_data, tmp_path):
     assert resumed[:2] == expected, (POSITION.findall(first)[-1], resumed)
     check_two_ranks_trained(second, max_update)
     assert updates_in(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == max_update
+
+
+@pytest.mark.slow
+def test_the_files_own_directives_save_and_requeue_before_the_time_limit(slurm, bart_data, tmp_path):
+    """No signal from the test: a 4-minute limit and the file's ``--signal=USR1@180`` make Slurm send
+    SIGUSR1 to the tasks about a minute in; its ``--requeue`` lets rank 0 requeue the job (this cluster
+    requeues no job that does not ask), and the next run resumes from the checkpoint."""
+    job = Job(slurm, "pretrain_bart.sbatch", tmp_path / "work", bart_env(bart_data, 1_000_000), options=("--time=4",))
+    requeued = f"`scontrol requeue {job.id}`: job requeued"
+    job.wait(lambda s: s.get("Restarts") == "1" and requeued in job.log, timeout=300,
+             what="to get SIGUSR1 from --signal=USR1@180, save and requeue itself")
+    stop = re.search(r"received SIGUSR1: stopped after update (\d+), saved \S+checkpoint_last\.pt", job.log)
+    assert stop, job.log[-5000:]
+
+    def resumed(state: dict[str, str]) -> bool:
+        if state["JobState"] == "PENDING" and state.get("Reason") == "BeginTime":
+            slurm.run(["scontrol", "update", f"JobId={job.id}", "StartTime=now"], check=False)
+        starts = list(START.finditer(job.log))
+        return len(starts) == 2 and bool(LOADED.search(job.log[starts[1].start():]))
+
+    job.wait(resumed, timeout=300, what="to start again and resume")
+    slurm.run(["scancel", job.id])  # SIGTERM: saves, never requeues; the job is over
+    second = job.log[list(START.finditer(job.log))[1].start():]
+    assert int(LOADED.search(second).group(2)) == int(stop.group(1)), second[-3000:]
+    assert job.state()["Requeue"] == "1"
 
 
 def test_without_root_or_apt_the_tests_skip_with_one_line(monkeypatch):
