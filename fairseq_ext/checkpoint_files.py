@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from fairseq_ext.io_utils import fsync_dir
+
 logger = logging.getLogger("fairseq_ext.checkpoint_files")
 
 TMP_SUFFIX = ".tmp"
@@ -48,19 +50,6 @@ _TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02")
 _REDIRECT: contextvars.ContextVar = contextvars.ContextVar("fairseq_ext_checkpoint_redirect", default=None)
 # States read while choosing a checkpoint, handed to fairseq's own read of the same file (read once).
 _ALREADY_READ: dict = {}
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_atomically(path: str, write) -> None:
@@ -78,7 +67,7 @@ def _write_atomically(path: str, write) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:

@@ -84,7 +84,7 @@ def _publish(tmp: Path, out_dir: Path) -> None:
     """Put the complete directory ``tmp`` at ``out_dir``, replacing an existing one in a single step."""
     if not os.path.lexists(out_dir):
         tmp.rename(out_dir)
-        _fsync_dir(out_dir.parent)
+        fsync_dir(out_dir.parent)
         return
     if _exchange(tmp, out_dir):  # out_dir is now the new output, tmp holds the old one
         old = tmp
@@ -98,7 +98,7 @@ def _publish(tmp: Path, out_dir: Path) -> None:
             raise
         old.rename(tmp)  # a temporary again: a kill while removing it never leaves half an "old" to restore
         old = tmp
-    _fsync_dir(out_dir.parent)
+    fsync_dir(out_dir.parent)
     if old.is_symlink():  # out_dir was a link to a directory: the link is replaced, its target kept
         old.unlink()
     else:
@@ -197,10 +197,11 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(dirpath)
+        fsync_dir(dirpath)
 
 
-def _fsync_dir(directory: str | os.PathLike) -> None:
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make a rename or a new entry in ``directory`` durable (where the platform can)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory handles
