@@ -33,6 +33,21 @@ def make_text(n_lines: int = 300, seed: int = 0) -> list[str]:
     return lines
 
 
+def documents_text(n_lines: int, seed: int) -> str:
+    """make_text's sentences, one a line, a blank line after every 4th: documents of 4 sentences."""
+    return "\n".join(ln + ("\n" if i % 4 == 3 else "") for i, ln in enumerate(make_text(n_lines, seed=seed))) + "\n"
+
+
+def binarized_documents(root: Path, tokenizer, n_lines: int, seed: int, max_line_tokens: int = 62) -> Path:
+    """``documents_text`` written to ROOT/t.txt and binarized as train and valid into ROOT/bin."""
+    from fairseq_ext.prep.binarize_dir import binarize_directory
+
+    (root / "t.txt").write_text(documents_text(n_lines, seed), encoding="utf-8")
+    binarize_directory(tokenizer, {"train": root / "t.txt", "valid": root / "t.txt"}, root / "bin",
+                       max_line_tokens=max_line_tokens, progress=False)
+    return root / "bin"
+
+
 @pytest.fixture(scope="session")
 def text_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("text") / "corpus.txt"

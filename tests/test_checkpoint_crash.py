@@ -19,7 +19,7 @@ from fairseq import checkpoint_utils
 from fairseq.file_io import PathManager
 from fairseq.trainer import Trainer
 
-from conftest import REPO, make_text
+from conftest import REPO, binarized_documents
 from fairseq_ext import checkpoint_files
 from fairseq_ext.checkpoint_files import (
     atomic_copy,
@@ -204,14 +204,7 @@ def test_fairseq_load_checkpoint_starts_fresh_when_nothing_reads(tmp_path, caplo
 
 @pytest.fixture(scope="module")
 def mlm_data(tmp_path_factory, bert_dir):
-    from fairseq_ext.prep.binarize_dir import binarize_directory
-
-    root = tmp_path_factory.mktemp("crash")
-    lines = make_text(120, seed=11)
-    (root / "t.txt").write_text("\n".join(ln + ("\n" if i % 4 == 3 else "") for i, ln in enumerate(lines)) + "\n")
-    binarize_directory(bert_dir, {"train": root / "t.txt", "valid": root / "t.txt"}, root / "bin",
-                       max_line_tokens=62, progress=False)
-    return root / "bin"
+    return binarized_documents(tmp_path_factory.mktemp("crash"), bert_dir, 120, seed=11)
 
 
 MAX_UPDATE = 14

@@ -13,11 +13,10 @@ from fairseq.criterions import CRITERION_REGISTRY
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY, MODEL_REGISTRY
 from fairseq.tasks import TASK_REGISTRY
 
-from conftest import REPO, make_text, run_cli
+from conftest import REPO, binarized_documents, make_text, run_cli
 from fairseq_ext.criterions.masked_lm_with_accuracy import MaskedLMWithAccuracy
 from fairseq_ext.models.bert import BertModel, bert_large_architecture
 from fairseq_ext.models.roberta import roberta_small_architecture
-from fairseq_ext.prep.binarize_dir import binarize_directory
 from fairseq_ext.tasks.hf_masked_lm import HFMaskedLMConfig, HFMaskedLMTask
 
 
@@ -31,12 +30,7 @@ def test_registry_keys_resolve_to_our_classes():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, bert_dir):
-    root = tmp_path_factory.mktemp("mlm")
-    lines = make_text(300, seed=8)
-    (root / "t.txt").write_text("\n".join(ln + ("\n" if i % 4 == 3 else "") for i, ln in enumerate(lines)) + "\n")
-    binarize_directory(bert_dir, {"train": root / "t.txt", "valid": root / "t.txt"}, root / "bin",
-                       max_line_tokens=62, progress=False)
-    return root / "bin"
+    return binarized_documents(tmp_path_factory.mktemp("mlm"), bert_dir, 300, seed=8)
 
 
 def make_task(data, **kw):

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, make_text
+from conftest import REPO, binarized_documents
 from fairseq_ext import signals
-from fairseq_ext.prep.binarize_dir import binarize_directory
 
 SIGNALS_PY = REPO / "fairseq_ext" / "signals.py"
 LOAD_SIGNALS = (  # signals.py on its own, without importing fairseq (fast subprocesses)
@@ -40,12 +39,7 @@ def fake_scontrol(tmp_path: Path, rc: int = 0) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, bert_dir):
-    root = tmp_path_factory.mktemp("signals")
-    lines = make_text(600, seed=8)
-    (root / "t.txt").write_text("\n".join(ln + ("\n" if i % 4 == 3 else "") for i, ln in enumerate(lines)) + "\n")
-    binarize_directory(bert_dir, {"train": root / "t.txt", "valid": root / "t.txt"}, root / "bin",
-                       max_line_tokens=62, progress=False)
-    return root / "bin"
+    return binarized_documents(tmp_path_factory.mktemp("signals"), bert_dir, 600, seed=8)
 
 
 def train_command(data: Path, save_dir: Path, max_update: int, console_script: bool = False,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, make_text
+from conftest import BIN, REPO, binarized_documents
 from fairseq_ext.checkpoints import safe_torch_load
 
 NTASKS = 2
@@ -93,14 +93,7 @@ def check_two_ranks_trained(log: str, max_update: int) -> None:
 
 @pytest.fixture(scope="module")
 def bart_data(tmp_path_factory, bpe_dir):
-    from fairseq_ext.prep.binarize_dir import binarize_directory
-
-    root = tmp_path_factory.mktemp("slurm-bart")
-    lines = make_text(400, seed=11)
-    (root / "t.txt").write_text("\n".join(ln + ("\n" if i % 4 == 3 else "") for i, ln in enumerate(lines)) + "\n")
-    binarize_directory(bpe_dir, {"train": root / "t.txt", "valid": root / "t.txt"}, root / "bin",
-                       max_line_tokens=62, progress=False)
-    return root / "bin"
+    return binarized_documents(tmp_path_factory.mktemp("slurm-bart"), bpe_dir, 400, seed=11)
 
 
 def bart_env(data: Path, max_update: int) -> dict[str, str]:

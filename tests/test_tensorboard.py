@@ -11,7 +11,7 @@ import pytest
 from tensorboardX.proto.event_pb2 import Event
 from tensorboardX.record_writer import masked_crc32c
 
-from conftest import REPO, make_text
+from conftest import REPO, documents_text
 from fairseq_ext.prep.binarize_dir import binarize_directory
 
 pytestmark = pytest.mark.slow
@@ -47,8 +47,7 @@ def scalars(logdir: Path) -> dict[str, dict[int, float]]:
 
 
 def test_training_writes_loss_and_accuracy_for_train_and_valid(tmp_path, bert_dir):
-    text = "\n".join(ln + ("\n" if i % 4 == 3 else "") for i, ln in enumerate(make_text(200, seed=9))) + "\n"
-    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "t.txt").write_text(documents_text(200, seed=9), encoding="utf-8")
     binarize_directory(bert_dir, {"train": tmp_path / "t.txt", "valid": tmp_path / "t.txt"}, tmp_path / "bin",
                        max_line_tokens=30, progress=False)
     logdir = tmp_path / "tb"

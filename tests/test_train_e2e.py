@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, make_text, run_cli
+from conftest import REPO, documents_text, run_cli
 from fairseq_ext.checkpoints import safe_torch_load
 
 pytestmark = pytest.mark.slow
@@ -31,9 +31,7 @@ TINY_BART = [
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, bpe_dir):
     root = tmp_path_factory.mktemp("e2e")
-    lines = make_text(400, seed=5)
-    text = "\n".join(line + ("\n" if i % 4 == 3 else "") for i, line in enumerate(lines)) + "\n"
-    (root / "train.txt").write_text(text, encoding="utf-8")
+    (root / "train.txt").write_text(documents_text(400, seed=5), encoding="utf-8")
     run_cli("binarize", "--tokenizer", str(bpe_dir), "--train", str(root / "train.txt"),
             "--valid", str(root / "train.txt"), "-o", str(root / "bin"), "--quiet")
     return root / "bin"
