@@ -127,11 +127,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def counts_text(counts: dict) -> str:
+    """``{"too_big": 2, "empty": 0}`` -> ``"2 too big"`` (reasons with a count), or ``"none"``."""
+    return ", ".join(f"{n:,} {r.replace('_', ' ')}" for r, n in counts.items() if n) or "none"
+
+
 def summary(stats: dict) -> str:
-    skipped = ", ".join(f"{n:,} {r.replace('_', ' ')}" for r, n in stats["skipped"].items() if n) or "none"
-    pruned = ", ".join(f"{n:,} {r}" for r, n in stats["pruned_dirs"].items()) or "none"
-    lines = [f"files: {stats['files_seen']:,} seen, {stats['kept']:,} kept; skipped: {skipped}; "
-             f"directories not walked: {pruned}"]
+    lines = [f"files: {stats['files_seen']:,} seen, {stats['kept']:,} kept; skipped: {counts_text(stats['skipped'])}; "
+             f"directories not walked: {counts_text(stats['pruned_dirs'])}"]
     for split, s in stats["splits"].items():
         langs = ", ".join(f"{lang} {n:,}" for lang, n in s["languages"].items())
         lines.append(f"{split}: {s['files']:,} files in {s['projects']:,} projects, {s['bytes']:,} bytes, "

@@ -44,7 +44,7 @@ import argparse
 import sys
 
 from fairseq_ext.cli.arguments import nonnegative_int, positive_int
-from fairseq_ext.cli.code_dataset import add_source_arguments, dataset_config_from_args
+from fairseq_ext.cli.code_dataset import add_source_arguments, counts_text, dataset_config_from_args
 
 HELP = "source trees -> (docstring, code) and (masked file, span) pairs for code search, split as code-dataset"
 
@@ -92,18 +92,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reasons(counts: dict) -> str:
-    return ", ".join(f"{n:,} {r.replace('_', ' ')}" for r, n in counts.items() if n) or "none"
-
-
 def summary(stats: dict) -> str:
-    lines = [f"files: {stats['files_seen']:,} seen, {stats['kept']:,} read; skipped: {_reasons(stats['skipped'])}; "
-             f"directories not walked: {_reasons(stats['pruned_dirs'])}"]
+    lines = [f"files: {stats['files_seen']:,} seen, {stats['kept']:,} read; skipped: {counts_text(stats['skipped'])}; "
+             f"directories not walked: {counts_text(stats['pruned_dirs'])}"]
     for kind in ("docstring", "span"):
         if kind in stats:
             s = stats[kind]
-            lines.append(f"{kind} pairs: {s['pairs']:,}; files giving none: {_reasons(s['files_skipped'])}; "
-                         f"pairs skipped: {_reasons(s['pairs_skipped'])}")
+            lines.append(f"{kind} pairs: {s['pairs']:,}; files giving none: {counts_text(s['files_skipped'])}; "
+                         f"pairs skipped: {counts_text(s['pairs_skipped'])}")
     for split, s in stats["splits"].items():
         kinds = ", ".join(f"{k} {n:,}" for k, n in s["pairs_per_kind"].items())
         lines.append(f"{split}: {s['pairs']:,} pairs ({kinds}) from {s['files']:,} files in {s['projects']:,} "

@@ -121,14 +121,21 @@ def plan_splits(sources: Sequence[Path], cfg: CodeDatasetConfig) -> tuple[WalkSt
     return walk, candidates, plan
 
 
+def file_counts(split_stats: dict, skipped: Counter, walk: WalkStats) -> dict:
+    """The counts of files every code verb reports: kept, skipped per reason, directories not walked."""
+    return {
+        "kept": sum(s["files"] for s in split_stats.values()),
+        "skipped": {r: skipped.get(r, 0) for r in SKIP_REASONS},
+        "pruned_dirs": dict(sorted(walk.pruned_dirs.items())),
+    }
+
+
 def _totals(split_stats: dict, skipped: Counter, walk: WalkStats) -> dict:
     per_language: Counter = Counter()
     for s in split_stats.values():
         per_language.update(s["languages"])
     return {
-        "kept": sum(s["files"] for s in split_stats.values()),
-        "skipped": {r: skipped.get(r, 0) for r in SKIP_REASONS},
-        "pruned_dirs": dict(sorted(walk.pruned_dirs.items())),
+        **file_counts(split_stats, skipped, walk),
         "kept_per_language": dict(sorted(per_language.items())),
         "tokens": sum(s["tokens"] for s in split_stats.values()),
         "splits": split_stats,

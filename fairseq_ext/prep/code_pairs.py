@@ -26,13 +26,14 @@ from fairseq_ext.prep.code_dataset import (
     ARROW_SHARD,
     CodeDatasetConfig,
     file_batches,
+    file_counts,
     finish_dataset_dict,
     plan_splits,
     progress_bar,
     read_files,
     skips_text,
 )
-from fairseq_ext.prep.code_files import SKIP_REASONS, check_sources
+from fairseq_ext.prep.code_files import check_sources
 from fairseq_ext.prep.code_pair_extract import (
     DOCSTRING_SKIPS,
     SPAN_SKIPS,
@@ -145,9 +146,7 @@ def build_code_pairs(srcs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
 
 def _totals(splits: dict, skipped: Counter, walk, counts: dict, kinds: tuple[str, ...]) -> dict:
     out = {
-        "kept": sum(s["files"] for s in splits.values()),
-        "skipped": {r: skipped.get(r, 0) for r in SKIP_REASONS},
-        "pruned_dirs": dict(sorted(walk.pruned_dirs.items())),
+        **file_counts(splits, skipped, walk),
         "pairs": sum(s["pairs"] for s in splits.values()),
         "splits": splits,
     }
