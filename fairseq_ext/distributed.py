@@ -224,7 +224,7 @@ def _user_error_in(report: str) -> UserError | None:
     module, _, cls_name = name.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), cls_name) if module else None
-    except (ImportError, ValueError):
+    except (ImportError, ValueError, AttributeError):  # not a class we can name: not a user error of ours
         return None
     return UserError(message) if isinstance(cls, type) and issubclass(cls, UserError) else None
 
