@@ -197,10 +197,10 @@ def test_warning_signal_saves_requeues_and_resumes(slurm, bart_data, tmp_path):
 
 @pytest.mark.slow
 def test_the_files_own_directives_save_and_requeue_before_the_time_limit(slurm, bart_data, tmp_path):
-    """No signal from the test: a 4-minute limit and the file's ``--signal=USR1@180`` make Slurm send
+    """No signal from the test: a 5-minute limit and the file's ``--signal=USR1@180`` make Slurm send
     SIGUSR1 to the tasks about a minute in; its ``--requeue`` lets rank 0 requeue the job (this cluster
     requeues no job that does not ask), and the next run resumes from the checkpoint."""
-    job = Job(slurm, "pretrain_bart.sbatch", tmp_path / "work", bart_env(bart_data, 1_000_000), options=("--time=4",))
+    job = Job(slurm, "pretrain_bart.sbatch", tmp_path / "work", bart_env(bart_data, 1_000_000), options=("--time=5",))
     requeued = f"`scontrol requeue {job.id}`: job requeued"
     job.wait(lambda s: s.get("Restarts") == "1" and requeued in job.log, timeout=300,
              what="to get SIGUSR1 from --signal=USR1@180, save and requeue itself")
