@@ -43,6 +43,10 @@ setup(
         "pyarrow>=12",
         "pathspec>=0.12",
         "Pygments>=2.12",
+        # contrastive code search: exporting to (and loading) sentence-transformers directories, and the
+        # BM25 baseline of `fairseq-ext eval-retrieval` (bm25s: maintained, numpy/scipy only)
+        "sentence-transformers>=3.0",
+        "bm25s>=0.2",
     ],
     extras_require={
         "test": ["pytest>=7", "ruff>=0.4"],

@@ -28,8 +28,9 @@ def is_arrow_dataset_dir(path: str | os.PathLike) -> bool:
     return os.path.isfile(os.path.join(path, "dataset_dict.json"))
 
 
-def load_arrow_split(directory: str | os.PathLike, split: str):
-    """``datasets.load_from_disk(directory)[split]``, with one-line errors naming the directory."""
+def load_arrow_split(directory: str | os.PathLike, split: str, columns=("input_ids", "length")):
+    """``datasets.load_from_disk(directory)[split]``, with one-line errors naming the directory (and
+    a missing column of ``columns``)."""
     import datasets
 
     if not is_arrow_dataset_dir(directory):
@@ -43,7 +44,7 @@ def load_arrow_split(directory: str | os.PathLike, split: str):
     if split not in splits:
         raise CodeDataError(f"{directory}: no '{split}' split (it has: {', '.join(sorted(splits)) or 'none'})")
     dataset = splits[split]
-    missing = [c for c in ("input_ids", "length") if c not in dataset.column_names]
+    missing = [c for c in columns if c not in dataset.column_names]
     if missing:
         raise CodeDataError(f"{directory}/{split}: no column {', '.join(missing)} (columns: "
                             f"{', '.join(dataset.column_names)})")
@@ -54,37 +55,42 @@ class ArrowTokenDataset(FairseqDataset):
     """File ``i`` of one split: its ``input_ids`` then ``eos``, a LongTensor; ``sizes`` count the eos.
 
     ``ArrowTokenDataset("code-data", "train", eos=2)[0]`` is the first training file's ids and 2
-    (``tests/test_arrow_dataset.py`` builds such a directory).
+    (``tests/test_arrow_dataset.py`` builds such a directory). ``column``/``length_column`` name other
+    columns of the same kind (a pairs directory's ``query_ids``/``query_length``).
     """
 
-    def __init__(self, directory: str | os.PathLike, split: str, eos: int):
+    def __init__(self, directory: str | os.PathLike, split: str, eos: int, column: str = "input_ids",
+                 length_column: str = "length"):
         self.directory, self.split, self.eos = str(directory), split, int(eos)
+        self.column, self.length_column = column, length_column
         self._open()
 
     def _open(self) -> None:
-        dataset = load_arrow_split(self.directory, self.split)
+        dataset = load_arrow_split(self.directory, self.split, (self.column, self.length_column))
         table = dataset.data.table  # a pyarrow Table over the memory-mapped files
         if dataset._indices is not None:  # save_to_disk flattens indices; a hand-made directory might not
             raise CodeDataError(f"{self.directory}/{self.split}: has an indices mapping; save it with "
                                 "flatten_indices() first")
-        column = table.column("input_ids")
+        column = table.column(self.column)
         self._offsets, self._values = [], []
         for chunk in column.chunks:  # (rows + 1,) absolute offsets into the chunk's values, (tokens,)
             if chunk.null_count:
-                raise CodeDataError(f"{self.directory}/{self.split}: input_ids has {chunk.null_count} null rows")
+                raise CodeDataError(f"{self.directory}/{self.split}: {self.column} has {chunk.null_count} null rows")
             self._offsets.append(chunk.offsets.to_numpy(zero_copy_only=True))
             self._values.append(chunk.values.to_numpy(zero_copy_only=True))
         rows = np.array([len(c) for c in column.chunks], dtype=np.int64)
         self._chunk_start = np.concatenate([[0], np.cumsum(rows)])  # first row of each chunk
-        lengths = table.column("length").to_numpy()
+        lengths = table.column(self.length_column).to_numpy()
         actual = np.concatenate([np.diff(o) for o in self._offsets]) if self._offsets else np.zeros(0, np.int64)
         if lengths.shape != actual.shape or (lengths != actual).any():
             bad = int(np.flatnonzero(lengths != actual)[0]) if lengths.shape == actual.shape else len(actual)
-            raise CodeDataError(f"{self.directory}/{self.split}: row {bad}: 'length' disagrees with len(input_ids)")
+            raise CodeDataError(f"{self.directory}/{self.split}: row {bad}: '{self.length_column}' disagrees with "
+                                f"len({self.column})")
         self.sizes = lengths.astype(np.int64) + 1  # with eos
 
     def __getstate__(self):
-        return {"directory": self.directory, "split": self.split, "eos": self.eos}
+        return {"directory": self.directory, "split": self.split, "eos": self.eos, "column": self.column,
+                "length_column": self.length_column}
 
     def __setstate__(self, state):
         self.__dict__.update(state)

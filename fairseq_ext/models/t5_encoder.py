@@ -7,7 +7,10 @@ to and from transformers by renaming tensors. On top of it:
 * an MLM head (``lm_head.*``, see :class:`~fairseq_ext.models.t5_modules.T5LMHead`), used
   unless ``features_only``; with ``masked_tokens`` only those positions are projected;
 * a pooled embedding for contrastive training, ``model.embed(src_tokens) -> (B, D)``
-  (``--pooling first|mean``, ``--pooler-dim``, ``--pooler-normalize``; weights ``pooler.*``).
+  (``--pooling first|mean``, ``--pooler-dim``, ``--pooler-normalize``; weights ``pooler.*``);
+  with ``--separate-towers`` keys have their own encoder and pooler (``key_encoder.*``,
+  ``key_pooler.*``): ``model.embed(tokens, tower="key")``. ``model(query_tokens=Q, key_tokens=K)``
+  returns both embeddings in one call (one forward, as DistributedDataParallel wants).
 
 It follows fairseq's RoBERTa calling convention: ``model(src_tokens, features_only=True)``
 returns the final hidden states ``(B, T, C)`` and ``{"inner_states": [...]}`` (with
@@ -17,9 +20,14 @@ State-dict names: ``encoder.embed_tokens.weight``; ``encoder.layers.{i}.`` +
 ``self_attn_layer_norm``, ``self_attn.{q,k,v,out}_proj``, ``ffn_layer_norm``,
 ``ffn.{wi|wi_0,wi_1},wo``; ``encoder.layers.0.self_attn.relative_attention_bias`` (layer 0 only);
 ``encoder.layer_norm``; ``lm_head.{dense,layer_norm,bias,weight}`` (weight tied to the embeddings);
-``pooler.dense`` when ``--pooler-dim`` > 0.
+``pooler.dense`` when ``--pooler-dim`` > 0; ``key_encoder.*``/``key_pooler.*`` with ``--separate-towers``.
+
+Loading a checkpoint that lacks what this model adds (a key tower, a pooler projection: continuing a
+``code_mlm`` checkpoint or an imported T5 encoder contrastively) fills it in: the key tower as a copy of
+the checkpoint's query tower, a new projection from this model's initialisation (logged).
 """
 
+import logging
 from argparse import Namespace
 from dataclasses import dataclass, field
 from typing import Optional
@@ -38,6 +46,9 @@ from torch import nn
 from fairseq_ext.errors import UserError
 from fairseq_ext.models.presets import apply_preset, dataclass_defaults, settings_namespace
 from fairseq_ext.models.t5_modules import FEED_FORWARD_PROJ, T5Layer, T5LayerNorm, T5LMHead, T5Pooler, init_t5_weights
+
+logger = logging.getLogger(__name__)
+TOWERS = ("query", "key")
 
 # the sizes of t5-small and t5-base (their encoders)
 T5_SMALL = {"encoder_embed_dim": 512, "encoder_layers": 6, "encoder_attention_heads": 8, "kv_dim": 64,
@@ -84,6 +95,9 @@ class T5EncoderConfig(FairseqDataclass):
     pooler_dim: int = field(default=0, metadata={
         "help": "size of a projection (no bias) after pooling; 0: none, the embedding is the hidden size"})
     pooler_normalize: bool = field(default=False, metadata={"help": "L2-normalise the pooled embedding"})
+    separate_towers: bool = field(default=False, metadata={
+        "help": "contrastive training: keys get an encoder and pooler of their own (key_encoder.*, key_pooler.*), "
+        "started as copies of the query tower's; default: one tower embeds both"})
 
 
 DEFAULTS = dataclass_defaults(T5EncoderConfig)
@@ -165,6 +179,13 @@ class T5EncoderFairseqModel(FairseqEncoderModel):
         d = args.encoder_embed_dim
         self.lm_head = T5LMHead(d, encoder.embed_tokens.weight, args.layer_norm_eps)
         self.pooler = T5Pooler(d, args.pooling, args.pooler_dim, args.pooler_normalize)
+        if getattr(args, "separate_towers", False):
+            self.key_encoder = T5Encoder(args, encoder.dictionary)
+            self.key_pooler = T5Pooler(d, args.pooling, args.pooler_dim, args.pooler_normalize)
+
+    @property
+    def separate_towers(self) -> bool:
+        return hasattr(self, "key_encoder")
 
     @classmethod
     def build_model(cls, cfg, task):
@@ -172,21 +193,57 @@ class T5EncoderFairseqModel(FairseqEncoderModel):
         model = cls(args, T5Encoder(args, task.source_dictionary))
         init_t5_weights(model, args)
         model.encoder.embed_tokens.weight.data.normal_(0.0, 1.0)  # T5's shared embeddings: N(0, 1)
+        if model.separate_towers:  # both towers start equal
+            model.key_encoder.load_state_dict(model.encoder.state_dict())
+            model.key_pooler.load_state_dict(model.pooler.state_dict())
         return model
 
-    def forward(self, src_tokens, features_only: bool = False, return_all_hiddens: bool = False,
-                masked_tokens=None, **kwargs):
+    def forward(self, src_tokens=None, features_only: bool = False, return_all_hiddens: bool = False,
+                masked_tokens=None, query_tokens=None, key_tokens=None, **kwargs):
         """-> (x, {"inner_states": [...]}): x is (B, T, C) with ``features_only``, else the vocabulary
-        logits (B, T, V), or (N, V) at the ``masked_tokens`` positions."""
+        logits (B, T, V), or (N, V) at the ``masked_tokens`` positions.
+
+        With ``query_tokens``/``key_tokens`` (and no ``src_tokens``): -> (query embeddings (B, D) or None,
+        key embeddings (B', D) or None), each from its tower.
+        """
+        if src_tokens is None:
+            return (None if query_tokens is None else self.embed(query_tokens, "query"),
+                    None if key_tokens is None else self.embed(key_tokens, "key"))
         x, inner_states = self.encoder(src_tokens, return_all_hiddens=return_all_hiddens)
         if not features_only:
             x = self.lm_head(x, masked_tokens)
         return x, {"inner_states": inner_states}
 
-    def embed(self, src_tokens: torch.Tensor) -> torch.Tensor:
-        """The pooled embedding of each sequence: (B, T) -> (B, D)."""
-        features, _ = self.encoder(src_tokens)
-        return self.pooler(features, src_tokens.eq(self.encoder.padding_idx))
+    def tower(self, name: str = "query") -> tuple[T5Encoder, T5Pooler]:
+        """(encoder, pooler) that embeds ``name`` ("query" or "key"; one tower unless --separate-towers)."""
+        if name not in TOWERS:
+            raise ValueError(f"tower must be one of {TOWERS}, got {name!r}")
+        if name == "key" and self.separate_towers:
+            return self.key_encoder, self.key_pooler
+        return self.encoder, self.pooler
+
+    def embed(self, src_tokens: torch.Tensor, tower: str = "query") -> torch.Tensor:
+        """The pooled embedding of each sequence by ``tower``'s encoder and pooler: (B, T) -> (B, D)."""
+        encoder, pooler = self.tower(tower)
+        features, _ = encoder(src_tokens)
+        return pooler(features, src_tokens.eq(encoder.padding_idx))
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        """Fill in what a checkpoint without this model's additions lacks (see the module's docstring)."""
+        super().upgrade_state_dict_named(state_dict, name)
+        prefix = name + "." if name else ""
+        own = self.state_dict()
+        if self.separate_towers and not any(k.startswith(prefix + "key_encoder.") for k in state_dict):
+            for src, dst in (("encoder.", "key_encoder."), ("pooler.", "key_pooler.")):
+                for k in [k for k in state_dict if k.startswith(prefix + src)]:
+                    state_dict[prefix + dst + k[len(prefix + src):]] = state_dict[k].clone()
+            logger.info("checkpoint has one tower: the key tower starts as a copy of it (--separate-towers)")
+        added = [k for k in own if k.startswith(("pooler.dense.", "key_pooler.dense."))
+                 and prefix + k not in state_dict]
+        for k in added:
+            state_dict[prefix + k] = own[k].clone()
+        if added:
+            logger.info(f"checkpoint has no pooler projection: {', '.join(added)} newly initialised (--pooler-dim)")
 
     def max_positions(self) -> int:
         return self.encoder.max_positions()
