@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,55 @@ def pytest_runtest_makereport(item, call):
     cluster = getattr(item, "funcargs", {}).get("slurm")
     if report.failed and cluster is not None:
         report.sections.append(("Slurm daemon logs", cluster.logs()))
+
+
+# --- contrastive code search: one tiny trained model, shared by the tests of training, export, evaluation ----
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+CONTRASTIVE_PACKAGES = ("json", "email", "html", "http", "urllib", "logging", "concurrent", "xmlrpc", "wsgiref",
+                        "importlib", "asyncio", "collections", "unittest")
+TINY_T5_ARGS = ["--arch", "t5_encoder_small", "--encoder-layers", "2", "--encoder-embed-dim", "64", "--kv-dim", "16",
+                "--encoder-ffn-embed-dim", "128", "--encoder-attention-heads", "4", "--cpu", "--num-workers", "0",
+                "--seed", "1"]
+CONTRASTIVE_ARGS = ["--task", "code_contrastive", "--criterion", "info_nce", *TINY_T5_ARGS,
+                    "--max-query-tokens", "32", "--max-key-tokens", "64", "--pooler-dim", "32", "--learn-temperature"]
+
+
+@pytest.fixture(scope="session")
+def code_pairs_dir(tmp_path_factory) -> Path:
+    """Docstring pairs of the standard library's top-level modules and some packages, split by file, with
+    a 4,000-token BPE tokenizer trained on the same code."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("stdlib-pairs")
+    src = root / "Lib"
+    src.mkdir()
+    for module in STDLIB.glob("*.py"):
+        shutil.copy(module, src / module.name)
+    for package in CONTRASTIVE_PACKAGES:
+        shutil.copytree(STDLIB / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "test*"))
+    run_cli("train-tokenizer", "-i", str(src), "--languages", "python", "-o", str(root / "tok"), "--kind", "bpe",
+            "--vocab-size", "4000")
+    run_cli("code-pairs", str(src), "-o", str(root / "pairs"), "--tokenizer", str(root / "tok"), "--languages",
+            "python", "--kind", "docstring", "--split-by", "file", "--valid-ratio", "0.1", "--quiet")
+    return root / "pairs"
+
+
+@pytest.fixture(scope="session")
+def contrastive_checkpoint(tmp_path_factory, code_pairs_dir):
+    """A t5_encoder trained by code_contrastive for 150 updates (about 40 s): (checkpoint_best.pt, pairs dir,
+    fairseq-train's log). Pooler projection to 32, learned temperature, one tower; validated every 50 updates."""
+    from types import SimpleNamespace
+
+    save = tmp_path_factory.mktemp("contrastive") / "checkpoints"
+    cmd = [str(BIN / "fairseq-train"), str(code_pairs_dir), "--user-dir", "fairseq_ext", *CONTRASTIVE_ARGS,
+           "--optimizer", "adam", "--lr", "5e-3", "--lr-scheduler", "polynomial_decay", "--warmup-updates", "20",
+           "--total-num-update", "150", "--max-update", "150", "--max-tokens", "6000", "--log-format", "simple",
+           "--log-interval", "10", "--save-dir", str(save), "--validate-interval-updates", "50",
+           "--save-interval-updates", "50", "--validate-interval", "1000", "--save-interval", "1000",
+           "--no-epoch-checkpoints", "--best-checkpoint-metric", "mrr",
+           "--maximize-best-checkpoint-metric"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    return SimpleNamespace(checkpoint=save / "checkpoint_best.pt", pairs=code_pairs_dir, log=log)

@@ -35,6 +35,7 @@ import torch.distributed as dist
 from fairseq.tasks import register_task
 from omegaconf import MISSING
 
+from fairseq_ext.criterions.info_nce import RETRIEVAL_KEYS
 from fairseq_ext.data.arrow_dataset import CodeDataError, is_arrow_dataset_dir
 from fairseq_ext.data.pair_dataset import PairDataset
 from fairseq_ext.errors import UserError
@@ -117,6 +118,7 @@ class CodeContrastiveTask(TokenizerDataTask):
     # -- gradient caching -------------------------------------------------------------------------------------
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        self.num_updates = update_num + 1  # what this step's update makes it; recorded with validation figures
         chunk = self.cfg.grad_cache_chunk
         if chunk <= 0 or sample["nsentences"] <= chunk:
             return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
@@ -164,7 +166,7 @@ class CodeContrastiveTask(TokenizerDataTask):
         if getattr(self, "_pool_pending", False) and "valid" in self.datasets:
             self._pool_pending = False
             figures = self.pool_retrieval(model, self.datasets["valid"])
-            logging_output.update({f"retrieval_{k}": v for k, v in figures.items() if k != "pairs"})
+            logging_output.update({f"retrieval_{k}": figures[k] for k in RETRIEVAL_KEYS})
             logging_output.update({"retrieval_weight": 1, "retrieval_pool": figures["pairs"]})
         return loss, sample_size, logging_output
 
@@ -193,7 +195,7 @@ class CodeContrastiveTask(TokenizerDataTask):
             queries, keys = torch.nn.functional.normalize(queries, dim=-1), torch.nn.functional.normalize(keys, dim=-1)
         figures = metrics_from_counts(*embedding_rank_counts(queries.cpu(), keys.cpu()))
         model.train(was_training)
-        self.retrieval = {**figures, "pairs": len(dataset)}
+        self.retrieval = {**figures, "pairs": len(dataset), "num_updates": getattr(self, "num_updates", 0)}
         return self.retrieval
 
     def build_criterion(self, cfg, from_checkpoint=False):
