@@ -27,6 +27,7 @@ from fairseq_ext.convert.common import TOLERANCE, ConversionError
 from fairseq_ext.convert.family import PooledEmbedding
 from fairseq_ext.convert.settings import section, task_data_dir
 
+MAX_LOGIT_SCALE = 100.0  # info_nce's cap on 1 / temperature (CLIP's): a learned temperature is never below 0.01
 ST_POOLING = {"mean": "mean", "first": "cls"}  # fairseq --pooling -> sentence-transformers' pooling_mode
 # texts to check with when the checkpoint's pairs directory is gone: a query and code of different lengths
 FALLBACK_TEXTS = (
@@ -78,8 +79,8 @@ def embedding_info(state: dict, positions: int, pooled: PooledEmbedding, tower: 
     learned = bool(crit.get("learn_temperature")) if contrastive else False
     temperature = float(crit["temperature"]) if contrastive and crit.get("temperature") is not None else None
     scale = (state.get("criterion") or {}).get("logit_scale")
-    if learned and scale is not None:
-        temperature = math.exp(-float(torch.as_tensor(scale).reshape(-1)[0]))  # logit_scale = log(1 / T)
+    if learned and scale is not None:  # logit_scale = log(1 / T); the criterion caps 1 / T at MAX_LOGIT_SCALE
+        temperature = max(math.exp(-float(torch.as_tensor(scale).reshape(-1)[0])), 1 / MAX_LOGIT_SCALE)
     why = ("the pooler normalises (--pooler-normalize)" if pooled.normalize else
            "the criterion scores by cosine similarity, which normalises both sides" if similarity == "cosine" else "")
     dense = None if pooled.dense is None else (int(pooled.dense.shape[1]), int(pooled.dense.shape[0]))

@@ -21,13 +21,18 @@ from fairseq_ext.models.t5_encoder import DEFAULT_MAX_POSITIONS, resolved_settin
 
 MLM_KEYS = ("mask_prob", "leave_unmasked_prob", "random_token_prob", "mask_unit", "sample_break_mode",
             "tokens_per_sample")
+PAIR_KEYS = ("max_query_tokens", "max_key_tokens")  # a contrastive task's (code_contrastive) side limits
 WHOLE_MODEL = "T5ForConditionalGeneration"
 
 
 def fill_settings(values: dict, model: str, task: dict) -> Namespace:
-    """A ``t5_encoder``'s settings completed as its builder completes them (max_positions: the task's length)."""
-    if "max_positions" not in values and task.get("tokens_per_sample") is not None:
-        values = dict(values, max_positions=task["tokens_per_sample"])
+    """A ``t5_encoder``'s settings completed as its builder completes them (max_positions: the task's length,
+    the longer side of a contrastive task's pairs)."""
+    length = task.get("tokens_per_sample")
+    if length is None and all(task.get(k) is not None for k in PAIR_KEYS):
+        length = max(int(task[k]) for k in PAIR_KEYS)
+    if values.get("max_positions") is None and length is not None:
+        values = dict(values, max_positions=length)
     return resolved_settings(values)
 
 
@@ -96,11 +101,15 @@ def pooled(args, weights: dict) -> PooledEmbedding:
 def card(args, task: dict) -> CardLines:
     s = args.args
     task_name = task.get("_name") or task.get("task")
+    if all(task.get(k) is not None for k in PAIR_KEYS):
+        objective = f"{task_name} (contrastive InfoNCE over query/key pairs{task_summary(task, PAIR_KEYS)})"
+    else:
+        objective = f"{task_name or 'masked LM'} (masked language modelling{task_summary(task, MLM_KEYS)})"
     return CardLines(
         f"{s.encoder_layers} layers, d_model {s.encoder_embed_dim}, {s.encoder_attention_heads} heads of "
         f"{s.kv_dim}, FFN {s.encoder_ffn_embed_dim} ({s.feed_forward_proj}), relative positions "
         f"({s.relative_attention_num_buckets} buckets, max distance {s.relative_attention_max_distance})",
-        f"{task_name or 'masked LM'} (masked language modelling{task_summary(task, MLM_KEYS)})",
+        objective,
     )
 
 
