@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fairseq_ext.convert import sentence_transformers as st
 from fairseq_ext.convert.checkpoint_io import (
     build_fairseq_model,
     checkpoint_tokenizer,
@@ -21,6 +22,7 @@ from fairseq_ext.convert.checkpoint_io import (
     load_checkpoint,
 )
 from fairseq_ext.convert.common import TOLERANCE, ConversionError
+from fairseq_ext.convert.embedding_card import embedding_section
 from fairseq_ext.convert.families import FAMILIES, export_family
 from fairseq_ext.convert.settings import CheckpointModelSettings, checkpoint_model_settings, section, task_data_dir
 from fairseq_ext.io_utils import atomic_output_dir
@@ -35,6 +37,8 @@ class ExportResult:
     num_updates: int | None
     val_loss: float | None
     parameters: int
+    format: str = "transformers"
+    embedding: st.EmbeddingInfo | None = None  # the pooled embedding of a family that has one
 
 
 def hf_family(model_name: str, hf_model_type: str | None, family: str | None) -> str:
@@ -42,35 +46,75 @@ def hf_family(model_name: str, hf_model_type: str | None, family: str | None) ->
     return export_family(model_name, hf_model_type, family).name
 
 
+FORMATS = ("transformers", "sentence-transformers")
+
+
 def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokenizer=None, family: str | None = None,
-              overwrite: bool = False) -> ExportResult:
+              overwrite: bool = False, tower: str | None = None, fmt: str = "transformers") -> ExportResult:
+    """Convert ``checkpoint`` and write ``out_dir``; ``tower`` (query|key) and ``fmt`` for families with towers."""
+    if fmt not in FORMATS:
+        raise ConversionError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
     state = load_checkpoint(checkpoint)
     args = checkpoint_model_settings(state, checkpoint)
     target = export_family(args.model, args.hf_model_type, family)
+    _check_embedding_options(target, checkpoint, tower, fmt)
     tok_name, tok = checkpoint_tokenizer(state, checkpoint, tokenizer)
     weights = state["model"]
     if target.embed_key not in weights:
         raise ConversionError(f"{checkpoint}: no {target.embed_key} in the weights of a {args.model} checkpoint")
     dictionary = dictionary_for_rows(tok, weights[target.embed_key].shape[0], tok_name, checkpoint, state)
     fs_model = build_fairseq_model(args.args, dictionary, weights)
-    hf_model = target.to_hf(args, dictionary, weights)
-    diff = target.parity(fs_model, hf_model, dictionary, args.positions)
+    one_args, one_weights, one_model, separate = args, weights, fs_model, False
+    if target.towers is not None:  # the tower alone, as a one-tower model: the same conversion and parity check
+        one_args, one_weights, separate = target.towers(args, weights, tower or "query")
+        one_model = build_fairseq_model(one_args.args, dictionary, one_weights)
+    hf_model = target.to_hf(one_args, dictionary, one_weights)
+    diff = target.parity(one_model, hf_model, dictionary, args.positions)
     if not diff <= TOLERANCE:
         raise ConversionError(f"{checkpoint}: fairseq and transformers outputs differ by {diff:.2e} "
                               f"(> {TOLERANCE:g}); nothing written")
+    pooled = None if target.pooled is None else target.pooled(one_args, one_weights)
+    if pooled is not None and fmt == FORMATS[0] and tower is None and not st.is_contrastive(state):
+        pooled = None  # an MLM checkpoint's pooler was never trained: the export is the encoder alone
+    info = None if pooled is None else st.embedding_info(state, args.positions, pooled, tower or "query", separate,
+                                                         tok, dictionary)
     history = state.get("optimizer_history") or [{}]
     extra = state.get("extra_state") or {}
     result = ExportResult(str(out_dir), target.name, diff, history[-1].get("num_updates"),
-                          _as_float(extra.get("val_loss")), sum(p.numel() for p in hf_model.parameters()))
+                          _as_float(extra.get("val_loss")), sum(p.numel() for p in hf_model.parameters()), fmt, info)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         hf_model.save_pretrained(str(tmp), safe_serialization=True)
         if target.input_names is not None:
             tok.model_input_names = list(target.input_names)
             tok.init_kwargs["model_input_names"] = tok.model_input_names
+        if info is not None:
+            info.tokens_fixed = st.add_fairseq_specials(tok, dictionary)
         save_tokenizer(tok, tmp)
+        if info is not None:
+            st.recheck_tokenizer(tmp, info, dictionary)
+        if fmt == FORMATS[1]:
+            texts = st.sample_texts(state, tower or "query", separate)
+            st.write_sentence_transformers(tmp, fs_model, tok, dictionary, pooled, info, texts, checkpoint)
+        elif pooled is not None and pooled.dense is not None:
+            from safetensors.torch import save_file
+
+            save_file({"dense.weight": pooled.dense.detach().contiguous()}, str(tmp / "pooler.safetensors"))
         (tmp / "README.md").write_text(model_card(checkpoint, state, args, tok_name, result), encoding="utf-8")
-        (tmp / "fairseq_ext_export.json").write_text(json.dumps(result.__dict__, indent=2) + "\n", encoding="utf-8")
+        record = {k: v for k, v in result.__dict__.items() if k != "embedding"}
+        if info is not None:
+            record["embedding"] = {k: v for k, v in info.__dict__.items() if k != "token_example"}
+        (tmp / "fairseq_ext_export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def _check_embedding_options(target, checkpoint, tower: str | None, fmt: str) -> None:
+    """--tower needs a family with towers, --format sentence-transformers one with a pooled embedding."""
+    if tower is not None and target.towers is None:
+        raise ConversionError(f"{checkpoint}: --tower {tower}: {target.checkpoint_kind} has no query/key towers "
+                              "(only contrastive T5 encoder checkpoints have)")
+    if fmt != FORMATS[0] and target.pooled is None:
+        raise ConversionError(f"{checkpoint}: --format {fmt}: {target.checkpoint_kind} has no pooled embedding "
+                              "(only T5 encoder checkpoints export one)")
 
 
 def _as_float(value):
@@ -90,7 +134,7 @@ def model_card(checkpoint, state, args: CheckpointModelSettings, tok_name, resul
     parity = (f"max abs {family.parity_measure} difference {result.max_abs_diff:.2e} vs. fairseq "
               f"(fp32, tolerance {TOLERANCE:g})")
     return f"""---
-library_name: transformers
+library_name: {"sentence-transformers" if result.format == FORMATS[1] else "transformers"}
 pipeline_tag: {family.pipeline_tag}
 tags: [{family.name}, fairseq, fairseq_ext]
 ---
@@ -114,7 +158,13 @@ from transformers import AutoTokenizer, {cls}
 tok = AutoTokenizer.from_pretrained("{result.out_dir}")
 model = {cls}.from_pretrained("{result.out_dir}")
 ```
-"""
+{_embedding(result)}"""
+
+
+def _embedding(result: ExportResult) -> str:
+    if result.embedding is None:
+        return ""
+    return embedding_section(result.embedding, result.out_dir, result.format == FORMATS[1])
 
 
 def _started_from(state) -> str:

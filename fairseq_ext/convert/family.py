@@ -45,6 +45,15 @@ class CardLines:
     objective: str
 
 
+@dataclass
+class PooledEmbedding:
+    """How a model pools its final hidden states into one vector per sequence (``model.embed``)."""
+
+    pooling: str  # "mean" over non-pad tokens or "first" token
+    dense: Any  # the projection's (D, C) weight (no bias), or None
+    normalize: bool  # L2-normalised by the model itself
+
+
 @dataclass(frozen=True)
 class Family:
     """One transformers family and how its models convert to and from fairseq."""
@@ -75,4 +84,9 @@ class Family:
     # (settings, task settings) -> the model card's rows
     card: Callable[[Any, dict], CardLines]
     parity_measure: str = "logit"  # what parity compares: "logit", "hidden-state"
+    # (settings, weights, tower) -> (settings, weights) of that tower alone under the query tower's names, and
+    # whether the checkpoint has separate towers; None: the family's models have no towers (no --tower)
+    towers: Optional[Callable[[Any, dict, str], tuple[Any, dict, bool]]] = None
+    # (one tower's settings, weights) -> its pooled embedding; None: none (no --format sentence-transformers)
+    pooled: Optional[Callable[[Any, dict], PooledEmbedding]] = None
     card_notes: str = ""  # a paragraph for the card (what export left out, how to use it)

@@ -11,22 +11,28 @@ behind, and the card says so.
 
 from __future__ import annotations
 
+import dataclasses
 from argparse import Namespace
 
 from fairseq_ext.convert import t5
 from fairseq_ext.convert.common import ConversionError, load_hf_state, load_weights, task_summary
-from fairseq_ext.convert.family import CardLines, FairseqSide, Family, LoadedHF
+from fairseq_ext.convert.family import CardLines, FairseqSide, Family, LoadedHF, PooledEmbedding
 from fairseq_ext.models.t5_encoder import DEFAULT_MAX_POSITIONS, resolved_settings
 
 MLM_KEYS = ("mask_prob", "leave_unmasked_prob", "random_token_prob", "mask_unit", "sample_break_mode",
             "tokens_per_sample")
+PAIR_KEYS = ("max_query_tokens", "max_key_tokens")  # a contrastive task's (code_contrastive) side limits
 WHOLE_MODEL = "T5ForConditionalGeneration"
 
 
 def fill_settings(values: dict, model: str, task: dict) -> Namespace:
-    """A ``t5_encoder``'s settings completed as its builder completes them (max_positions: the task's length)."""
-    if "max_positions" not in values and task.get("tokens_per_sample") is not None:
-        values = dict(values, max_positions=task["tokens_per_sample"])
+    """A ``t5_encoder``'s settings completed as its builder completes them (max_positions: the task's length,
+    the longer side of a contrastive task's pairs)."""
+    length = task.get("tokens_per_sample")
+    if length is None and all(task.get(k) is not None for k in PAIR_KEYS):
+        length = max(int(task[k]) for k in PAIR_KEYS)
+    if values.get("max_positions") is None and length is not None:
+        values = dict(values, max_positions=length)
     return resolved_settings(values)
 
 
@@ -80,14 +86,30 @@ def to_hf(args, dictionary, weights: dict):
     return load_hf_state(T5EncoderModel(config), t5.fairseq_to_hf_state(weights, args.args, dictionary.tokenizer_size))
 
 
+def towers(args, weights: dict, tower: str):
+    """The settings and weights of one tower as a one-tower ``t5_encoder`` (see :func:`t5.tower_weights`)."""
+    one, separate = t5.tower_weights(weights, tower)
+    return dataclasses.replace(args, args=Namespace(**{**vars(args.args), "separate_towers": False})), one, separate
+
+
+def pooled(args, weights: dict) -> PooledEmbedding:
+    """The pooler of a one-tower model (``pooler.*``): pooling, projection, normalisation."""
+    s = args.args
+    return PooledEmbedding(str(s.pooling), weights.get("pooler.dense.weight"), bool(s.pooler_normalize))
+
+
 def card(args, task: dict) -> CardLines:
     s = args.args
     task_name = task.get("_name") or task.get("task")
+    if all(task.get(k) is not None for k in PAIR_KEYS):
+        objective = f"{task_name} (contrastive InfoNCE over query/key pairs{task_summary(task, PAIR_KEYS)})"
+    else:
+        objective = f"{task_name or 'masked LM'} (masked language modelling{task_summary(task, MLM_KEYS)})"
     return CardLines(
         f"{s.encoder_layers} layers, d_model {s.encoder_embed_dim}, {s.encoder_attention_heads} heads of "
         f"{s.kv_dim}, FFN {s.encoder_ffn_embed_dim} ({s.feed_forward_proj}), relative positions "
         f"({s.relative_attention_num_buckets} buckets, max distance {s.relative_attention_max_distance})",
-        f"{task_name or 'masked LM'} (masked language modelling{task_summary(task, MLM_KEYS)})",
+        objective,
     )
 
 
@@ -100,8 +122,9 @@ FAMILY = Family(
     fill_settings=fill_settings, positions_setting="max_positions", load_hf=load_hf,
     to_fairseq=to_fairseq, to_hf=to_hf,
     parity=lambda fs_model, hf_model, dictionary, positions: t5.t5_parity(fs_model, hf_model, dictionary),
-    card=card, parity_measure="hidden-state",
+    card=card, parity_measure="hidden-state", towers=towers, pooled=pooled,
     card_notes="An encoder only: `T5EncoderModel` gives each token's final hidden state (feature extraction). "
                "The fairseq model's masked-LM head (`lm_head.*`) and pooled-embedding projection (`pooler.*`, "
-               "when trained with `--pooler-dim`) are not exported: transformers' T5 encoder has no place for them.",
+               "when trained with `--pooler-dim`) are not in `T5EncoderModel`: the pooled embedding is written out "
+               "below for a contrastive checkpoint, and `--format sentence-transformers` exports it whole.",
 )
