@@ -1,0 +1,247 @@
+"""``--task code_contrastive``: train a ``t5_encoder`` to embed (query, key) pairs for code search.
+
+DATA is a pairs directory (``fairseq-ext code-pairs``): docstring -> code and CoCoS span pairs, already
+split by directory. Each side becomes model input by :func:`~fairseq_ext.data.pair_dataset.side_tokens`
+(``--max-query-tokens``, ``--max-key-tokens``); batches by token budget count both sides. The loss is
+``--criterion info_nce``. Start from a ``code_mlm`` checkpoint or an imported T5 encoder with
+``--restore-file CKPT --reset-optimizer --reset-dataloader --reset-meters --reset-lr-scheduler``
+(what the checkpoint lacks, a key tower or a pooler projection, is filled in: see the model).
+The MLM head is kept as it is (frozen): no worker waits for gradients it never gets.
+
+Large batches at constant memory (``--grad-cache-chunk N``, the technique of sentence-transformers'
+CachedMultipleNegativesRankingLoss, from Gao et al.'s GradCache): the batch's embeddings are first
+computed without autograd, N pairs at a time; the loss and its gradient with respect to every
+embedding are computed on all of them at once (so every pair is a negative for every other); then
+each chunk is embedded again with autograd, dropout drawing the same masks as the first time (the
+random state is saved per chunk), and back-propagated with its part of those gradients. Loss and
+gradients equal the uncached computation's; activation memory is that of N pairs.
+
+Validation ranks every held-out query against every held-out key (the whole pool, not the batch) and
+logs ``mrr``, ``recall@1`` and ``recall@10`` (use ``--best-checkpoint-metric mrr
+--maximize-best-checkpoint-metric``); workers embed a share of the pool each. The last figures go into
+the task's state, so every checkpoint written after a validation carries them (``export-hf`` puts
+them in the model card).
+"""
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from fairseq.tasks import register_task
+from omegaconf import MISSING
+
+from fairseq_ext.data.arrow_dataset import CodeDataError, is_arrow_dataset_dir
+from fairseq_ext.data.pair_dataset import PairDataset
+from fairseq_ext.errors import UserError
+from fairseq_ext.retrieval import embedding_rank_counts, metrics_from_counts
+from fairseq_ext.tasks.tokenizer_data import TokenizerDataConfig, TokenizerDataTask
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CodeContrastiveConfig(TokenizerDataConfig):
+    data: str = field(default=MISSING, metadata={
+        "help": "pairs directory made by `fairseq-ext code-pairs`"})
+    max_query_tokens: int = field(default=128, metadata={
+        "help": "longest query side, bos/eos included (a longer one is cut: a span query keeps a window around "
+        "its mask, others their start)"})
+    max_key_tokens: int = field(default=256, metadata={"help": "longest key side, bos/eos included (cut at the end)"})
+    grad_cache_chunk: int = field(default=0, metadata={
+        "help": "gradient caching: embed and back-propagate the batch this many pairs at a time, with the loss "
+        "and gradients of the whole batch (memory of a chunk, batches of thousands); 0: off"})
+    valid_block: int = field(default=64, metadata={
+        "help": "pairs embedded at a time when validation embeds the whole held-out pool"})
+
+
+@register_task("code_contrastive", dataclass=CodeContrastiveConfig)
+class CodeContrastiveTask(TokenizerDataTask):
+    cfg: CodeContrastiveConfig
+
+    REQUIRED_ROLES = ("eos", "pad")
+
+    @classmethod
+    def setup_task(cls, cfg, **kwargs):
+        for key in ("max_query_tokens", "max_key_tokens", "valid_block"):
+            if getattr(cfg, key) < 3:
+                raise UserError(f"--{key.replace('_', '-')} (task.{key}) must be at least 3, got {getattr(cfg, key)}")
+        if cfg.grad_cache_chunk < 0:
+            raise UserError(f"--grad-cache-chunk (task.grad_cache_chunk) must be 0 (off) or positive, "
+                            f"got {cfg.grad_cache_chunk}")
+        if not is_arrow_dataset_dir(cfg.data):
+            raise CodeDataError(f"{cfg.data}: not a pairs directory (no dataset_dict.json; make one with "
+                                "`fairseq-ext code-pairs`)")
+        task = super().setup_task(cfg, **kwargs)
+        task.mask = task.read_mask_id()
+        task.retrieval = None  # the last validation's figures
+        return task
+
+    def read_mask_id(self):
+        path = os.path.join(self.cfg.data, "code_pairs.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f).get("mask_id")
+        except FileNotFoundError:
+            raise CodeDataError(f"{path}: missing (not a directory written by `fairseq-ext code-pairs`)") from None
+        except (OSError, ValueError) as exc:
+            raise CodeDataError(f"{path}: cannot be read: {exc}") from None
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        data_path = self.data_dir(split, epoch)
+        self.check_same_vocabulary(data_path)
+        dataset = PairDataset(data_path, split, self.dictionary, self.cfg.max_query_tokens, self.cfg.max_key_tokens,
+                              self.mask, shuffle=split == "train", seed=self.cfg.seed)
+        self.datasets[split] = dataset
+        logger.info(f"{split}: {len(dataset)} pairs from {data_path}; {dataset.queries_cut} queries cut to "
+                    f"{self.cfg.max_query_tokens} tokens, {dataset.keys_cut} keys to {self.cfg.max_key_tokens}")
+
+    def max_positions(self):
+        return max(self.cfg.max_query_tokens, self.cfg.max_key_tokens)
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        if not hasattr(model, "embed") or not hasattr(model, "tower"):
+            raise UserError(f"--arch {getattr(cfg, '_name', None) or getattr(cfg, 'arch', '?')}: code_contrastive "
+                            "trains a t5_encoder model (--arch t5_encoder_small, t5_encoder_base, t5_encoder)")
+        head = getattr(model, "lm_head", None)
+        if head is not None:  # its tied weight is the embeddings: only the head's own parameters are frozen
+            for p in (*head.dense.parameters(), *head.layer_norm.parameters(), head.bias):
+                p.requires_grad_(False)
+        return model
+
+    # -- gradient caching -------------------------------------------------------------------------------------
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        chunk = self.cfg.grad_cache_chunk
+        if chunk <= 0 or sample["nsentences"] <= chunk:
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        model.train()
+        model.set_num_updates(update_num)
+        queries, keys = sample["net_input"]["query_tokens"], sample["net_input"]["key_tokens"]
+        pad = self.dictionary.pad()
+        pieces = [(_trim(queries[i:i + chunk], pad), _trim(keys[i:i + chunk], pad))
+                  for i in range(0, queries.size(0), chunk)]
+        states, q_parts, k_parts = [], [], []
+        with torch.no_grad():
+            for q_tokens, k_tokens in pieces:
+                states.append(_RandomState())
+                q, k = model(query_tokens=q_tokens, key_tokens=k_tokens)
+                q_parts.append(q)
+                k_parts.append(k)
+        q_all = torch.cat(q_parts).detach().requires_grad_()
+        k_all = torch.cat(k_parts).detach().requires_grad_()
+        with torch.autograd.profiler.record_function("forward"):
+            loss, sample_size, logging_output = criterion(model, sample, embeddings=(q_all, k_all))
+        if ignore_grad:
+            loss *= 0
+        with torch.autograd.profiler.record_function("backward"):
+            optimizer.backward(loss)  # -> q_all.grad, k_all.grad (scaled as the loss is) and the temperature's
+            start = 0
+            for i, ((q_tokens, k_tokens), state) in enumerate(zip(pieces, states)):
+                n = q_tokens.size(0)
+                last = i == len(pieces) - 1
+                sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+                with sync:
+                    state.restore()
+                    q, k = model(query_tokens=q_tokens, key_tokens=k_tokens)
+                    torch.autograd.backward([q, k], [q_all.grad[start:start + n], k_all.grad[start:start + n]])
+                start += n
+        return loss.detach(), sample_size, logging_output
+
+    # -- validation over the whole pool ---------------------------------------------------------------------
+
+    def begin_valid_epoch(self, epoch, model):
+        super().begin_valid_epoch(epoch, model)
+        self._pool_pending = True
+
+    def valid_step(self, sample, model, criterion):
+        loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
+        if getattr(self, "_pool_pending", False) and "valid" in self.datasets:
+            self._pool_pending = False
+            figures = self.pool_retrieval(model, self.datasets["valid"])
+            logging_output.update({f"retrieval_{k}": v for k, v in figures.items() if k != "pairs"})
+            logging_output.update({"retrieval_weight": 1, "retrieval_pool": figures["pairs"]})
+        return loss, sample_size, logging_output
+
+    @torch.no_grad()
+    def pool_retrieval(self, model, dataset: PairDataset) -> dict:
+        """MRR and Recall@k of every query of ``dataset`` against every key; each worker embeds a share."""
+        was_training = model.training
+        model.eval()
+        world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
+        mine = np.arange(rank, len(dataset), world)
+        device = next(model.parameters()).device
+        q_parts, k_parts = [], []
+        for start in range(0, mine.size, self.cfg.valid_block):
+            batch = dataset.collater([dataset[i] for i in mine[start:start + self.cfg.valid_block]])
+            q, k = model(query_tokens=batch["net_input"]["query_tokens"].to(device),
+                         key_tokens=batch["net_input"]["key_tokens"].to(device))
+            q_parts.append(q.float())
+            k_parts.append(k.float())
+        if not q_parts:  # a pool smaller than the number of workers: this one has nothing, but must take part
+            dim = model.embed(torch.full((1, 2), self.dictionary.eos(), device=device)).size(-1)
+            q_parts = k_parts = [torch.zeros(0, dim, device=device)]
+        q_mine, k_mine = torch.cat(q_parts), torch.cat(k_parts)
+        queries, keys = _gather_strided(q_mine, len(dataset), world), _gather_strided(k_mine, len(dataset), world)
+        similarity = getattr(self, "similarity", "cosine")
+        if similarity == "cosine":
+            queries, keys = torch.nn.functional.normalize(queries, dim=-1), torch.nn.functional.normalize(keys, dim=-1)
+        figures = metrics_from_counts(*embedding_rank_counts(queries.cpu(), keys.cpu()))
+        model.train(was_training)
+        self.retrieval = {**figures, "pairs": len(dataset)}
+        return self.retrieval
+
+    def build_criterion(self, cfg, from_checkpoint=False):
+        criterion = super().build_criterion(cfg, from_checkpoint)
+        self.similarity = getattr(criterion, "similarity", "cosine")
+        return criterion
+
+    def state_dict(self):
+        state = super().state_dict()
+        if getattr(self, "retrieval", None) is not None:
+            state["retrieval"] = dict(self.retrieval)
+        return state
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.retrieval = state_dict.get("retrieval")
+
+
+def _trim(tokens: torch.Tensor, pad: int) -> torch.Tensor:
+    """Drop the columns that are padding in every row of a chunk."""
+    used = tokens.ne(pad).any(0).nonzero()
+    return tokens[:, : int(used.max()) + 1] if used.numel() else tokens
+
+
+def _gather_strided(mine: torch.Tensor, total: int, world: int) -> torch.Tensor:
+    """Rows ``rank::world`` of a (total, D) tensor on every worker -> the whole tensor, in order."""
+    if world == 1:
+        return mine
+    rows = -(-total // world)
+    padded = mine.new_zeros(rows, mine.size(1))
+    padded[: mine.size(0)] = mine
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    out = mine.new_empty(total, mine.size(1))
+    for r, part in enumerate(parts):
+        n = len(range(r, total, world))
+        out[r::world] = part[:n]
+    return out
+
+
+class _RandomState:
+    """The random state dropout draws from (CPU, and the current CUDA device when there is one)."""
+
+    def __init__(self):
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda)
