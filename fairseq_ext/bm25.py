@@ -32,6 +32,16 @@ from fairseq_ext.retrieval import rank_counts
 _WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
 
+def _quiet_bm25s() -> None:
+    """bm25s sets its own logger to DEBUG on import ("Building index from tokens" for every index); give it
+    the level every other library's logger has, so what it logs is what the user asked to see."""
+    import logging
+
+    logger = logging.getLogger("bm25s")
+    if logger.level == logging.DEBUG:
+        logger.setLevel(logging.NOTSET)
+
+
 def _stopwords() -> frozenset[str]:
     from bm25s.stopwords import STOPWORDS_EN
 
@@ -51,6 +61,7 @@ class BM25Pool:
     def __init__(self, keys: Sequence[str]):
         import bm25s
 
+        _quiet_bm25s()
         stop = _stopwords()
         self.size = len(keys)
         self.index = bm25s.BM25(k1=1.5, b=0.75, method="lucene")

@@ -65,8 +65,9 @@ class Pool:
         self.directory, self.split, self.rows = Path(directory), split, rows
         self.kinds = all_kinds[rows].tolist()
         self.queries, self.keys = texts["query"], texts["key"]
+        per_kind = Counter(self.kinds)
         self.counts = {"in_split": len(all_kinds), "evaluated": int(rows.size), "skipped": skipped,
-                       "per_kind": dict(Counter(self.kinds))}
+                       "per_kind": {k: per_kind[k] for k in KINDS if per_kind[k]}}
 
     def __len__(self) -> int:
         return self.rows.size

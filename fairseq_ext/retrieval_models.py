@@ -36,6 +36,7 @@ class EmbeddingModel:
     max_query_tokens: int
     max_key_tokens: int
     separate_towers: bool = False
+    limits_from: str = "the checkpoint's task settings"
 
     def embed(self, tokens: torch.Tensor, tower: str) -> torch.Tensor:
         """(B, T) right-padded ids -> (B, D) float32 embeddings, L2-normalised for cosine."""
@@ -69,6 +70,8 @@ def load_embedding_model(path: str | os.PathLike, tokenizer_path: Path, device: 
         model.max_query_tokens = max_query_tokens
     if max_key_tokens is not None:
         model.max_key_tokens = max_key_tokens
+    if max_query_tokens is not None or max_key_tokens is not None:
+        model.limits_from = "--max-query-tokens/--max-key-tokens"
     model.module.to(device).eval()
     return model
 
@@ -115,4 +118,6 @@ def _sentence_transformer(path: Path, tok, tokenizer_path: Path, device: str) ->
     similarity = "dot" if name in ("dot", "dot_product") else "cosine"
     return EmbeddingModel(name=str(path), kind="sentence-transformers", module=module, similarity=similarity,
                           dictionary=dictionary, max_query_tokens=DEFAULT_MAX_QUERY_TOKENS,
-                          max_key_tokens=DEFAULT_MAX_KEY_TOKENS)
+                          max_key_tokens=DEFAULT_MAX_KEY_TOKENS,
+                          limits_from="code_contrastive's defaults: give the model's training values with "
+                          "--max-query-tokens/--max-key-tokens")

@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
               "separate_towers": model.separate_towers, "pairs": str(args.pairs), "split": args.split,
               "kinds": list(args.kinds) if args.kinds else None, "limit": args.limit,
               "max_query_tokens": model.max_query_tokens, "max_key_tokens": model.max_key_tokens,
+              "limits_from": model.limits_from,
               "counts": pool.counts, **report}
     print(summary(report))
     if args.json is not None:
@@ -115,9 +116,9 @@ def summary(r: dict) -> str:
     skipped = ", ".join(f"{n:,} {why.replace('_', ' ')}" for why, n in c["skipped"].items() if n) or "none"
     kinds = ", ".join(f"{k} {n:,}" for k, n in c["per_kind"].items())
     towers = "query and key towers" if r["separate_towers"] else "one tower for both sides"
-    lines = [f"model: {r['model']} ({r['model_kind']}, {towers}, {r['similarity']} similarity; queries cut to "
-             f"{r['max_query_tokens']} tokens, keys to {r['max_key_tokens']}: {r['cut']['queries']:,} and "
-             f"{r['cut']['keys']:,} were cut)",
+    lines = [f"model: {r['model']} ({r['model_kind']}, {towers}, {r['similarity']} similarity)",
+             f"sides cut to {r['max_query_tokens']} query and {r['max_key_tokens']} key tokens ({r['limits_from']}): "
+             f"{r['cut']['queries']:,} queries and {r['cut']['keys']:,} keys were cut",
              f"pairs: {r['pairs']} '{r['split']}': {c['in_split']:,} in the split, {c['evaluated']:,} evaluated "
              f"({kinds}); skipped: {skipped}"]
     if r["limit"] is not None and c["skipped"].get("beyond_limit"):
