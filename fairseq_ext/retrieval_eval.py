@@ -77,17 +77,18 @@ def embed_sides(model, sides: list[torch.Tensor], tower: str, batch_size: int, d
     """(N, D) embeddings of ``sides`` (1-D LongTensors), longest first in batches of ``batch_size``."""
     from fairseq.data import data_utils
 
-    order = np.argsort([-s.numel() for s in sides], kind="stable")
-    out = [None] * len(sides)
+    order = torch.from_numpy(np.argsort([-s.numel() for s in sides], kind="stable"))
+    out = None
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            tokens = data_utils.collate_tokens([sides[i] for i in idx], model.dictionary.pad()).to(device)
+            tokens = data_utils.collate_tokens([sides[i] for i in idx.tolist()], model.dictionary.pad()).to(device)
             emb = model.embed(tokens, tower).cpu()  # (b, D)
-            for j, i in enumerate(idx):
-                out[i] = emb[j]
+            if out is None:
+                out = emb.new_empty(len(sides), emb.size(1))  # (N, D)
+            out[idx] = emb
             bar.update(len(idx))
-    return torch.stack(out) if out else torch.zeros(0, 0)
+    return out if out is not None else torch.zeros(0, 0)
 
 
 def _scores(model_counts, bm25_counts, n: int) -> dict:

@@ -37,6 +37,7 @@ class EmbeddingModel:
     max_key_tokens: int
     separate_towers: bool = False
     limits_from: str = "the checkpoint's task settings"
+    recorded: dict | None = None  # the checkpoint's last validation figures (task_state["retrieval"])
 
     def embed(self, tokens: torch.Tensor, tower: str) -> torch.Tensor:
         """(B, T) right-padded ids -> (B, D) float32 embeddings, L2-normalised for cosine."""
@@ -97,6 +98,7 @@ def _fairseq_checkpoint(path: Path, tok, tokenizer_path: Path, device: str) -> E
         max_query_tokens=int(task.get("max_query_tokens") or DEFAULT_MAX_QUERY_TOKENS),
         max_key_tokens=int(task.get("max_key_tokens") or DEFAULT_MAX_KEY_TOKENS),
         separate_towers=bool(getattr(module, "separate_towers", False)),
+        recorded=(state.get("task_state") or {}).get("retrieval"),
     )
 
 

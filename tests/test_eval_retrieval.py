@@ -11,6 +11,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -99,10 +100,13 @@ def train_contrastive(pairs: Path, save_dir: Path, *flags: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
+def trained(tmp_path_factory) -> SimpleNamespace:
+    """A code_contrastive checkpoint with separate towers and a projection, validated once (shaped like the
+    session fixture ``contrastive_checkpoint`` of conftest, which can stand in for it)."""
     root = tmp_path_factory.mktemp("eval")
     pairs = make_pairs(root)
-    return train_contrastive(pairs, root / "ckpt", "--separate-towers", "--pooler-dim", "16"), pairs
+    ckpt = train_contrastive(pairs, root / "ckpt", "--separate-towers", "--pooler-dim", "16")
+    return SimpleNamespace(checkpoint=ckpt, pairs=pairs)
 
 
 def evaluate(capsys, *argv: str) -> tuple[dict, str]:
@@ -117,7 +121,8 @@ def test_eval_retrieval_matches_validation_and_bm25_loses_to_renaming(trained, t
 
     from fairseq_ext.convert.checkpoint_io import load_checkpoint
 
-    ckpt, pairs = trained
+    ckpt, pairs = trained.checkpoint, trained.pairs
+    state = load_checkpoint(ckpt)
     proc = run_cli("eval-retrieval", str(ckpt), "--pairs", str(pairs), "--rename", "--json", str(tmp_path / "e.json"),
                    "--quiet")  # the installed program: nothing but the tables, nothing logged beside them
     assert proc.stderr == ""
@@ -126,12 +131,14 @@ def test_eval_retrieval_matches_validation_and_bm25_loses_to_renaming(trained, t
     n, kinds = len(valid), valid["kind"]
     assert r["counts"] == {"in_split": n, "evaluated": n, "skipped": {"kind_not_selected": 0},
                            "per_kind": {k: kinds.count(k) for k in ("docstring", "span") if k in kinds}}
+    task, model = state["cfg"]["task"], state["cfg"]["model"]
     assert (r["separate_towers"], r["similarity"], r["max_query_tokens"], r["max_key_tokens"]) == (
-        True, "cosine", 64, 96)
+        bool(model.get("separate_towers")), state["cfg"]["criterion"]["similarity"], task["max_query_tokens"],
+        task["max_key_tokens"])
     scores = r["pool"]["scores"]
     # the same pool, tokens, towers and similarity as the validation that wrote the checkpoint
-    recorded = load_checkpoint(ckpt)["task_state"]["retrieval"]
-    assert recorded["pairs"] == r["pool"]["pairs"] == n
+    recorded = state["task_state"]["retrieval"]
+    assert recorded["pairs"] == r["pool"]["pairs"] == n and r["recorded_by_validation"] == recorded
     for key in ("mrr", "recall@1", "recall@10"):
         assert scores["model"][key] == pytest.approx(recorded[key], abs=1e-6)
     assert scores["random (expected)"] == pytest.approx(chance_metrics(n))
@@ -142,8 +149,9 @@ def test_eval_retrieval_matches_validation_and_bm25_loses_to_renaming(trained, t
     assert "def func(" in rn["example"] and "arg_0" in rn["example"]
     assert rn["scores"]["BM25"]["mrr"] < rn["scores"]["BM25, original names"]["mrr"]  # renaming hides the words
     assert rn["scores"]["random (expected)"] == pytest.approx(chance_metrics(rn["pairs"]))
-    assert f"pool of {n} pairs (each query ranked against all {n} keys):" in out
-    assert f"renamed pool of {rn['pairs']} docstring pairs" in out
+    assert f"pool of {n:,} pairs (each query ranked against all {n:,} keys):" in out
+    assert f"renamed pool of {rn['pairs']:,} docstring pairs" in out
+    assert f"(the checkpoint's last validation: MRR {recorded['mrr']:.4f}" in out
     model_row = next(ln for ln in out.splitlines() if ln.strip().startswith("model "))
     assert model_row.split()[1:] == [f"{scores['model'][k]:.4f}" for k in ("mrr", "recall@1", "recall@10")]
 
@@ -154,6 +162,7 @@ def test_eval_retrieval_matches_validation_and_bm25_loses_to_renaming(trained, t
     assert r2["counts"]["skipped"] == {"kind_not_selected": kinds.count("span"),
                                        "beyond_limit": kinds.count("docstring") - 10}
     assert r2["max_key_tokens"] == 32 and r2["cut"]["keys"] > 0 and "renamed" not in r2
+    assert r2["max_query_tokens"] == task["max_query_tokens"]
     assert "note: --limit 10: only the first 10 pairs, not the whole split" in out2
 
 
@@ -168,7 +177,7 @@ def test_sentence_transformers_dir_scores_as_its_checkpoint(trained, tmp_path, c
     from fairseq_ext.convert.export import export_hf
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    ckpt, pairs = trained
+    ckpt, pairs = trained.checkpoint, trained.pairs
     state = load_checkpoint(ckpt)  # the query tower alone, without projection: what Pooling alone computes
     state["model"] = {k: v for k, v in state["model"].items() if not k.startswith(("key_", "pooler.dense"))}
     state["cfg"]["model"].update(separate_towers=False, pooler_dim=0)
@@ -178,12 +187,47 @@ def test_sentence_transformers_dir_scores_as_its_checkpoint(trained, tmp_path, c
     SentenceTransformer(modules=[t5, Pooling(t5.get_embedding_dimension(), "mean")]).save(
         str(tmp_path / "st"))
     capsys.readouterr()
-    limits = ("--max-query-tokens", "64", "--max-key-tokens", "96")
+    task = state["cfg"]["task"]
+    limits = ("--max-query-tokens", str(task["max_query_tokens"]), "--max-key-tokens", str(task["max_key_tokens"]))
     fs, _ = evaluate(capsys, str(tmp_path / "one.pt"), "--pairs", str(pairs), "--json", str(tmp_path / "a.json"))
     st, out = evaluate(capsys, str(tmp_path / "st"), "--pairs", str(pairs), *limits, "--json", str(tmp_path / "b.json"))
     assert st["model_kind"] == "sentence-transformers" and not st["separate_towers"]
     assert st["pool"]["scores"]["model"] == pytest.approx(fs["pool"]["scores"]["model"], abs=1e-6)
     assert st["pool"]["scores"]["BM25"] == fs["pool"]["scores"]["BM25"]
+
+
+def test_each_side_is_embedded_by_its_own_tower(tmp_path, bpe_dir, capsys):
+    """Batched, padded, each side by its tower: the figures of embedding one pair at a time without padding."""
+    import datasets
+
+    from fairseq_ext.convert.checkpoint_io import load_checkpoint
+    from fairseq_ext.data.pair_dataset import side_tokens
+    from fairseq_ext.models.t5_encoder import T5EncoderFairseqModel
+    from fairseq_ext.retrieval import retrieval_metrics
+    from fairseq_ext.tokenizer import load_tokenizer
+    from fairseq_ext.vocab import TokenizerDictionary
+
+    pairs = small_pairs(tmp_path / "pairs", bpe_dir)
+    ckpt = contrastive_checkpoint(tmp_path / "cc.pt", pairs / "tokenizer.json", pairs, separate_towers=True)
+    r, out = evaluate(capsys, str(ckpt), "--pairs", str(pairs), "--batch-size", "5", "--json", str(tmp_path / "r.json"))
+    assert r["separate_towers"] and "query and key towers" in out
+
+    state = load_checkpoint(ckpt)
+    d = TokenizerDictionary.from_tokenizer(load_tokenizer(pairs / "tokenizer.json"))
+    model = T5EncoderFairseqModel.build_model(state["cfg"]["model"], _Task(d)).eval()
+    model.load_state_dict(state["model"])
+    mask = json.loads((pairs / "code_pairs.json").read_text())["mask_id"]
+    valid = datasets.load_from_disk(str(pairs))["valid"]
+
+    def embed(column: str, limit: int, tower: str, mask=None) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([torch.nn.functional.normalize(model.embed(
+                side_tokens(ids, limit, d.bos_index, d.eos(), mask)[None], tower), dim=-1) for ids in valid[column]])
+
+    q = embed("query_ids", 64, "query", mask)
+    expected = retrieval_metrics(q, embed("key_ids", 96, "key"))
+    assert r["pool"]["scores"]["model"] == pytest.approx(expected, abs=1e-6)
+    assert retrieval_metrics(q, embed("key_ids", 96, "query")) != pytest.approx(expected, abs=1e-6)  # towers differ
 
 
 # -- small inputs for tests/test_cli_errors.py (no training) ---------------------------------------------------
@@ -207,8 +251,9 @@ class _Task:
         return 128
 
 
-def contrastive_checkpoint(path: Path, tokenizer, data: Path, seed: int = 0) -> Path:
-    """An untrained t5_encoder saved as fairseq-train saves a code_contrastive checkpoint (cfg, task_state)."""
+def contrastive_checkpoint(path: Path, tokenizer, data: Path, seed: int = 0, separate_towers: bool = False) -> Path:
+    """An untrained t5_encoder saved as fairseq-train saves a code_contrastive checkpoint (cfg, task_state);
+    with ``separate_towers`` the key tower differs from the query tower."""
     from fairseq_ext.checkpoints import tokenizer_task_state
     from fairseq_ext.models.t5_encoder import T5EncoderFairseqModel
     from fairseq_ext.tokenizer import load_tokenizer
@@ -216,9 +261,14 @@ def contrastive_checkpoint(path: Path, tokenizer, data: Path, seed: int = 0) -> 
 
     d = TokenizerDictionary.from_tokenizer(load_tokenizer(tokenizer))
     model_cfg = {"_name": "t5_encoder", "arch": "t5_encoder_small", "encoder_layers": 1, "encoder_embed_dim": 16,
-                 "kv_dim": 4, "encoder_ffn_embed_dim": 32, "encoder_attention_heads": 4, "max_positions": 128}
+                 "kv_dim": 4, "encoder_ffn_embed_dim": 32, "encoder_attention_heads": 4, "max_positions": 128,
+                 "pooler_dim": 8, "separate_towers": separate_towers}
     torch.manual_seed(seed)
     model = T5EncoderFairseqModel.build_model(model_cfg, _Task(d))
+    if separate_towers:
+        with torch.no_grad():
+            for p in (*model.key_encoder.parameters(), *model.key_pooler.parameters()):
+                p.add_(torch.randn_like(p) * 0.5)
     torch.save({
         "args": None, "model": model.state_dict(), "criterion": None, "extra_state": {},
         "cfg": {"model": model_cfg, "criterion": {"_name": "info_nce", "similarity": "cosine"},

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
               "separate_towers": model.separate_towers, "pairs": str(args.pairs), "split": args.split,
               "kinds": list(args.kinds) if args.kinds else None, "limit": args.limit,
               "max_query_tokens": model.max_query_tokens, "max_key_tokens": model.max_key_tokens,
-              "limits_from": model.limits_from,
+              "limits_from": model.limits_from, "recorded_by_validation": model.recorded,
               "counts": pool.counts, **report}
     print(summary(report))
     if args.json is not None:
@@ -125,6 +125,11 @@ def summary(r: dict) -> str:
         lines.append(f"note: --limit {r['limit']}: only the first {c['evaluated']:,} pairs, not the whole split")
     lines.append(f"pool of {r['pool']['pairs']:,} pairs (each query ranked against all {r['pool']['pairs']:,} keys):")
     lines += table(r["pool"]["scores"])
+    rec = r["recorded_by_validation"]
+    if rec:
+        lines.append(f"  (the checkpoint's last validation: MRR {rec['mrr']:.4f}, R@1 {rec['recall@1']:.4f}, "
+                     f"R@10 {rec['recall@10']:.4f} over {rec['pairs']:,} pairs"
+                     + (f" at update {rec['num_updates']:,})" if rec.get("num_updates") is not None else ")"))
     if "renamed" in r:
         rn = r["renamed"]
         why = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in rn["skipped"].items() if n) or "none"
