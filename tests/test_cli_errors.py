@@ -46,6 +46,7 @@ EXPORT = ("export-hf", "{ckpt}", "-o", "{out}")
 IMPORT = ("import-hf", "{hf}", "-o", "{out}")
 CODE = ("code-dataset", "{codedir}", "-o", "{out}", "--tokenizer", "{bpe}")
 PAIRS = ("code-pairs", "{codedir}", "-o", "{out}", "--tokenizer", "{bpe}")
+EVAL = ("eval-retrieval", "{cc_ckpt}", "--pairs", "{pairs}", "--json", "{out}")
 NOT_DIR, NOT_EMPTY = "exists and is not a directory", "directory exists and is not empty"
 CANNOT = "cannot create the output directory"
 REPLACES = "the output directory would replace the input"
@@ -247,6 +248,36 @@ ROWS = [
     row(*EXPORT[:-1], "{full}", expect="{full}: " + NOT_EMPTY, out="{full}"),
     row(*EXPORT[:-1], "{unwritable}/out", expect="{unwritable}/out: " + CANNOT, out="{unwritable}/out"),
     row(*EXPORT[:-1], "{ckptdir}", "--overwrite", expect="-o {ckptdir}: " + REPLACES, out="{ckptdir}"),
+    # eval-retrieval
+    row("eval-retrieval", "--pairs", "{pairs}", expect="the following arguments are required: MODEL"),
+    row("eval-retrieval", "{missing}", "--pairs", "{pairs}", "--json", "{out}",
+        expect="{missing}: no such checkpoint file", marks=(SUB,)),
+    row("eval-retrieval", "{text}", "--pairs", "{pairs}", "--json", "{out}",
+        expect="{text}: not a fairseq checkpoint (not a file torch.save writes)"),
+    row("eval-retrieval", "{ckpt}", "--pairs", "{pairs}", "--json", "{out}",
+        expect="{ckpt}: not a t5_encoder checkpoint trained by --task code_contrastive (its model is hf_bert"),
+    row("eval-retrieval", "{t5_ckpt}", "--pairs", "{pairs}", "--json", "{out}",
+        expect="{t5_ckpt}: not a t5_encoder checkpoint trained by --task code_contrastive (its model is t5_encoder"),
+    row("eval-retrieval", "{hf}", "--pairs", "{pairs}", "--json", "{out}",
+        expect="{hf}: a transformers model without modules.json; eval-retrieval reads a fairseq checkpoint or a "
+        "directory written by `fairseq-ext export-hf --format sentence-transformers`"),
+    row("eval-retrieval", "{cc_other}", "--pairs", "{pairs}", "--json", "{out}",
+        expect="checkpoint {cc_other} was made with a tokenizer of"),
+    row("eval-retrieval", "{cc_ckpt}", "--pairs", "{missing}", "--json", "{out}",
+        expect="--pairs {missing}: no such directory"),
+    row("eval-retrieval", "{cc_ckpt}", "--pairs", "{codedir}", "--json", "{out}",
+        expect="--pairs {codedir}: not a pairs directory (no code_pairs.json or dataset_dict.json"),
+    row(*EVAL, "--split", "test", expect="{pairs}: no 'test' split (it has: train, valid)"),
+    row(*EVAL, "--limit", "0", expect="argument --limit: must be a positive integer, got '0'"),
+    row(*EVAL, "--kinds", "docs", expect="argument --kinds: expected a comma-separated list of docstring, span, "
+        "got 'docs'"),
+    row(*EVAL, "--max-key-tokens", "2", expect="argument --max-key-tokens: must be at least 3 (bos, a token, eos)"),
+    row(*EVAL, "--batch-size", "0", expect="argument --batch-size: must be a positive integer"),
+    row(*EVAL, "--device", "nosuch", expect="--device nosuch: not usable here"),
+    row("eval-retrieval", "{cc_ckpt}", "--pairs", "{pairs}", "--json", "{emptydir}",
+        expect="--json {emptydir}: is a directory", out="{emptydir}"),
+    row("eval-retrieval", "{cc_ckpt}", "--pairs", "{pairs}", "--json", "{missing}/e.json",
+        expect="--json {missing}/e.json: no such directory", out="{missing}/e.json"),
     # import-hf
     row("import-hf", "-o", "{out}", expect="the following arguments are required: HF_DIR"),
     row("import-hf", "{missing}", "-o", "{out}", expect="{missing}: no such directory"),
@@ -382,6 +413,11 @@ def ws(tmp_path_factory, text_file, bpe_dir, bert_dir, spm_model) -> dict:
     import_hf(t5_dir(root / "hf-t5", spm_model, "relu", T5EncoderModel), root / "t5-ckpt")
     p["t5_ckpt"] = root / "t5-ckpt" / "checkpoint.pt"
     p["hf_t5_silu"] = t5_dir(root / "hf-t5-silu", spm_model, "gated-silu", T5EncoderModel)
+    from test_eval_retrieval import contrastive_checkpoint, small_pairs
+
+    p["pairs"] = small_pairs(root / "pairs", bpe_dir)
+    p["cc_ckpt"] = contrastive_checkpoint(root / "cc.pt", p["pairs"] / "tokenizer.json", p["pairs"])
+    p["cc_other"] = contrastive_checkpoint(root / "cc-other.pt", bert_dir, p["pairs"])  # another tokenizer
     return {k: str(v) for k, v in p.items()}
 
 

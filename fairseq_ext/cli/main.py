@@ -16,6 +16,7 @@ VERBS = {
     "code-dataset": "fairseq_ext.cli.code_dataset",
     "code-pairs": "fairseq_ext.cli.code_pairs",
     "encode": "fairseq_ext.cli.encode",
+    "eval-retrieval": "fairseq_ext.cli.eval_retrieval",
     "export-hf": "fairseq_ext.cli.export_hf",
     "import-hf": "fairseq_ext.cli.import_hf",
     "user-dir": "fairseq_ext.cli.user_dir",

@@ -1,0 +1,279 @@
+"""``fairseq-ext eval-retrieval``: BM25 ranking and ties, and the verb end to end on a checkpoint trained
+by ``--task code_contrastive`` over standard-library pairs (and the same model as a sentence-transformers
+directory)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import REPO, run_cli
+from fairseq_ext.bm25 import BM25Pool, code_words
+from fairseq_ext.cli.main import main
+from fairseq_ext.retrieval import chance_metrics, metrics_from_counts
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+SOURCES = ("json", "textwrap.py", "heapq.py", "colorsys.py", "shlex.py", "fnmatch.py", "string.py", "bisect.py",
+           "csv.py", "difflib.py")
+TINY_T5 = ["--arch", "t5_encoder_small", "--encoder-layers", "2", "--encoder-embed-dim", "32", "--kv-dim", "8",
+           "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "4"]
+
+
+# -- BM25 ---------------------------------------------------------------------------------------------------------
+
+def test_code_words_split_identifiers_and_drop_punctuation():
+    assert code_words("self._parseHTTPHeader(raw_bytes) -> None  # Parse it!") == [
+        "self", "parse", "http", "header", "raw", "bytes", "none", "parse"]
+    assert code_words("The and of") == []  # English stopwords only
+
+
+KEYS = ["def read_config(path):\n    with open(path) as f:\n        return json.load(f)",
+        "def checksum_crc32(data):\n    return zlib.crc32(data) & 0xFFFFFFFF",
+        "def levenshtein(a, b):\n    prev = list(range(len(b) + 1))\n    return prev[-1]",
+        "def read_lines(path):\n    with open(path) as f:\n        return f.read().splitlines()"]
+
+
+def test_bm25_ranks_the_key_sharing_a_rare_word_first():
+    queries = ["Compute the CRC32 checksum of data.", "Levenshtein distance between two strings.",
+               "Read the config file at path as JSON.", "Read the lines of a file."]
+    pool = BM25Pool(KEYS)
+    for q, right in zip(queries, (1, 2, 0, 3)):
+        scores = pool.scores(q)
+        assert int(scores.argmax()) == right and (scores < scores[right]).sum() == len(KEYS) - 1, (q, scores)
+    order = [1, 2, 0, 3]  # query i's key is KEYS[order[i]]
+    greater, ties = BM25Pool([KEYS[i] for i in order]).rank_counts(queries, block=3)  # blocks across the pool
+    assert greater.tolist() == [0, 0, 0, 0] and ties.tolist() == [0, 0, 0, 0]
+    assert metrics_from_counts(greater, ties)["mrr"] == pytest.approx(1.0)
+
+
+def test_bm25_ties_are_not_lucky():
+    """A query sharing no word with any key ties with every key: it gets a random order's expected rank."""
+    queries = ["Quaternion slerp.", "Quaternion slerp.", "Quaternion slerp.", "Quaternion slerp."]
+    greater, ties = BM25Pool(KEYS).rank_counts(queries)
+    assert greater.tolist() == [0] * 4 and ties.tolist() == [3] * 4
+    assert metrics_from_counts(greater, ties) == pytest.approx(chance_metrics(4))
+    # two identical keys share the first two places: each query is right half of the time at rank 1
+    same = BM25Pool(["def f(checksum):\n    pass", "def f(checksum):\n    pass", KEYS[2]])
+    g, t = same.rank_counts(["checksum", "checksum", "levenshtein"])
+    assert metrics_from_counts(g, t)["recall@1"] == pytest.approx((0.5 + 0.5 + 1) / 3)
+
+
+# -- end to end ---------------------------------------------------------------------------------------------------
+
+def make_pairs(root: Path) -> Path:
+    """A pairs directory over a few standard-library modules (file split, a BPE trained on them)."""
+    from fairseq_ext.prep.tokenizer_training import train_tokenizer
+
+    src = root / "src"
+    for name in SOURCES:
+        if (STDLIB / name).is_dir():
+            shutil.copytree(STDLIB / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+        else:
+            src.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(STDLIB / name, src / name)
+    train_tokenizer(sorted(src.rglob("*.py")), kind="bpe", vocab_size=800, min_frequency=1,
+                    show_progress=False).save_pretrained(root / "tok")
+    assert main(["code-pairs", str(src), "-o", str(root / "pairs"), "--tokenizer", str(root / "tok"),
+                 "--split-by", "file", "--valid-ratio", "0.3", "--seed", "1", "--quiet"]) == 0
+    return root / "pairs"
+
+
+def train_contrastive(pairs: Path, save_dir: Path, *flags: str) -> Path:
+    """A few updates of code_contrastive; the checkpoint written after the last validation."""
+    args = [str(pairs), "--user-dir", "fairseq_ext", "--task", "code_contrastive", "--criterion", "info_nce",
+            *TINY_T5, "--max-query-tokens", "64", "--max-key-tokens", "96", "--optimizer", "adam", "--lr", "3e-3",
+            "--max-tokens", "4096", "--max-update", "4", "--cpu", "--log-format", "simple", "--save-dir",
+            str(save_dir), "--no-epoch-checkpoints", "--no-last-checkpoints", "--seed", "1", *flags]
+    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args], capture_output=True, text=True,
+                          cwd=REPO, env=dict(os.environ))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return save_dir / "checkpoint_best.pt"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> SimpleNamespace:
+    """A code_contrastive checkpoint with separate towers and a projection, validated once (shaped like the
+    session fixture ``contrastive_checkpoint`` of conftest, which can stand in for it)."""
+    root = tmp_path_factory.mktemp("eval")
+    pairs = make_pairs(root)
+    ckpt = train_contrastive(pairs, root / "ckpt", "--separate-towers", "--pooler-dim", "16")
+    return SimpleNamespace(checkpoint=ckpt, pairs=pairs)
+
+
+def evaluate(capsys, *argv: str) -> tuple[dict, str]:
+    out = Path(argv[argv.index("--json") + 1])
+    assert main(["eval-retrieval", *argv, "--quiet"]) == 0
+    return json.loads(out.read_text()), capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_eval_retrieval_matches_validation_and_bm25_loses_to_renaming(trained, tmp_path, capsys):
+    import datasets
+
+    from fairseq_ext.convert.checkpoint_io import load_checkpoint
+
+    ckpt, pairs = trained.checkpoint, trained.pairs
+    state = load_checkpoint(ckpt)
+    proc = run_cli("eval-retrieval", str(ckpt), "--pairs", str(pairs), "--rename", "--json", str(tmp_path / "e.json"),
+                   "--quiet")  # the installed program: nothing but the tables, nothing logged beside them
+    assert proc.stderr == ""
+    r, out = json.loads((tmp_path / "e.json").read_text()), proc.stdout
+    valid = datasets.load_from_disk(str(pairs))["valid"]
+    n, kinds = len(valid), valid["kind"]
+    assert r["counts"] == {"in_split": n, "evaluated": n, "skipped": {"kind_not_selected": 0},
+                           "per_kind": {k: kinds.count(k) for k in ("docstring", "span") if k in kinds}}
+    task, model = state["cfg"]["task"], state["cfg"]["model"]
+    assert (r["separate_towers"], r["similarity"], r["max_query_tokens"], r["max_key_tokens"]) == (
+        bool(model.get("separate_towers")), state["cfg"]["criterion"]["similarity"], task["max_query_tokens"],
+        task["max_key_tokens"])
+    scores = r["pool"]["scores"]
+    # the same pool, tokens, towers and similarity as the validation that wrote the checkpoint
+    recorded = state["task_state"]["retrieval"]
+    assert recorded["pairs"] == r["pool"]["pairs"] == n and r["recorded_by_validation"] == recorded
+    for key in ("mrr", "recall@1", "recall@10"):
+        assert scores["model"][key] == pytest.approx(recorded[key], abs=1e-6)
+    assert scores["random (expected)"] == pytest.approx(chance_metrics(n))
+    assert scores["BM25"]["mrr"] > 3 * scores["random (expected)"]["mrr"]  # docstrings share words with code
+    rn = r["renamed"]
+    assert rn["pairs"] + sum(rn["skipped"].values()) == rn["docstring_pairs"] == kinds.count("docstring")
+    assert rn["span_pairs_left_out"] == kinds.count("span") and rn["pairs"] > 20
+    assert "def func(" in rn["example"] and "arg_0" in rn["example"]
+    assert rn["scores"]["BM25"]["mrr"] < rn["scores"]["BM25, original names"]["mrr"]  # renaming hides the words
+    assert rn["scores"]["random (expected)"] == pytest.approx(chance_metrics(rn["pairs"]))
+    assert f"pool of {n:,} pairs (each query ranked against all {n:,} keys):" in out
+    assert f"renamed pool of {rn['pairs']:,} docstring pairs" in out
+    assert f"(the checkpoint's last validation: MRR {recorded['mrr']:.4f}" in out
+    model_row = next(ln for ln in out.splitlines() if ln.strip().startswith("model "))
+    assert model_row.split()[1:] == [f"{scores['model'][k]:.4f}" for k in ("mrr", "recall@1", "recall@10")]
+
+    # a narrower pool, other limits
+    r2, out2 = evaluate(capsys, str(ckpt), "--pairs", str(pairs), "--kinds", "docstring", "--limit", "10",
+                        "--max-key-tokens", "32", "--json", str(tmp_path / "e2.json"))
+    assert r2["counts"]["evaluated"] == 10 and r2["counts"]["per_kind"] == {"docstring": 10}
+    assert r2["counts"]["skipped"] == {"kind_not_selected": kinds.count("span"),
+                                       "beyond_limit": kinds.count("docstring") - 10}
+    assert r2["max_key_tokens"] == 32 and r2["cut"]["keys"] > 0 and "renamed" not in r2
+    assert r2["max_query_tokens"] == task["max_query_tokens"]
+    assert "note: --limit 10: only the first 10 pairs, not the whole split" in out2
+
+
+@pytest.mark.slow
+def test_sentence_transformers_dir_scores_as_its_checkpoint(trained, tmp_path, capsys, monkeypatch):
+    """One tower exported to T5EncoderModel and wrapped as Transformer + mean Pooling scores what the
+    checkpoint scores, given the same token limits."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    from fairseq_ext.convert.checkpoint_io import load_checkpoint
+    from fairseq_ext.convert.export import export_hf
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ckpt, pairs = trained.checkpoint, trained.pairs
+    state = load_checkpoint(ckpt)  # the query tower alone, without projection: what Pooling alone computes
+    state["model"] = {k: v for k, v in state["model"].items() if not k.startswith(("key_", "pooler.dense"))}
+    state["cfg"]["model"].update(separate_towers=False, pooler_dim=0)
+    torch.save(state, tmp_path / "one.pt")
+    export_hf(tmp_path / "one.pt", tmp_path / "hf")
+    t5 = Transformer(str(tmp_path / "hf"))
+    SentenceTransformer(modules=[t5, Pooling(t5.get_embedding_dimension(), "mean")]).save(
+        str(tmp_path / "st"))
+    capsys.readouterr()
+    task = state["cfg"]["task"]
+    limits = ("--max-query-tokens", str(task["max_query_tokens"]), "--max-key-tokens", str(task["max_key_tokens"]))
+    fs, _ = evaluate(capsys, str(tmp_path / "one.pt"), "--pairs", str(pairs), "--json", str(tmp_path / "a.json"))
+    st, out = evaluate(capsys, str(tmp_path / "st"), "--pairs", str(pairs), *limits, "--json", str(tmp_path / "b.json"))
+    assert st["model_kind"] == "sentence-transformers" and not st["separate_towers"]
+    assert st["pool"]["scores"]["model"] == pytest.approx(fs["pool"]["scores"]["model"], abs=1e-6)
+    assert st["pool"]["scores"]["BM25"] == fs["pool"]["scores"]["BM25"]
+
+
+def test_each_side_is_embedded_by_its_own_tower(tmp_path, bpe_dir, capsys):
+    """Batched, padded, each side by its tower: the figures of embedding one pair at a time without padding."""
+    import datasets
+
+    from fairseq_ext.convert.checkpoint_io import load_checkpoint
+    from fairseq_ext.data.pair_dataset import side_tokens
+    from fairseq_ext.models.t5_encoder import T5EncoderFairseqModel
+    from fairseq_ext.retrieval import retrieval_metrics
+    from fairseq_ext.tokenizer import load_tokenizer
+    from fairseq_ext.vocab import TokenizerDictionary
+
+    pairs = small_pairs(tmp_path / "pairs", bpe_dir)
+    ckpt = contrastive_checkpoint(tmp_path / "cc.pt", pairs / "tokenizer.json", pairs, separate_towers=True)
+    r, out = evaluate(capsys, str(ckpt), "--pairs", str(pairs), "--batch-size", "5", "--json", str(tmp_path / "r.json"))
+    assert r["separate_towers"] and "query and key towers" in out
+
+    state = load_checkpoint(ckpt)
+    d = TokenizerDictionary.from_tokenizer(load_tokenizer(pairs / "tokenizer.json"))
+    model = T5EncoderFairseqModel.build_model(state["cfg"]["model"], _Task(d)).eval()
+    model.load_state_dict(state["model"])
+    mask = json.loads((pairs / "code_pairs.json").read_text())["mask_id"]
+    valid = datasets.load_from_disk(str(pairs))["valid"]
+
+    def embed(column: str, limit: int, tower: str, mask=None) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([torch.nn.functional.normalize(model.embed(
+                side_tokens(ids, limit, d.bos_index, d.eos(), mask)[None], tower), dim=-1) for ids in valid[column]])
+
+    q = embed("query_ids", 64, "query", mask)
+    expected = retrieval_metrics(q, embed("key_ids", 96, "key"))
+    assert r["pool"]["scores"]["model"] == pytest.approx(expected, abs=1e-6)
+    assert retrieval_metrics(q, embed("key_ids", 96, "query")) != pytest.approx(expected, abs=1e-6)  # towers differ
+
+
+# -- small inputs for tests/test_cli_errors.py (no training) ---------------------------------------------------
+
+def small_pairs(out: Path, tokenizer) -> Path:
+    """A pairs directory over five standard-library modules (train and valid both hold pairs)."""
+    src = out.parent / f"{out.name}-src"
+    src.mkdir(parents=True)
+    for name in ("colorsys.py", "heapq.py", "textwrap.py", "bisect.py", "shlex.py"):
+        shutil.copyfile(STDLIB / name, src / name)
+    assert main(["code-pairs", str(src), "-o", str(out), "--tokenizer", str(tokenizer), "--split-by", "file",
+                 "--valid-ratio", "0.4", "--quiet"]) == 0
+    return out
+
+
+class _Task:
+    def __init__(self, dictionary):
+        self.source_dictionary = self.target_dictionary = dictionary
+
+    def max_positions(self):
+        return 128
+
+
+def contrastive_checkpoint(path: Path, tokenizer, data: Path, seed: int = 0, separate_towers: bool = False) -> Path:
+    """An untrained t5_encoder saved as fairseq-train saves a code_contrastive checkpoint (cfg, task_state);
+    with ``separate_towers`` the key tower differs from the query tower."""
+    from fairseq_ext.checkpoints import tokenizer_task_state
+    from fairseq_ext.models.t5_encoder import T5EncoderFairseqModel
+    from fairseq_ext.tokenizer import load_tokenizer
+    from fairseq_ext.vocab import TokenizerDictionary
+
+    d = TokenizerDictionary.from_tokenizer(load_tokenizer(tokenizer))
+    model_cfg = {"_name": "t5_encoder", "arch": "t5_encoder_small", "encoder_layers": 1, "encoder_embed_dim": 16,
+                 "kv_dim": 4, "encoder_ffn_embed_dim": 32, "encoder_attention_heads": 4, "max_positions": 128,
+                 "pooler_dim": 8, "separate_towers": separate_towers}
+    torch.manual_seed(seed)
+    model = T5EncoderFairseqModel.build_model(model_cfg, _Task(d))
+    if separate_towers:
+        with torch.no_grad():
+            for p in (*model.key_encoder.parameters(), *model.key_pooler.parameters()):
+                p.add_(torch.randn_like(p) * 0.5)
+    torch.save({
+        "args": None, "model": model.state_dict(), "criterion": None, "extra_state": {},
+        "cfg": {"model": model_cfg, "criterion": {"_name": "info_nce", "similarity": "cosine"},
+                "task": {"_name": "code_contrastive", "data": str(data), "max_query_tokens": 64, "max_key_tokens": 96}},
+        "optimizer_history": [{"criterion_name": "InfoNCECriterion", "num_updates": 0}],
+        "task_state": tokenizer_task_state(d.identity()),
+    }, path)
+    return path
