@@ -144,7 +144,9 @@ def test_two_torchrun_ranks_gather_keys_validate_and_save(code_pairs_dir, tmp_pa
     steps = re.findall(r"train_inner \|.*? candidates=([\d.]+).*? bsz=([\d.]+)", log)
     assert len(steps) == 4
     first_candidates, first_bsz = map(float, steps[0])
-    assert first_candidates > first_bsz  # bsz is per rank; the keys of both ranks are candidates
+    # bsz counts both ranks' pairs; were keys not gathered, a query would see only its rank's (a weighted mean
+    # of the two local batch sizes, below bsz)
+    assert first_candidates == first_bsz
     assert float(steps[-1][0]) > first_candidates  # the queue fills
     lines = valid_lines(log)
     assert lines and int(lines[-1]["pool"]) > 200  # the whole pool, embedded half by each rank

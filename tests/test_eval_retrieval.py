@@ -5,10 +5,7 @@ directory)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import sysconfig
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import REPO, run_cli
+from conftest import run_cli
 from fairseq_ext.bm25 import BM25Pool, code_words
 from fairseq_ext.cli.main import main
 from fairseq_ext.retrieval import chance_metrics, metrics_from_counts
@@ -24,9 +21,6 @@ from fairseq_ext.retrieval import chance_metrics, metrics_from_counts
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 SOURCES = ("json", "textwrap.py", "heapq.py", "colorsys.py", "shlex.py", "fnmatch.py", "string.py", "bisect.py",
            "csv.py", "difflib.py")
-TINY_T5 = ["--arch", "t5_encoder_small", "--encoder-layers", "2", "--encoder-embed-dim", "32", "--kv-dim", "8",
-           "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "4"]
-
 
 # -- BM25 ---------------------------------------------------------------------------------------------------------
 
@@ -69,44 +63,10 @@ def test_bm25_ties_are_not_lucky():
 
 # -- end to end ---------------------------------------------------------------------------------------------------
 
-def make_pairs(root: Path) -> Path:
-    """A pairs directory over a few standard-library modules (file split, a BPE trained on them)."""
-    from fairseq_ext.prep.tokenizer_training import train_tokenizer
-
-    src = root / "src"
-    for name in SOURCES:
-        if (STDLIB / name).is_dir():
-            shutil.copytree(STDLIB / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "tests"))
-        else:
-            src.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(STDLIB / name, src / name)
-    train_tokenizer(sorted(src.rglob("*.py")), kind="bpe", vocab_size=800, min_frequency=1,
-                    show_progress=False).save_pretrained(root / "tok")
-    assert main(["code-pairs", str(src), "-o", str(root / "pairs"), "--tokenizer", str(root / "tok"),
-                 "--split-by", "file", "--valid-ratio", "0.3", "--seed", "1", "--quiet"]) == 0
-    return root / "pairs"
-
-
-def train_contrastive(pairs: Path, save_dir: Path, *flags: str) -> Path:
-    """A few updates of code_contrastive; the checkpoint written after the last validation."""
-    args = [str(pairs), "--user-dir", "fairseq_ext", "--task", "code_contrastive", "--criterion", "info_nce",
-            *TINY_T5, "--max-query-tokens", "64", "--max-key-tokens", "96", "--optimizer", "adam", "--lr", "3e-3",
-            "--max-tokens", "4096", "--max-update", "4", "--cpu", "--log-format", "simple", "--save-dir",
-            str(save_dir), "--no-epoch-checkpoints", "--no-last-checkpoints", "--seed", "1", *flags]
-    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args], capture_output=True, text=True,
-                          cwd=REPO, env=dict(os.environ))
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    return save_dir / "checkpoint_best.pt"
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> SimpleNamespace:
-    """A code_contrastive checkpoint with separate towers and a projection, validated once (shaped like the
-    session fixture ``contrastive_checkpoint`` of conftest, which can stand in for it)."""
-    root = tmp_path_factory.mktemp("eval")
-    pairs = make_pairs(root)
-    ckpt = train_contrastive(pairs, root / "ckpt", "--separate-towers", "--pooler-dim", "16")
-    return SimpleNamespace(checkpoint=ckpt, pairs=pairs)
+def trained(contrastive_checkpoint) -> SimpleNamespace:
+    """conftest's code_contrastive checkpoint (a projection, a learned temperature, validated) and its pairs."""
+    return contrastive_checkpoint
 
 
 def evaluate(capsys, *argv: str) -> tuple[dict, str]:
@@ -146,7 +106,7 @@ def test_eval_retrieval_matches_validation_and_bm25_loses_to_renaming(trained, t
     rn = r["renamed"]
     assert rn["pairs"] + sum(rn["skipped"].values()) == rn["docstring_pairs"] == kinds.count("docstring")
     assert rn["span_pairs_left_out"] == kinds.count("span") and rn["pairs"] > 20
-    assert "def func(" in rn["example"] and "arg_0" in rn["example"]
+    assert ("def func(" in rn["example"] or "class Class(" in rn["example"]) and "arg_0" in rn["example"]
     assert rn["scores"]["BM25"]["mrr"] < rn["scores"]["BM25, original names"]["mrr"]  # renaming hides the words
     assert rn["scores"]["random (expected)"] == pytest.approx(chance_metrics(rn["pairs"]))
     assert f"pool of {n:,} pairs (each query ranked against all {n:,} keys):" in out
@@ -167,32 +127,21 @@ def test_eval_retrieval_matches_validation_and_bm25_loses_to_renaming(trained, t
 
 
 @pytest.mark.slow
-def test_sentence_transformers_dir_scores_as_its_checkpoint(trained, tmp_path, capsys, monkeypatch):
-    """One tower exported to T5EncoderModel and wrapped as Transformer + mean Pooling scores what the
-    checkpoint scores, given the same token limits."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-
+def test_sentence_transformers_export_scores_as_its_checkpoint(trained, tmp_path, capsys, monkeypatch):
+    """The checkpoint exported with `export-hf --format sentence-transformers` (Transformer, Pooling, Dense,
+    Normalize) scores what the checkpoint scores, given the same token limits."""
     from fairseq_ext.convert.checkpoint_io import load_checkpoint
-    from fairseq_ext.convert.export import export_hf
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ckpt, pairs = trained.checkpoint, trained.pairs
-    state = load_checkpoint(ckpt)  # the query tower alone, without projection: what Pooling alone computes
-    state["model"] = {k: v for k, v in state["model"].items() if not k.startswith(("key_", "pooler.dense"))}
-    state["cfg"]["model"].update(separate_towers=False, pooler_dim=0)
-    torch.save(state, tmp_path / "one.pt")
-    export_hf(tmp_path / "one.pt", tmp_path / "hf")
-    t5 = Transformer(str(tmp_path / "hf"))
-    SentenceTransformer(modules=[t5, Pooling(t5.get_embedding_dimension(), "mean")]).save(
-        str(tmp_path / "st"))
+    assert main(["export-hf", str(ckpt), "-o", str(tmp_path / "st"), "--format", "sentence-transformers"]) == 0
     capsys.readouterr()
-    task = state["cfg"]["task"]
+    task = load_checkpoint(ckpt)["cfg"]["task"]
     limits = ("--max-query-tokens", str(task["max_query_tokens"]), "--max-key-tokens", str(task["max_key_tokens"]))
-    fs, _ = evaluate(capsys, str(tmp_path / "one.pt"), "--pairs", str(pairs), "--json", str(tmp_path / "a.json"))
+    fs, _ = evaluate(capsys, str(ckpt), "--pairs", str(pairs), "--json", str(tmp_path / "a.json"))
     st, out = evaluate(capsys, str(tmp_path / "st"), "--pairs", str(pairs), *limits, "--json", str(tmp_path / "b.json"))
     assert st["model_kind"] == "sentence-transformers" and not st["separate_towers"]
-    assert st["pool"]["scores"]["model"] == pytest.approx(fs["pool"]["scores"]["model"], abs=1e-6)
+    assert st["pool"]["scores"]["model"] == pytest.approx(fs["pool"]["scores"]["model"], abs=1e-4)
     assert st["pool"]["scores"]["BM25"] == fs["pool"]["scores"]["BM25"]
 
 
