@@ -118,8 +118,26 @@ def _sentence_transformer(path: Path, tok, tokenizer_path: Path, device: str) ->
         raise UserError(f"{path}: cannot be loaded by sentence_transformers.SentenceTransformer: {first}") from None
     name = str(getattr(module, "similarity_fn_name", None) or "cosine")
     similarity = "dot" if name in ("dot", "dot_product") else "cosine"
+    limits = _export_pair_limits(path)
+    if limits:
+        return EmbeddingModel(name=str(path), kind="sentence-transformers", module=module, similarity=similarity,
+                              dictionary=dictionary, max_query_tokens=limits["max_query_tokens"],
+                              max_key_tokens=limits["max_key_tokens"],
+                              limits_from="the training settings export-hf recorded (fairseq_ext_export.json)")
     return EmbeddingModel(name=str(path), kind="sentence-transformers", module=module, similarity=similarity,
                           dictionary=dictionary, max_query_tokens=DEFAULT_MAX_QUERY_TOKENS,
                           max_key_tokens=DEFAULT_MAX_KEY_TOKENS,
                           limits_from="code_contrastive's defaults: give the model's training values with "
                           "--max-query-tokens/--max-key-tokens")
+
+
+def _export_pair_limits(path: Path) -> dict | None:
+    """max_query_tokens/max_key_tokens of the checkpoint an `export-hf` directory was made from, if recorded."""
+    import json
+
+    try:
+        record = json.loads((Path(path) / "fairseq_ext_export.json").read_text(encoding="utf-8"))
+        limits = record["embedding"]["pair_limits"]
+        return {k: int(limits[k]) for k in ("max_query_tokens", "max_key_tokens")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # not an export of ours, or of a version that did not record them

@@ -413,11 +413,11 @@ def ws(tmp_path_factory, text_file, bpe_dir, bert_dir, spm_model) -> dict:
     import_hf(t5_dir(root / "hf-t5", spm_model, "relu", T5EncoderModel), root / "t5-ckpt")
     p["t5_ckpt"] = root / "t5-ckpt" / "checkpoint.pt"
     p["hf_t5_silu"] = t5_dir(root / "hf-t5-silu", spm_model, "gated-silu", T5EncoderModel)
-    from test_eval_retrieval import contrastive_checkpoint, small_pairs
+    from test_eval_retrieval import small_pairs, untrained_checkpoint
 
     p["pairs"] = small_pairs(root / "pairs", bpe_dir)
-    p["cc_ckpt"] = contrastive_checkpoint(root / "cc.pt", p["pairs"] / "tokenizer.json", p["pairs"])
-    p["cc_other"] = contrastive_checkpoint(root / "cc-other.pt", bert_dir, p["pairs"])  # another tokenizer
+    p["cc_ckpt"] = untrained_checkpoint(root / "cc.pt", p["pairs"] / "tokenizer.json", p["pairs"])
+    p["cc_other"] = untrained_checkpoint(root / "cc-other.pt", bert_dir, p["pairs"])  # another tokenizer
     return {k: str(v) for k, v in p.items()}
 
 

@@ -129,7 +129,7 @@ def test_eval_retrieval_matches_validation_and_bm25_loses_to_renaming(trained, t
 @pytest.mark.slow
 def test_sentence_transformers_export_scores_as_its_checkpoint(trained, tmp_path, capsys, monkeypatch):
     """The checkpoint exported with `export-hf --format sentence-transformers` (Transformer, Pooling, Dense,
-    Normalize) scores what the checkpoint scores, given the same token limits."""
+    Normalize) scores what the checkpoint scores, with the token limits the export recorded."""
     from fairseq_ext.convert.checkpoint_io import load_checkpoint
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -137,10 +137,10 @@ def test_sentence_transformers_export_scores_as_its_checkpoint(trained, tmp_path
     assert main(["export-hf", str(ckpt), "-o", str(tmp_path / "st"), "--format", "sentence-transformers"]) == 0
     capsys.readouterr()
     task = load_checkpoint(ckpt)["cfg"]["task"]
-    limits = ("--max-query-tokens", str(task["max_query_tokens"]), "--max-key-tokens", str(task["max_key_tokens"]))
     fs, _ = evaluate(capsys, str(ckpt), "--pairs", str(pairs), "--json", str(tmp_path / "a.json"))
-    st, out = evaluate(capsys, str(tmp_path / "st"), "--pairs", str(pairs), *limits, "--json", str(tmp_path / "b.json"))
+    st, out = evaluate(capsys, str(tmp_path / "st"), "--pairs", str(pairs), "--json", str(tmp_path / "b.json"))
     assert st["model_kind"] == "sentence-transformers" and not st["separate_towers"]
+    assert (st["max_query_tokens"], st["max_key_tokens"]) == (task["max_query_tokens"], task["max_key_tokens"])
     assert st["pool"]["scores"]["model"] == pytest.approx(fs["pool"]["scores"]["model"], abs=1e-4)
     assert st["pool"]["scores"]["BM25"] == fs["pool"]["scores"]["BM25"]
 
@@ -157,7 +157,7 @@ def test_each_side_is_embedded_by_its_own_tower(tmp_path, bpe_dir, capsys):
     from fairseq_ext.vocab import TokenizerDictionary
 
     pairs = small_pairs(tmp_path / "pairs", bpe_dir)
-    ckpt = contrastive_checkpoint(tmp_path / "cc.pt", pairs / "tokenizer.json", pairs, separate_towers=True)
+    ckpt = untrained_checkpoint(tmp_path / "cc.pt", pairs / "tokenizer.json", pairs, separate_towers=True)
     r, out = evaluate(capsys, str(ckpt), "--pairs", str(pairs), "--batch-size", "5", "--json", str(tmp_path / "r.json"))
     assert r["separate_towers"] and "query and key towers" in out
 
@@ -200,7 +200,7 @@ class _Task:
         return 128
 
 
-def contrastive_checkpoint(path: Path, tokenizer, data: Path, seed: int = 0, separate_towers: bool = False) -> Path:
+def untrained_checkpoint(path: Path, tokenizer, data: Path, seed: int = 0, separate_towers: bool = False) -> Path:
     """An untrained t5_encoder saved as fairseq-train saves a code_contrastive checkpoint (cfg, task_state);
     with ``separate_towers`` the key tower differs from the query tower."""
     from fairseq_ext.checkpoints import tokenizer_task_state

@@ -103,6 +103,10 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
         record = {k: v for k, v in result.__dict__.items() if k != "embedding"}
         if info is not None:
             record["embedding"] = {k: v for k, v in info.__dict__.items() if k != "token_example"}
+            task_cfg = section(state, "task")
+            limits = {k: task_cfg[k] for k in ("max_query_tokens", "max_key_tokens") if task_cfg.get(k)}
+            if limits:  # what eval-retrieval gives this directory's model, as training did
+                record["embedding"]["pair_limits"] = limits
         (tmp / "fairseq_ext_export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return result
 
