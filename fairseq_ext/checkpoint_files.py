@@ -30,12 +30,11 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-from fairseq_ext.io_utils import fsync_dir
+from fairseq_ext.io_utils import write_file_atomically
 
 logger = logging.getLogger("fairseq_ext.checkpoint_files")
 
@@ -54,20 +53,7 @@ _ALREADY_READ: dict = {}
 
 def _write_atomically(path: str, write) -> None:
     """Call ``write(binary_file)`` on a temporary beside ``path``, fsync it, rename it to ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=TMP_SUFFIX, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    fsync_dir(directory)
+    write_file_atomically(path, write, suffix=TMP_SUFFIX)
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:

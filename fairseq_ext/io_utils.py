@@ -200,6 +200,26 @@ def _fsync_tree(root: Path) -> None:
         fsync_dir(dirpath)
 
 
+def write_file_atomically(path: str | os.PathLike, write, suffix: str = ".tmp") -> None:
+    """Call ``write(binary_file)`` on a temporary beside ``path`` (``.NAME.XXXX`` + ``suffix``), fsync and
+    chmod it, rename it to ``path``, fsync the directory: ``path`` is the old file or the new one, never half."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_dir(directory)
+
+
 def fsync_dir(directory: str | os.PathLike) -> None:
     """Make a rename or a new entry in ``directory`` durable (where the platform can)."""
     try:

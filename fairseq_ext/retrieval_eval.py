@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from fairseq_ext.errors import UserError
+from fairseq_ext.io_utils import write_file_atomically
 from fairseq_ext.retrieval import chance_metrics, embedding_rank_counts, metrics_from_counts
 
 KINDS = ("docstring", "span")
@@ -168,15 +168,4 @@ def write_json_atomically(path: str | os.PathLike, obj) -> None:
         raise UserError(f"--json {path}: is a directory")
     if not path.parent.is_dir():
         raise UserError(f"--json {path}: no such directory {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(obj, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_file_atomically(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode("utf-8")))
