@@ -213,15 +213,17 @@ def contrastive_checkpoint(tmp_path_factory, code_pairs_dir):
     fairseq-train's log). Pooler projection to 32, learned temperature, one tower; validated every 50 updates."""
     from types import SimpleNamespace
 
-    save = tmp_path_factory.mktemp("contrastive") / "checkpoints"
+    root = tmp_path_factory.mktemp("contrastive")
+    save = root / "checkpoints"
     cmd = [str(BIN / "fairseq-train"), str(code_pairs_dir), "--user-dir", "fairseq_ext", *CONTRASTIVE_ARGS,
            "--optimizer", "adam", "--lr", "5e-3", "--lr-scheduler", "polynomial_decay", "--warmup-updates", "20",
            "--total-num-update", "150", "--max-update", "150", "--max-tokens", "6000", "--log-format", "simple",
            "--log-interval", "10", "--save-dir", str(save), "--validate-interval-updates", "50",
            "--save-interval-updates", "50", "--validate-interval", "1000", "--save-interval", "1000",
-           "--no-epoch-checkpoints", "--best-checkpoint-metric", "mrr",
-           "--maximize-best-checkpoint-metric"]
+           "--no-epoch-checkpoints", "--tensorboard-logdir", str(root / "tensorboard"),
+           "--best-checkpoint-metric", "mrr", "--maximize-best-checkpoint-metric"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    return SimpleNamespace(checkpoint=save / "checkpoint_best.pt", pairs=code_pairs_dir, log=log)
+    return SimpleNamespace(checkpoint=save / "checkpoint_best.pt", pairs=code_pairs_dir, log=log,
+                           tensorboard=root / "tensorboard")

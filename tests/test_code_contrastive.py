@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from fairseq import options, tasks
+from test_tensorboard import scalars
 
 from conftest import BIN, CONTRASTIVE_ARGS, REPO, TINY_T5_ARGS
 from fairseq_ext.data.pair_dataset import side_tokens
@@ -50,6 +51,9 @@ def test_training_beats_chance_and_the_untrained_model_on_the_held_out_pool(cont
     assert recorded["pairs"] == pool and abs(recorded["mrr"] - best) < 1e-4  # the best checkpoint's figures
     assert float(state["extra_state"]["best"]) == pytest.approx(best, abs=1e-4)  # --best-checkpoint-metric mrr
     assert state["criterion"]["logit_scale"].numel() == 1  # the learned temperature is saved
+    logged = scalars(run.tensorboard / "valid")  # and tensorboard has the figures of every validation
+    assert sorted(logged["mrr"]) == [50, 100, 150] and max(logged["mrr"].values()) == pytest.approx(best, abs=1e-4)
+    assert {"recall@1", "recall@10", "loss"} <= logged.keys()
     # the same measurement of an untrained model of the same shape: training, not bag-of-tokens overlap
     task, untrained, _ = build(run.pairs)
     task.load_dataset("valid")
