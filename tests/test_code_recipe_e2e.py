@@ -142,7 +142,8 @@ def test_contrastive_hydra_config_trains_from_the_code_mlm_checkpoint(recipe, tm
     hydra = [sys.executable, "-c", "from fairseq_cli.hydra_train import cli_main; cli_main()"]
     model = re.findall(r"--([\w-]+) (\S+)", TINY_T5.split("--cpu")[0])  # the code MLM run's shapes
     shapes = [f"+model.{k.replace('-', '_')}={v}" for k, v in model]
-    log = shell([*hydra, "--config-dir", str(REPO / "scripts" / "hydra"), "--config-name", "code_contrastive",
+    log = shell([*hydra, "--config-dir", str(REPO / "scripts" / "hydra"), "--config-name",
+                 "pretrain_code_contrastive",
                  f"task.data={root / 'run' / 'code-pairs'}", f"common.user_dir={REPO / 'fairseq_ext'}",
                  f"checkpoint.save_dir={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path / 'hydra'}",
                  f"checkpoint.finetune_from_model={root / 'run' / 'checkpoints' / 'checkpoint_best.pt'}",
@@ -151,7 +152,7 @@ def test_contrastive_hydra_config_trains_from_the_code_mlm_checkpoint(recipe, tm
                  "optimization.max_update=3", "dataset.validate_interval_updates=3", "common.cpu=true",
                  "common.log_interval=1", "dataset.num_workers=0"], {}, cwd=tmp_path)
     assert "loading pretrained model from" in log and "num_updates=3" in log.replace(" ", "")
-    assert re.search(r"\| valid \|.*\| mrr [\d.]+", log), log[-3000:]
+    assert re.search(r"valid on 'valid' subset \|.*\| mrr [\d.]+", log), log[-3000:]
     assert (tmp_path / "ckpt" / "checkpoint_best.pt").exists()
 
 
