@@ -15,8 +15,11 @@ with ``--grad-cache-chunk``, each configuration in a fresh process:
   speed    pairs/s over the timed steps (3 at 64 pairs, 2 at 512, 1 above 512)
 
 Every query and key is cut to its limit (--query-tokens, --key-tokens), as the task
-cuts them; when the corpus has fewer pairs than a batch, pairs repeat. A
-configuration that fails (out of memory, killed) is reported as such.
+cuts them; when the corpus has fewer pairs than a batch, pairs repeat. On CPU each
+process's address space is capped (--memory-limit-gb, default 3/4 of the memory
+available at the start) so that a configuration too big for the machine fails with
+an allocation error, reported as "does not fit", rather than waking the kernel's
+out-of-memory killer on a shared machine.
 
     python benchmarks/grad_cache.py [--batches 64,512,4096] [--chunk 64] [--device cpu|cuda]
 """
@@ -56,8 +59,11 @@ def build_pairs(work: Path, megabytes: float) -> Path:
     return work / "pairs"
 
 
-def worker(data: str, batch: int, chunk: int, steps: int, device: str, query_tokens: int, key_tokens: int) -> dict:
+def worker(data: str, batch: int, chunk: int, steps: int, device: str, query_tokens: int, key_tokens: int,
+           limit_gb: float) -> dict:
     """One configuration in this process: -> {"seconds", "pairs_per_s", "peak_mb", "step_mb"}."""
+    if device == "cpu" and limit_gb > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (int(limit_gb * 2**30), int(limit_gb * 2**30)))
     import torch
     from fairseq import optim, options, tasks, utils
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
@@ -114,15 +120,27 @@ def _rss_high_water() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _mem_available() -> int:
+    with open("/proc/meminfo", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise SystemExit("no MemAvailable in /proc/meminfo: give --memory-limit-gb")
+
+
 def measure(data: Path, batch: int, chunk: int, args) -> dict | str:
     steps = max(1, min(3, 1024 // batch))
     cmd = [sys.executable, __file__, "--worker", str(data), "--batch", str(batch), "--chunk", str(chunk),
            "--steps", str(steps), "--device", args.device, "--query-tokens", str(args.query_tokens),
-           "--key-tokens", str(args.key_tokens)]
+           "--key-tokens", str(args.key_tokens), "--memory-limit-gb", str(args.memory_limit_gb)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     if proc.returncode:
         tail = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        return "killed (out of memory?)" if proc.returncode < 0 else tail[:120]
+        if proc.returncode < 0:
+            return f"killed (signal {-proc.returncode})"
+        if "can't allocate memory" in tail or "MemoryError" in tail or "out of memory" in tail.lower():
+            return f"does not fit in {args.memory_limit_gb:.0f} GB"
+        return tail[:120]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -135,13 +153,17 @@ def main() -> int:
     ap.add_argument("--query-tokens", type=int, default=64)
     ap.add_argument("--key-tokens", type=int, default=128)
     ap.add_argument("--corpus-mb", type=float, default=3.0, help="stdlib packages to take pairs from")
+    ap.add_argument("--memory-limit-gb", type=float, default=None,
+                    help="CPU: address-space cap of each measured process (default 3/4 of MemAvailable; 0: none)")
     ap.add_argument("--worker", metavar="PAIRS", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--steps", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_limit_gb is None:
+        args.memory_limit_gb = 0.75 * _mem_available() / 2**30
     if args.worker:
         print(json.dumps(worker(args.worker, args.batch, args.chunk, args.steps, args.device, args.query_tokens,
-                                args.key_tokens)))
+                                args.key_tokens, args.memory_limit_gb)))
         return 0
     work = Path(tempfile.mkdtemp(prefix="grad-cache-bench-"))
     try:
@@ -162,8 +184,8 @@ def main() -> int:
                        f"{cached['pairs_per_s'] / plain['pairs_per_s']:.2f}"] if both else ["", ""])
             print(f"| {batch:,} | " + " | ".join(cells + ratios) + " |", flush=True)
         print(f"\ncached: --grad-cache-chunk {args.chunk}; step MB: memory the steps added to what model, optimizer "
-              "and batch held (the ratio column); targets: cached memory flat in the batch size, pairs/s >= 0.5 "
-              "of plain")
+              f"and batch held (the ratio column); each process capped at {args.memory_limit_gb:.0f} GB; targets: "
+              "cached memory flat in the batch size, pairs/s >= 0.5 of plain")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
