@@ -27,7 +27,7 @@ T5EncoderModel gives the same hidden states -> code-pairs (docstring, code),
 split as code-dataset -> fairseq-train --task code_contrastive --criterion
 info_nce from the code MLM checkpoint -> held-out MRR against chance, and a
 natural-language search (--query TEXT, or three built-in queries) over every
-definition of the corpus, the top hits printed. About 6 minutes on 2 CPU cores.
+definition of the corpus, the top hits printed. About 5 minutes on 2 CPU cores.
 
 examples:
   fairseq-ext demo -o demo-out
