@@ -306,6 +306,11 @@ ROWS = [
     row("demo", "-o", "{out}", "--vocab-size", "100", expect="argument --vocab-size: must be at least 261"),
     row("demo", "-o", "{out}", "--max-update", "0", expect="argument --max-update: must be a positive integer"),
     row("demo", "-o", "{full}", expect="{full}: " + NOT_EMPTY, out="{full}"),
+    row("demo", "-o", "{out}", "--query", "json",
+        expect="--query and --contrastive-updates are options of --recipe code"),
+    row("demo", "--recipe", "code", "-o", "{out}", "--query", " ", expect="--query: empty text"),
+    row("demo", "--recipe", "code", "-o", "{out}", "--contrastive-updates", "0",
+        expect="argument --contrastive-updates: must be a positive integer"),
     row("demo", "-o", "{file}", expect="{file}: " + NOT_DIR, out="{file}"),
 ]
 

@@ -1,6 +1,7 @@
 """The code recipe end to end, as a user runs it: scripts/pretrain_code.sh on real standard-library
-packages (train-tokenizer -> code-dataset -> code_mlm on a t5_encoder -> export-hf), then its Slurm batch
-file resuming the run, its hydra config, and an HF T5 imported and pretrained further on code.
+packages (train-tokenizer -> code-dataset -> code_mlm on a t5_encoder -> export-hf -> code-pairs ->
+code_contrastive from the code_mlm checkpoint), then its Slurm batch file resuming both stages, its hydra
+configs, and an HF T5 imported and pretrained further on code.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def recipe(tmp_path_factory):
         shutil.copytree(STDLIB / pkg, root / "Lib" / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(SRC=str(root / "Lib"), WORK=str(root / "run"), LANGUAGES="python", VALID_RATIO="0.15", VOCAB="1000",
                TOKENS_PER_SAMPLE="64", MAX_TOKENS="2048", UPDATE_FREQ="1", MAX_UPDATE="80", LR="3e-3", WARMUP="10",
-               PRECISION="", EXTRA_TRAIN_ARGS=TINY_T5)
+               PRECISION="", EXTRA_TRAIN_ARGS=TINY_T5, PAIR_KIND="docstring", CONTRASTIVE_UPDATES="25",
+               CONTRASTIVE_LR="1e-3", CONTRASTIVE_WARMUP="5", CONTRASTIVE_MAX_TOKENS="4096", QUERY_TOKENS="64",
+               KEY_TOKENS="128", GRAD_CACHE_CHUNK="16")
     log = shell(["bash", "scripts/pretrain_code.sh"], env)
     return root, env, log
 
@@ -76,6 +79,28 @@ def test_recipe_learns_and_exports_a_t5_encoder_that_matches_fairseq(recipe):
     assert "code_mlm" in card and "T5EncoderModel" in card
 
 
+def test_recipe_continues_with_the_contrastive_stage_from_the_code_mlm_checkpoint(recipe):
+    from fairseq_ext.checkpoints import safe_torch_load
+    from fairseq_ext.retrieval import chance_metrics
+
+    root, _env, log = recipe
+    run = root / "run"
+    pairs = json.loads((run / "code-pairs" / "code_pairs.json").read_text())
+    data = json.loads((run / "code-data" / "code_dataset.json").read_text())
+    # the same split: every project held out by code-dataset is held out by code-pairs
+    assert pairs["splits"]["valid"]["projects"] == data["splits"]["valid"]["projects"] >= 1
+    stage = log[log.index("code_contrastive"):]
+    assert f"loading pretrained model from {run / 'checkpoints' / 'checkpoint_best.pt'}" in stage
+    valid = [float(m) for m in re.findall(r"\| valid \|.*?\| mrr ([\d.]+)", stage)]
+    assert valid, stage[-3000:]
+    pool = pairs["splits"]["valid"]["pairs"]
+    assert valid[-1] > 1.5 * chance_metrics(pool)["mrr"]  # held-out MRR beats chance (measured: see NOTES)
+    with open(run / "contrastive" / "checkpoint_best.pt", "rb") as f:
+        state = safe_torch_load(f, map_location="cpu")
+    assert state["optimizer_history"][-1]["num_updates"] == 25
+    assert state["task_state"]["retrieval"]["mrr"] == pytest.approx(max(valid), abs=1e-3)
+
+
 def test_slurm_batch_file_resumes_the_run(recipe, tmp_path):
     root, env, _log = recipe
     shim = tmp_path / "bin"
@@ -89,6 +114,12 @@ def test_slurm_batch_file_resumes_the_run(recipe, tmp_path):
     assert "loaded checkpoint" in log.lower() and "checkpoint_last.pt" in log
     assert re.search(r"num_updates=?\s*100", log.replace(" | ", " ")), log[-3000:]
     assert min(losses(log)) < max(losses(recipe[2]))
+    # the contrastive stage's job resumes the script's contrastive run (25 updates) to 30
+    slurm.update(STAGE="contrastive", DATA=str(root / "run" / "code-pairs"), MAX_UPDATE="30", MAX_TOKENS="4096",
+                 QUERY_TOKENS="64", KEY_TOKENS="128")
+    log = shell(["bash", "scripts/slurm/pretrain_code.sbatch"], slurm)
+    assert "loaded checkpoint" in log.lower() and str(root / "run" / "contrastive" / "checkpoint_last.pt") in log
+    assert re.search(r"\| valid \|.*\| mrr [\d.]+ .*num_updates 30", log), log[-3000:]
 
 
 def test_hydra_config_trains(recipe, tmp_path):
@@ -104,6 +135,25 @@ def test_hydra_config_trains(recipe, tmp_path):
                 cwd=tmp_path)
     assert "num_updates=3" in log.replace(" ", "") and "'mask_unit': identifier" in log
     assert (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+
+
+def test_contrastive_hydra_config_trains_from_the_code_mlm_checkpoint(recipe, tmp_path):
+    root, _env, _log = recipe
+    hydra = [sys.executable, "-c", "from fairseq_cli.hydra_train import cli_main; cli_main()"]
+    model = re.findall(r"--([\w-]+) (\S+)", TINY_T5.split("--cpu")[0])  # the code MLM run's shapes
+    shapes = [f"+model.{k.replace('-', '_')}={v}" for k, v in model]
+    log = shell([*hydra, "--config-dir", str(REPO / "scripts" / "hydra"), "--config-name",
+                 "pretrain_code_contrastive",
+                 f"task.data={root / 'run' / 'code-pairs'}", f"common.user_dir={REPO / 'fairseq_ext'}",
+                 f"checkpoint.save_dir={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+                 f"checkpoint.finetune_from_model={root / 'run' / 'checkpoints' / 'checkpoint_best.pt'}",
+                 *shapes,
+                 "task.max_query_tokens=64", "task.max_key_tokens=128", "dataset.max_tokens=2048",
+                 "optimization.max_update=3", "dataset.validate_interval_updates=3", "common.cpu=true",
+                 "common.log_interval=1", "dataset.num_workers=0"], {}, cwd=tmp_path)
+    assert "loading pretrained model from" in log and "num_updates=3" in log.replace(" ", "")
+    assert re.search(r"valid on 'valid' subset \|.*\| mrr [\d.]+", log), log[-3000:]
+    assert (tmp_path / "ckpt" / "checkpoint_best.pt").exists()
 
 
 def test_an_imported_hf_t5_continues_on_code_and_exports(tmp_path, spm_model):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from transformers import AutoTokenizer
 
 from conftest import run_cli
 from fairseq_ext.checkpoints import safe_torch_load
+from fairseq_ext.retrieval import chance_metrics
 from fairseq_ext.vocab import TokenizerDictionary
 
 pytestmark = pytest.mark.slow
@@ -74,10 +76,11 @@ def test_code_demo_runs_the_whole_code_recipe(tmp_path):
     from transformers import T5EncoderModel
 
     out = tmp_path / "demo-code"
-    proc = run_cli("demo", "--recipe", "code", "-o", str(out), "--corpus-mb", "0.5", "--vocab-size", "1000",
-                   "--max-update", "8")
-    for n in range(1, 7):
-        assert f"[{n}/6]" in proc.stdout
+    query = "run the event loop until the future is done"
+    proc = run_cli("demo", "--recipe", "code", "-o", str(out), "--corpus-mb", "0.7", "--vocab-size", "1000",
+                   "--max-update", "8", "--contrastive-updates", "3", "--query", query)
+    for n in range(1, 10):
+        assert f"[{n}/9]" in proc.stdout
     assert "demo finished" in proc.stdout
     summary = json.loads((out / "demo.json").read_text())
     assert summary["recipe"] == "code" and summary["parity_max_abs_diff"] <= 1e-4
@@ -99,3 +102,23 @@ def test_code_demo_runs_the_whole_code_recipe(tmp_path):
     assert model.config.vocab_size == len(AutoTokenizer.from_pretrained(str(out / "hf-model")))
     assert_no_temporary_paths(out)
     assert str(out / "code-data") in (out / "hf-model" / "README.md").read_text()
+    # the contrastive stage and the search
+    found = summary["search"]
+    pairs = json.loads((out / "code-pairs" / "code_pairs.json").read_text())
+    assert found["held_out_pairs"] == pairs["splits"]["valid"]["pairs"] > 0
+    assert found["chance_mrr"] == pytest.approx(chance_metrics(found["held_out_pairs"])["mrr"])
+    assert f"MRR {found['mrr']:.3f} (chance {found['chance_mrr']:.3f})" in proc.stdout
+    with open(out / "contrastive" / "checkpoint_best.pt", "rb") as f:
+        state = safe_torch_load(f, map_location="cpu")
+    assert state["optimizer_history"][-1]["num_updates"] == 3
+    assert state["task_state"]["retrieval"]["mrr"] == pytest.approx(found["mrr"], abs=1e-4)  # training's validation
+    assert found["searched"] == sum(s["pairs"] for s in pairs["splits"].values())
+    hits = proc.stdout.split(f"query: {query}\n", 1)[1].splitlines()[:5]
+    assert list(found["hits"]) == [query] and len(found["hits"][query]) == 5
+    scores = [h["score"] for h in found["hits"][query]]
+    assert scores == sorted(scores, reverse=True)
+    for line, hit in zip(hits, found["hits"][query]):
+        assert line.split() == [f"{hit['score']:.3f}", hit["name"], f"({hit['where']})"]
+        path, lineno = hit["where"].rsplit(":", 1)  # the named definition is at that line of the corpus
+        source = (out / path).read_text(encoding="utf-8").splitlines()[int(lineno) - 1]
+        assert re.match(rf"\s*(async def|def|class) {hit['name'].split('.')[-1]}\b", source), source

@@ -23,11 +23,16 @@ train-tokenizer on the tree -> code-dataset (Arrow, split by package) ->
 fairseq-train --task code_mlm --arch t5_encoder_small (shrunk; every occurrence
 of chosen identifiers masked) -> export-hf (T5EncoderModel, parity checked) ->
 the model fills masked identifiers in held-out packages, and transformers'
-T5EncoderModel gives the same hidden states. About 5 minutes on 2 CPU cores.
+T5EncoderModel gives the same hidden states -> code-pairs (docstring, code),
+split as code-dataset -> fairseq-train --task code_contrastive --criterion
+info_nce from the code MLM checkpoint -> held-out MRR against chance, and a
+natural-language search (--query TEXT, or three built-in queries) over every
+definition of the corpus, the top hits printed. About 5 minutes on 2 CPU cores.
 
 examples:
   fairseq-ext demo -o demo-out
   fairseq-ext demo --recipe code -o demo-code
+  fairseq-ext demo --recipe code -o demo-code --query "parse an email message from a string"
 """
 
 from __future__ import annotations
@@ -61,6 +66,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="N", help="tokenizer size (default %(default)s)")
     p.add_argument("--max-update", type=positive_int, default=None, metavar="N",
                    help="training updates (default 1300, 1000 for --recipe code)")
+    p.add_argument("--contrastive-updates", type=positive_int, default=None, metavar="N",
+                   help="--recipe code: updates of its contrastive stage (default 100)")
+    p.add_argument("--query", action="append", default=None, metavar="TEXT",
+                   help="--recipe code: a natural-language query to search the corpus's code with (repeat for "
+                   "more; default: three built-in ones)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
 
 
@@ -101,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
             setattr(args, key, value)
     if args.output is None:
         args.output = "demo-code" if args.recipe == "code" else "demo-out"
+    if args.recipe != "code" and (args.query is not None or args.contrastive_updates is not None):
+        from fairseq_ext.errors import UserError
+
+        raise UserError("--query and --contrastive-updates are options of --recipe code")
     if args.recipe == "code":
         from fairseq_ext.cli import demo_code
 
@@ -214,13 +228,15 @@ def train_args(work: Path, max_update: int) -> list[str]:
             "--max-update", str(max_update), "--save-dir", str(work / "checkpoints")]
 
 
-def train(work: Path, max_update: int, args: list[str] | None = None) -> tuple[float, float]:
-    """Run fairseq-train as a user would; echo its progress; return the last validation loss and accuracy."""
+def train(work: Path, max_update: int, args: list[str] | None = None,
+          log_name: str = "train.log") -> tuple[float, float]:
+    """Run fairseq-train as a user would; echo its progress (the log in ``work/log_name``); return the last
+    validation loss and accuracy (nan when the criterion logs none)."""
     from fairseq_ext.errors import UserError
 
     cmd = [sys.executable, "-m", "fairseq_cli.train", *(args or train_args(work, max_update))]
     last_valid, last_acc, last_line = None, float("nan"), ""
-    with open(work / "train.log", "w", encoding="utf-8") as log:
+    with open(work / log_name, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=dict(os.environ))
         for line in proc.stdout:

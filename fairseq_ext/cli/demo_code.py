@@ -9,6 +9,11 @@ packages of the Python on this machine; nothing is downloaded):
   5. fairseq-ext export-hf        DIR/hf-model/      T5EncoderModel + tokenizer, parity checked
   6. fill masked identifiers in held-out packages with the fairseq model; transformers'
      T5EncoderModel gives the same hidden states on them
+  7. fairseq-ext code-pairs       DIR/code-pairs/    (docstring, code) pairs, split as code-dataset
+  8. fairseq-train --task code_contrastive --criterion info_nce from step 4's checkpoint
+                                  DIR/contrastive/   best checkpoint by held-out MRR
+  9. held-out MRR against chance; natural-language queries ranked against every definition of the
+     corpus, the top hits printed (see :mod:`fairseq_ext.cli.demo_search`)
 
 Not a verb of its own: :mod:`fairseq_ext.cli.demo` runs it for ``--recipe code``.
 """
@@ -61,13 +66,20 @@ class IdentifierFill:
 
 def run(args: argparse.Namespace, out: Path) -> int:
     import fairseq_ext
+    from fairseq_ext.cli import demo_search
     from fairseq_ext.cli.demo import relocate_paths, step, train
+    from fairseq_ext.errors import UserError
     from fairseq_ext.io_utils import atomic_output_dir
     from fairseq_ext.prep.builtin_corpus import write_builtin_code
     from fairseq_ext.prep.code_dataset import CodeDatasetConfig, build_code_dataset
+    from fairseq_ext.prep.code_pairs import CodePairsConfig, build_code_pairs
     from fairseq_ext.prep.tokenizer_training import train_tokenizer
 
-    total = 6
+    queries = list(demo_search.QUERIES) if args.query is None else [q.strip() for q in args.query]
+    if not all(queries):
+        raise UserError("--query: empty text; give words to search the code with")
+    contrastive_updates = args.contrastive_updates or 100
+    total = 9
     started = time.perf_counter()
     with atomic_output_dir(out, overwrite=args.overwrite) as tmp:
         corpus = write_builtin_code(tmp / "raw", max_bytes=int(args.corpus_mb * 1e6))
@@ -102,10 +114,26 @@ def run(args: argparse.Namespace, out: Path) -> int:
              f"hidden states (max |difference| {fill.hf_max_abs_diff:.1e}); for example", total)
         for masked, filled, truth in fill.examples:
             print(f"      in:   {masked}\n      out:  {filled}\n      true: {truth}")
+        pairs = build_code_pairs([tmp / "raw"], tmp / "code-pairs", CodePairsConfig(
+            CodeDatasetConfig(tokenizer=str(tmp / "tokenizer"), valid_ratio=0.1), kind="docstring"), progress=False)
+        step(7, "code-pairs: (docstring, code) " + ", ".join(f"{k} {v['pairs']} pairs from {v['projects']} packages"
+                                                            for k, v in pairs["splits"].items()), total)
+        contrastive_started = time.perf_counter()
+        train(tmp, contrastive_updates, demo_search.contrastive_args(tmp, contrastive_updates), "contrastive.log")
+        step(8, f"fairseq-train --task code_contrastive: {contrastive_updates} updates from the code MLM "
+             f"checkpoint in {time.perf_counter() - contrastive_started:.0f} s", total)
+        found = demo_search.search(tmp, queries)
+        step(9, f"held-out packages, every docstring against every definition ({found.held_out_pairs} pairs): "
+             f"MRR {found.mrr:.3f} (chance {found.chance_mrr:.3f}), Recall@1 {found.recall_at_1:.3f}; "
+             f"search over all {found.searched} definitions of the corpus:", total)
+        for query, hits in found.hits.items():
+            print(f"      query: {query}")
+            for hit in hits:
+                print(f"        {hit.score:.3f}  {hit.name}  ({hit.where})")
         write_summary(tmp, args, val_loss, val_acc, exported.max_abs_diff, fill, stats,
-                      time.perf_counter() - started)
+                      time.perf_counter() - started, found)
     relocate_paths(out, tmp, ["hf-model/README.md", "hf-model/fairseq_ext_export.json",
-                              "code-data/code_dataset.json"])
+                              "code-data/code_dataset.json", "code-pairs/code_pairs.json"])
     command = " ".join(shlex.quote(a) for a in ["fairseq-train", *train_args(out.resolve(), args.max_update)])
     (out / "train.sh").write_text("#!/usr/bin/env bash\n# rerun (e.g. with a higher --max-update) to resume\n"
                                   + command + ' "$@"\n', encoding="utf-8")
@@ -115,7 +143,9 @@ def run(args: argparse.Namespace, out: Path) -> int:
                        ("code-data/", "datasets.load_from_disk loads it; code_dataset.json has every count"),
                        ("checkpoints/checkpoint_last.pt", "fairseq checkpoint (resume with the same command)"),
                        ("hf-model/", "T5EncoderModel.from_pretrained loads it; README.md is its card"),
-                       ("train.log", "fairseq-train log"),
+                       ("code-pairs/", "(docstring, code) pairs; code_pairs.json has every count"),
+                       ("contrastive/checkpoint_best.pt", "the code-search model (fairseq checkpoint)"),
+                       ("train.log", "fairseq-train log (code MLM; contrastive.log: the contrastive stage)"),
                        ("curves.png", "loss and accuracy by update, train and valid"),
                        ("demo.json", "every figure of this run"),
                        ("train.sh", "the fairseq-train command; rerun it with a higher --max-update to resume")]:
@@ -193,7 +223,8 @@ def _line_at(tok, ids, position: int, hide: set) -> str:
     return (before + after).strip()
 
 
-def write_summary(work: Path, args, val_loss, val_acc, parity, fill: IdentifierFill, stats: dict, seconds) -> None:
+def write_summary(work: Path, args, val_loss, val_acc, parity, fill: IdentifierFill, stats: dict, seconds,
+                  found) -> None:
     from fairseq_ext.cli.demo_report import parse_train_log, plot_curves
 
     curves = parse_train_log((work / "train.log").read_text(encoding="utf-8"))
@@ -205,6 +236,9 @@ def write_summary(work: Path, args, val_loss, val_acc, parity, fill: IdentifierF
         "valid_loss_bits": val_loss, "valid_accuracy": val_acc, "parity_max_abs_diff": parity,
         "identifier_fill": {k: v for k, v in fill.__dict__.items() if k != "examples"},
         "identifier_examples": [{"input": m, "output": o, "original": t} for m, o, t in fill.examples],
+        "search": {"held_out_pairs": found.held_out_pairs, "mrr": found.mrr, "chance_mrr": found.chance_mrr,
+                   "recall@1": found.recall_at_1, "searched": found.searched,
+                   "hits": {q: [h.__dict__ for h in hits] for q, hits in found.hits.items()}},
         "train_curve": curves.train, "valid_curve": curves.valid, "seconds_until_summary": round(seconds, 1),
     }
     (work / "demo.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
