@@ -137,12 +137,11 @@ fairseq-train "$WORK/code-pairs" --user-dir "$ROOT/fairseq_ext" \
     $EXTRA_TRAIN_ARGS $CONTRASTIVE_EXTRA_ARGS
 
 # The model users search with, and the honest measurement (every held-out query against every held-out
-# key, beside BM25, and on queries whose code has its names replaced). Both need the fairseq-ext of issue 11
-# points 4-5; an older one says so and stops here.
-if ! fairseq-ext export-hf --help 2>/dev/null | grep -q -- "--format" || ! fairseq-ext eval-retrieval --help >/dev/null 2>&1; then
-    echo "this fairseq-ext has no export-hf --format sentence-transformers or eval-retrieval:" \
-        "not exported, not evaluated (the best checkpoint is $WORK/contrastive/checkpoint_best.pt)" >&2
-    exit 0
-fi
+# key, beside BM25, and on queries whose code has its names replaced).
 fairseq-ext export-hf "$WORK/contrastive/checkpoint_best.pt" -o "$WORK/st-model" --format sentence-transformers --overwrite
-fairseq-ext eval-retrieval "$WORK/contrastive/checkpoint_best.pt" --pairs "$WORK/code-pairs" --rename
+if [ "$TOWERS" = separate ]; then  # st-model embeds queries; keys have a tower of their own
+    fairseq-ext export-hf "$WORK/contrastive/checkpoint_best.pt" -o "$WORK/st-model-keys" --tower key \
+        --format sentence-transformers --overwrite
+fi
+fairseq-ext eval-retrieval "$WORK/contrastive/checkpoint_best.pt" --pairs "$WORK/code-pairs" --rename \
+    --json "$WORK/eval-retrieval.json"

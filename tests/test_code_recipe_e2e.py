@@ -99,6 +99,14 @@ def test_recipe_continues_with_the_contrastive_stage_from_the_code_mlm_checkpoin
         state = safe_torch_load(f, map_location="cpu")
     assert state["optimizer_history"][-1]["num_updates"] == 25
     assert state["task_state"]["retrieval"]["mrr"] == pytest.approx(max(valid), abs=1e-3)
+    # then the script exports the best checkpoint for sentence-transformers and measures it beside BM25
+    modules = json.loads((run / "st-model" / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules][:2] == ["Transformer", "Pooling"]
+    measured = json.loads((run / "eval-retrieval.json").read_text())
+    assert measured["pool"]["pairs"] == pool and "renamed" in measured
+    assert measured["pool"]["scores"]["model"]["mrr"] == pytest.approx(state["task_state"]["retrieval"]["mrr"],
+                                                                       abs=1e-4)  # the same measurement
+    assert measured["pool"]["scores"]["BM25"]["mrr"] > chance_metrics(pool)["mrr"]
 
 
 def test_slurm_batch_file_resumes_the_run(recipe, tmp_path):
