@@ -227,3 +227,22 @@ def contrastive_checkpoint(tmp_path_factory, code_pairs_dir):
     assert proc.returncode == 0, log[-4000:]
     return SimpleNamespace(checkpoint=save / "checkpoint_best.pt", pairs=code_pairs_dir, log=log,
                            tensorboard=root / "tensorboard")
+
+
+@pytest.fixture(scope="session")
+def two_tower_run(tmp_path_factory, code_pairs_dir):
+    """4 updates of code_contrastive on 2 torchrun CPU ranks with separate towers, symmetric loss, a queue,
+    gradient caching and a learned temperature (validated at the end): (save dir, pairs dir, log)."""
+    from types import SimpleNamespace
+
+    save = tmp_path_factory.mktemp("two-towers") / "checkpoints"
+    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", str(BIN / "fairseq-train"),
+           str(code_pairs_dir), "--user-dir", "fairseq_ext", *CONTRASTIVE_ARGS, "--separate-towers", "--symmetric",
+           "--queue-size", "64", "--grad-cache-chunk", "16", "--optimizer", "adam", "--lr", "1e-3",
+           "--max-update", "4", "--max-tokens", "3000", "--log-format", "simple", "--log-interval", "1",
+           "--save-dir", str(save), "--no-epoch-checkpoints", "--validate-interval-updates", "4",
+           "--best-checkpoint-metric", "mrr", "--maximize-best-checkpoint-metric"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    return SimpleNamespace(save_dir=save, pairs=code_pairs_dir, log=log)

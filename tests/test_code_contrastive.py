@@ -6,7 +6,6 @@ keep their mask, bad settings are one line."""
 from __future__ import annotations
 
 import re
-import subprocess
 import types
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 from fairseq import options, tasks
 from test_tensorboard import scalars
 
-from conftest import BIN, CONTRASTIVE_ARGS, REPO, TINY_T5_ARGS
+from conftest import CONTRASTIVE_ARGS, TINY_T5_ARGS
 from fairseq_ext.data.pair_dataset import side_tokens
 from fairseq_ext.errors import UserError
 from fairseq_ext.retrieval import chance_metrics
@@ -135,16 +134,8 @@ def test_a_one_tower_checkpoint_continues_with_separate_towers(contrastive_check
 
 
 @pytest.mark.slow
-def test_two_torchrun_ranks_gather_keys_validate_and_save(code_pairs_dir, tmp_path):
-    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", str(BIN / "fairseq-train"),
-           str(code_pairs_dir), "--user-dir", "fairseq_ext", *CONTRASTIVE_ARGS, "--separate-towers", "--symmetric",
-           "--queue-size", "64", "--grad-cache-chunk", "16", "--optimizer", "adam", "--lr", "1e-3",
-           "--max-update", "4", "--max-tokens", "3000", "--log-format", "simple", "--log-interval", "1",
-           "--save-dir", str(tmp_path / "ck"), "--no-epoch-checkpoints", "--validate-interval-updates", "4",
-           "--best-checkpoint-metric", "mrr", "--maximize-best-checkpoint-metric"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
+def test_two_torchrun_ranks_gather_keys_validate_and_save(two_tower_run):
+    log = two_tower_run.log
     steps = re.findall(r"train_inner \|.*? candidates=([\d.]+).*? bsz=([\d.]+)", log)
     assert len(steps) == 4
     first_candidates, first_bsz = map(float, steps[0])
@@ -154,7 +145,7 @@ def test_two_torchrun_ranks_gather_keys_validate_and_save(code_pairs_dir, tmp_pa
     assert float(steps[-1][0]) > first_candidates  # the queue fills
     lines = valid_lines(log)
     assert lines and int(lines[-1]["pool"]) > 200  # the whole pool, embedded half by each rank
-    state = torch.load(tmp_path / "ck" / "checkpoint_best.pt", map_location="cpu", weights_only=False)
+    state = torch.load(two_tower_run.save_dir / "checkpoint_best.pt", map_location="cpu", weights_only=False)
     assert any(k.startswith("key_encoder.") for k in state["model"])
 
 

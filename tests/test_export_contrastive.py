@@ -225,27 +225,15 @@ def test_temperature_cap_is_the_criterions():
 
 
 @pytest.mark.slow
-def test_a_trained_checkpoint_exports_its_key_tower(base, tmp_path):
-    """fairseq-train code_contrastive (separate towers, learned temperature) for 4 updates, then export-hf --tower key
-    --format sentence-transformers: encode() equals the checkpoint as fairseq itself loads it; the card's figures
-    are the checkpoint's."""
-    import subprocess
-
+def test_a_trained_checkpoint_exports_its_key_tower(two_tower_run, tmp_path):
+    """A checkpoint written by 2 torchrun ranks of fairseq-train code_contrastive (separate towers, learned
+    temperature), exported --tower key --format sentence-transformers: encode() equals the checkpoint as
+    fairseq itself loads it; the card's figures are the checkpoint's."""
+    import datasets
     from fairseq import checkpoint_utils
     from sentence_transformers import SentenceTransformer
 
-    from conftest import BIN, REPO
-
-    save = tmp_path / "ckpt"
-    cmd = [str(BIN / "fairseq-train"), str(base / "pairs"), "--user-dir", "fairseq_ext", "--task", "code_contrastive",
-           "--criterion", "info_nce", "--arch", "t5_encoder_small", "--encoder-layers", "2", "--encoder-embed-dim",
-           "32", "--kv-dim", "8", "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "4", "--cpu",
-           "--num-workers", "0", "--seed", "1", "--max-query-tokens", "24", "--max-key-tokens", "40",
-           "--pooler-dim", "16", "--learn-temperature", "--separate-towers", "--optimizer", "adam", "--lr", "1e-3",
-           "--max-update", "4", "--max-tokens", "2000", "--save-dir", str(save), "--validate-interval-updates", "4",
-           "--no-epoch-checkpoints", "--log-format", "simple"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    save, pairs = two_tower_run.save_dir, two_tower_run.pairs
     ckpt = save / "checkpoint_last.pt"
     state = torch.load(ckpt, weights_only=False)
     out = tmp_path / "st"
@@ -253,9 +241,10 @@ def test_a_trained_checkpoint_exports_its_key_tower(base, tmp_path):
 
     (model,), _cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)])
     model.eval()
-    d, tok = task.source_dictionary, load_tokenizer(base / "pairs")
-    texts = texts_of(base, "key")
-    rows = [side_tokens(tok(t, add_special_tokens=False)["input_ids"], 40, d.bos_index, d.eos()) for t in texts]
+    d, tok = task.source_dictionary, load_tokenizer(pairs)
+    texts = datasets.load_from_disk(str(pairs))["valid"]["key"][:6]
+    limit = state["cfg"]["task"]["max_key_tokens"]
+    rows = [side_tokens(tok(t, add_special_tokens=False)["input_ids"], limit, d.bos_index, d.eos()) for t in texts]
     with torch.no_grad():
         want = torch.nn.functional.normalize(torch.cat([model.embed(r[None], tower="key") for r in rows]), dim=-1)
         assert not torch.allclose(want, torch.nn.functional.normalize(
@@ -270,5 +259,5 @@ def test_a_trained_checkpoint_exports_its_key_tower(base, tmp_path):
         f"{figures['pairs']} held-out pairs")
     temperature = math.exp(-float(state["criterion"]["logit_scale"]))
     assert rows["temperature"] == f"{temperature:.4g} (learned: exp(-logit_scale))"
-    assert rows["similarity"] == "cosine" and rows["max_seq_length"].startswith("40 tokens")
+    assert rows["similarity"] == "cosine" and rows["max_seq_length"].startswith(f"{limit} tokens")
     assert rows["objective"].startswith("code_contrastive (contrastive InfoNCE")
