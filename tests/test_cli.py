@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_readme_commands_parse():
     commands = [m.group(1) for m in re.finditer(r"^\s*fairseq-ext (.+?)\s*(?:\\)?$", text, re.M)]
     assert len(commands) >= 5
     for cmd in commands:
-        argv = cmd.split("#")[0].split()
+        argv = shlex.split(cmd.split(" #")[0])  # as the shell splits it: a quoted --query "..." is one word
         parser.parse_args(argv)  # SystemExit on unknown verb or flag
 
 
