@@ -14,7 +14,7 @@ import torch
 from fairseq import options, tasks
 from test_tensorboard import scalars
 
-from conftest import CONTRASTIVE_ARGS, TINY_T5_ARGS
+from conftest import CONTRASTIVE_ARGS
 from fairseq_ext.data.pair_dataset import side_tokens
 from fairseq_ext.errors import UserError
 from fairseq_ext.retrieval import chance_metrics
@@ -174,4 +174,3 @@ def test_bad_settings_are_one_line(code_pairs_dir, tmp_path):
     task = tasks.setup_task(args)
     with pytest.raises(UserError, match=r"^--arch roberta_base: code_contrastive trains a t5_encoder model"):
         task.build_model(args)
-    assert TINY_T5_ARGS[0] == "--arch"

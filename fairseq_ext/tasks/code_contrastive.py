@@ -66,6 +66,14 @@ class CodeContrastiveTask(TokenizerDataTask):
 
     REQUIRED_ROLES = ("eos", "pad")
 
+    def __init__(self, cfg, dictionary):
+        super().__init__(cfg, dictionary)
+        self.mask = None  # the pairs directory's mask id (span queries), read in setup_task
+        self.similarity = "cosine"  # the criterion's, once built
+        self.num_updates = 0  # recorded with validation figures
+        self.retrieval = None  # the last validation's figures
+        self._pool_pending = False  # the next valid step embeds the whole pool
+
     @classmethod
     def setup_task(cls, cfg, **kwargs):
         for key in ("max_query_tokens", "max_key_tokens", "valid_block"):
@@ -79,7 +87,6 @@ class CodeContrastiveTask(TokenizerDataTask):
                                 "`fairseq-ext code-pairs`)")
         task = super().setup_task(cfg, **kwargs)
         task.mask = task.read_mask_id()
-        task.retrieval = None  # the last validation's figures
         return task
 
     def read_mask_id(self):
@@ -163,7 +170,7 @@ class CodeContrastiveTask(TokenizerDataTask):
 
     def valid_step(self, sample, model, criterion):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
-        if getattr(self, "_pool_pending", False) and "valid" in self.datasets:
+        if self._pool_pending and "valid" in self.datasets:
             self._pool_pending = False
             figures = self.pool_retrieval(model, self.datasets["valid"])
             logging_output.update({f"retrieval_{k}": figures[k] for k in RETRIEVAL_KEYS})
@@ -190,12 +197,11 @@ class CodeContrastiveTask(TokenizerDataTask):
             q_parts = k_parts = [torch.zeros(0, dim, device=device)]
         q_mine, k_mine = torch.cat(q_parts), torch.cat(k_parts)
         queries, keys = _gather_strided(q_mine, len(dataset), world), _gather_strided(k_mine, len(dataset), world)
-        similarity = getattr(self, "similarity", "cosine")
-        if similarity == "cosine":
+        if self.similarity == "cosine":
             queries, keys = torch.nn.functional.normalize(queries, dim=-1), torch.nn.functional.normalize(keys, dim=-1)
         figures = metrics_from_counts(*embedding_rank_counts(queries.cpu(), keys.cpu()))
         model.train(was_training)
-        self.retrieval = {**figures, "pairs": len(dataset), "num_updates": getattr(self, "num_updates", 0)}
+        self.retrieval = {**figures, "pairs": len(dataset), "num_updates": self.num_updates}
         return self.retrieval
 
     def build_criterion(self, cfg, from_checkpoint=False):
@@ -205,7 +211,7 @@ class CodeContrastiveTask(TokenizerDataTask):
 
     def state_dict(self):
         state = super().state_dict()
-        if getattr(self, "retrieval", None) is not None:
+        if self.retrieval is not None:
             state["retrieval"] = dict(self.retrieval)
         return state
 
