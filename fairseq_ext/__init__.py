@@ -1,129 +1,53 @@
 """fairseq_ext: a fairseq ``--user-dir`` plugin for pretraining with Hugging Face tokenizers.
 
 Importing this package registers every component with fairseq explicitly
-(fairseq's own folder scan is not relied on) and makes fairseq checkpoints
-loadable under torch >= 2.6 without turning off ``weights_only`` (see
-:mod:`fairseq_ext.checkpoints`). In a process that runs fairseq's training loop it
-also makes SIGUSR1/SIGTERM save a checkpoint and exit 0 (see :mod:`fairseq_ext.signals`).
+(fairseq's own folder scan is not relied on) and applies the plugin's changes to
+fairseq at run time, all of them listed in one table (:mod:`fairseq_ext.runtime`):
+checkpoints that load under torch >= 2.6 without turning off ``weights_only``,
+atomic checkpoint writes with fallback, several ranks on CPU and CUDA, ``--bf16``
+off TPUs, and in a process that runs fairseq's training loop, SIGUSR1/SIGTERM that
+save a checkpoint and exit 0.
 
 The one exception is the ``fairseq-ext`` command itself: its verbs prepare
 text and data without fairseq, so it skips importing fairseq and torch (seconds
 on every call); a verb that needs fairseq in-process calls :func:`register`.
 
-Registering first makes a torchaudio that cannot load invisible (see
-:func:`ignore_broken_torchaudio`): fairseq requires torchaudio, pip then installs
-the newest one, and beside a newer or CPU-only torch its C++ extension fails to
-load; transformers imports it whenever it is installed, so every model import
-would fail although no text model uses audio.
+Where things go (one room per extension point; arrows point downwards only,
+``tests/test_layers.py`` keeps it so):
+
+=====================  ===========================================================
+``cli/``               a ``fairseq-ext`` verb: one thin module each (parser + call)
+``recipes/``           the demos: prep -> train -> export -> show
+``retrieval/``         BM25, embedding models, ``eval-retrieval``'s evaluation
+``convert/``           HF <-> fairseq: ``registry.py`` (the table), ``families/``
+``prep/``              everything before training: text, tokenizers, binarize, code
+``tasks/``             a registered task per module (``base.py`` shared)
+``criterions/``        a registered criterion per module (+ ranking metrics)
+``data/``, ``models/`` what runs inside ``fairseq-train``; ``models/t5/``
+``runtime/``           the ONLY code that changes fairseq at run time (the table)
+``vocab/``             the invariant: tokenizer id == dictionary index
+``serialization.py``   safe checkpoint loading (allow-list); a leaf
+``io_utils.py``        whole-or-nothing outputs; ``errors.py`` one-line errors
+=====================  ===========================================================
 """
 
-import importlib.util
-import logging
 import os
 import sys
+
+from fairseq_ext.runtime.torchaudio import ignore_mismatched_torchaudio
 
 __version__ = "0.1.0"
 
 _COMMAND = os.path.basename(sys.argv[0] if sys.argv else "") == "fairseq-ext"
-_torchaudio_checked = False
-
-
-def ignore_broken_torchaudio() -> None:
-    """If torchaudio is installed but cannot be imported, make it look absent (once per process).
-
-    ``sys.modules["torchaudio"] = None`` makes ``importlib.util.find_spec`` return
-    None (transformers' availability check) and ``import torchaudio`` raise
-    ImportError (what optional-audio code expects). One log line names the versions
-    and the error: a warning in Python sessions and ``fairseq-train``, where other
-    code might want audio; an INFO line under ``fairseq-ext``, whose verbs never do.
-    """
-    global _torchaudio_checked
-    if _torchaudio_checked:
-        return
-    _torchaudio_checked = True
-    if "torchaudio" in sys.modules or importlib.util.find_spec("torchaudio") is None:
-        return  # already imported (it works) or marked absent, or not installed
-    try:
-        import torchaudio  # noqa: F401  (imports torch first, which registering needs anyway)
-    except Exception as exc:  # OSError from its C++ extension; ImportError/RuntimeError from other mismatches
-        _hide_torchaudio(f"{type(exc).__name__}: {_reason(exc)}")
-
-
-def ignore_mismatched_torchaudio() -> None:
-    """The cheap half of :func:`ignore_broken_torchaudio`, run when the package is imported, before
-    anything can import transformers: a torchaudio built for another torch release (its version
-    X.Y must match torch's, 0.Y for torch 1.Y) cannot load, so it is made absent without importing
-    torch. This matters under the ``fairseq-ext`` command, which imports transformers (tokenizers)
-    long before a verb calls :func:`register`; transformers decides once, on its own import,
-    whether torchaudio is there.
-    """
-    if "torchaudio" in sys.modules or importlib.util.find_spec("torchaudio") is None:
-        return
-    audio, torch = _release(_version("torchaudio")), _release(_version("torch"))
-    if audio is None or torch is None:
-        return
-    expected = (0, torch[1]) if torch[0] == 1 else torch
-    if audio != expected:
-        _hide_torchaudio("it was built for another torch release")
-
-
-def _release(version: str):
-    """(major, minor) of a version string, or None.
-
-    >>> _release("2.13.0+cpu"), _release("0.13.1"), _release("(unknown version)")
-    ((2, 13), (0, 13), None)
-    """
-    parts = version.split(".")
-    return (int(parts[0]), int(parts[1])) if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit() else None
-
-
-def _hide_torchaudio(reason: str) -> None:
-    global _torchaudio_checked
-    _torchaudio_checked = True
-    for name in [n for n in sys.modules if n == "torchaudio" or n.startswith("torchaudio.")]:
-        del sys.modules[name]
-    sys.modules["torchaudio"] = None
-    logging.getLogger(__name__).log(
-        logging.INFO if _COMMAND else logging.WARNING,
-        "torchaudio %s cannot be loaded beside torch %s (%s); ignoring it, as no text model uses audio "
-        "(`pip uninstall torchaudio`, or the torchaudio build matching torch, removes this message)",
-        _version("torchaudio"), _version("torch"), reason,
-    )
-
-
-def _reason(exc: BaseException) -> str:
-    """The exception's message and its cause's, on one line."""
-    parts = [str(e).strip() for e in (exc, exc.__cause__) if e is not None and str(e).strip()]
-    return " <- ".join(parts).replace("\n", " ")
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "(unknown version)"
 
 
 def register() -> None:
-    """Register every fairseq_ext component with fairseq (idempotent)."""
-    ignore_broken_torchaudio()
-    from fairseq_ext import checkpoints
+    """Apply the runtime changes to fairseq and register every fairseq_ext component (idempotent)."""
+    from fairseq_ext import runtime
 
-    checkpoints.install()
-    from fairseq_ext import distributed, precision
-
-    distributed.install()  # torchrun/srun/spawn on CPU and CUDA; before precision, whose wrapper runs first
-
-    precision.install()  # --bf16 means bfloat16 on CUDA/CPU, not --tpu
+    runtime.install(training=not _COMMAND)
     from fairseq_ext import criterions, models, tasks  # noqa: F401
     from fairseq_ext.data import encoders  # noqa: F401  (--bpe hf_tokenizer)
-
-    if not _COMMAND:  # fairseq-train and its ranks: save and exit 0 on SIGUSR1/SIGTERM (not the verbs)
-        from fairseq_ext import signals
-
-        signals.install()
 
 
 ignore_mismatched_torchaudio()

@@ -25,7 +25,7 @@ fi
 
 # Reinstall only when the package's requirements changed.
 STAMP="$VENV/.fairseq_ext-installed"
-WANT=$(cat "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)
+WANT=$(sha256sum < "$ROOT/pyproject.toml" | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     echo "setup: installing fairseq_ext and its requirements (fairseq compiles once, ~5 min, then pip caches it)"
     "${PIP[@]}" install -q -e "$ROOT[test]"

@@ -152,8 +152,8 @@ def shell(cmd: list[str], env: dict, cwd=REPO) -> str:
 
 @pytest.fixture(scope="session")
 def slurm(request):
-    """A real Slurm on localhost (tests/slurm_cluster.py), installed with apt when missing; stopped at the end."""
-    from slurm_cluster import SlurmCluster, ensure_installed
+    """A real Slurm on localhost (support/slurm_cluster.py), installed with apt when missing; stopped at the end."""
+    from support.slurm_cluster import SlurmCluster, ensure_installed
 
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
@@ -246,3 +246,13 @@ def two_tower_run(tmp_path_factory, code_pairs_dir):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     return SimpleNamespace(save_dir=save, pairs=code_pairs_dir, log=log)
+
+
+@pytest.fixture(scope="module")
+def text_data(tmp_path_factory, bpe_dir):
+    root = tmp_path_factory.mktemp("bf16-text")
+    (root / "train.txt").write_text("\n".join(make_text(400, seed=21)) + "\n", encoding="utf-8")
+    (root / "valid.txt").write_text("\n".join(make_text(40, seed=22)) + "\n", encoding="utf-8")
+    run_cli("binarize", "--tokenizer", str(bpe_dir), "--train", str(root / "train.txt"), "--valid",
+            str(root / "valid.txt"), "-o", str(root / "bin"), "--max-line-tokens", "62", "--quiet")
+    return root / "bin"

@@ -35,11 +35,11 @@ BIN = Path(sys.executable).parent
 
 # Commands not run, by prefix, and why. A prefix that matches no README command is an error (stale).
 NOT_RUN = {
-    "bash scripts/demo.sh": "sets up a virtualenv and runs the ~9 minute demo; tests/test_demo.py runs "
+    "bash scripts/demo.sh": "sets up a virtualenv and runs the ~9 minute demo; tests/e2e/test_demo.py runs "
                             "`fairseq-ext demo` shrunk",
     "bash scripts/test.sh": "runs this test suite itself",
-    "fairseq-ext demo": "minutes of training; tests/test_demo.py runs the same verb with fewer updates",
-    "HF_MODEL=path/to/bert-large-uncased": "tests/test_continue_pretraining_e2e.py runs "
+    "fairseq-ext demo": "minutes of training; tests/e2e/test_demo.py runs the same verb with fewer updates",
+    "HF_MODEL=path/to/bert-large-uncased": "tests/e2e/test_continue_pretraining_e2e.py runs "
                                            "scripts/continue_pretraining.sh on a tiny BERT",
 }
 
@@ -188,8 +188,9 @@ def make_inputs(root: Path, bert_dir: Path, spm_model: Path) -> None:
     import sysconfig
 
     import torch
-    from test_import_export_t5 import t5_dir
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, T5ForConditionalGeneration
+
+    from support.hf_models import t5_dir
 
     def write(path, lines):
         path.parent.mkdir(parents=True, exist_ok=True)

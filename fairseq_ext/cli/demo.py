@@ -38,16 +38,10 @@ examples:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from fairseq_ext.cli.arguments import int_at_least, positive_float, positive_int
-from fairseq_ext.cli.demo_report import InfillResult, held_out_sentences, infill_eval, parse_train_log, plot_curves
 
 HELP = "run a whole recipe (bart or code) on a built-in corpus (no download)"
 DEFAULTS = {"bart": {"corpus_mb": 2.0, "max_update": 1300}, "code": {"corpus_mb": 3.0, "max_update": 1000}}
@@ -74,37 +68,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
 
 
-TOKENS_PER_SAMPLE = 64
-INFILL_SENTENCES = 40  # held-out sentences the exported model fills in
-
-
-def model_args(max_update: int) -> list[str]:
-    """bart_small shrunk to CPU size: 2+2 layers, 128 wide, one or two sentences a sample.
-
-    Chosen so that the model learns to copy its input (what makes a denoiser's infills keep the
-    context) within the demo's few minutes: weights from N(0, 128**-0.5) rather than BART's 0.02
-    (see fairseq_ext/models/init.py), a high constant-then-decaying learning rate, no dropout,
-    small batches for many updates, 64-token samples, and no sentence permutation (a sample
-    holds only one or two sentences). Span masking, random replacement and the rest of BART's
-    noise are the task's defaults (the paper's).
-    """
-    return [
-        "--task", "hf_denoising", "--arch", "bart_small",
-        "--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", "128",
-        "--decoder-embed-dim", "128", "--encoder-ffn-embed-dim", "512", "--decoder-ffn-embed-dim", "512",
-        "--encoder-attention-heads", "4", "--decoder-attention-heads", "4", "--share-all-embeddings",
-        "--init-std", "0.09", "--dropout", "0.0", "--permute-sentences", "0",
-        "--tokens-per-sample", str(TOKENS_PER_SAMPLE), "--max-source-positions", "128",
-        "--max-target-positions", "128", "--sample-break-mode", "complete",
-        "--criterion", "cross_entropy_with_accuracy", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
-        "--lr", "2e-3", "--lr-scheduler", "polynomial_decay", "--warmup-updates", "100",
-        "--total-num-update", str(max_update), "--end-learning-rate", "1e-4", "--clip-norm", "1.0",
-        "--max-tokens", "2048", "--num-workers", "0", "--seed", "1",
-        "--log-format", "simple", "--log-interval", "50", "--validate-interval-updates", "200",
-        "--validate-interval", "1000", "--no-epoch-checkpoints", "--cpu",
-    ]
-
-
 def run(args: argparse.Namespace) -> int:
     for key, value in DEFAULTS[args.recipe].items():
         if getattr(args, key) is None:
@@ -116,142 +79,12 @@ def run(args: argparse.Namespace) -> int:
 
         raise UserError("--query and --contrastive-updates are options of --recipe code")
     if args.recipe == "code":
-        from fairseq_ext.cli import demo_code
+        from fairseq_ext.recipes import code
 
-        return demo_code.run(args, Path(args.output))
-    return run_bart(args)
+        return code.run(args, Path(args.output))
+    from fairseq_ext.recipes import bart
 
-
-def run_bart(args: argparse.Namespace) -> int:
-    import fairseq_ext
-    from fairseq_ext.io_utils import atomic_output_dir
-    from fairseq_ext.prep.binarize_dir import binarize_directory
-    from fairseq_ext.prep.builtin_corpus import write_builtin_corpus
-    from fairseq_ext.prep.prepare import prepare_corpus
-    from fairseq_ext.prep.tokenizer_training import train_tokenizer
-
-    out = Path(args.output)
-    started = time.perf_counter()
-    with atomic_output_dir(out, overwrite=args.overwrite) as tmp:
-        corpus = write_builtin_corpus(tmp / "raw", max_bytes=int(args.corpus_mb * 1e6))
-        step(1, f"corpus: {corpus['files']} stdlib modules, {corpus['paragraphs']:,} paragraphs, "
-             f"{corpus['bytes']:,} bytes")
-        prep = prepare_corpus([tmp / "raw"], tmp / "text", valid_ratio=0.05, doc_sep="file", progress=False)
-        step(2, f"prepare: {prep['sentences_found']:,} sentences -> {prep['sentences_kept']:,} kept; "
-             + ", ".join(f"{k} {v['documents']} docs" for k, v in prep["splits"].items()))
-        tok = train_tokenizer([tmp / "text" / "train.txt"], kind="bpe", vocab_size=args.vocab_size,
-                              show_progress=False)
-        tok.save_pretrained(str(tmp / "tokenizer"))
-        step(3, f"train-tokenizer: byte-level BPE, {len(tok):,} tokens")
-        stats = binarize_directory(tmp / "tokenizer", {"train": tmp / "text" / "train.txt",
-                                                       "valid": tmp / "text" / "valid.txt"},
-                                   tmp / "data-bin", max_line_tokens=TOKENS_PER_SAMPLE - 2, progress=False)
-        step(4, "binarize: " + ", ".join(f"{k} {v['tokens']:,} tokens" for k, v in stats["splits"].items()))
-        val_loss, val_acc = train(tmp, args.max_update)
-        step(5, f"fairseq-train: {args.max_update} updates, validation loss {val_loss:.3f} (base 2), "
-             f"accuracy {val_acc:.3f}")
-        fairseq_ext.register()
-        from transformers.utils import logging as hf_logging
-
-        from fairseq_ext.convert.export import export_hf
-
-        hf_logging.disable_progress_bar()
-
-        exported = export_hf(tmp / "checkpoints" / "checkpoint_last.pt", tmp / "hf-model")
-        step(6, f"export-hf: max |logit difference| fairseq vs transformers {exported.max_abs_diff:.1e}")
-        report = report_infills(tmp)
-        step(7, f"transformers infills {report.sentences} held-out sentences, the middle word masked: "
-             f"{report.context_kept:.0%} of the unmasked words come back in order, the masked word in "
-             f"{report.word_restored:.0%}; for example")
-        for masked, infill, original in report.examples:
-            print(f"      in:   {masked}\n      out:  {infill}\n      true: {original}")
-        write_summary(tmp, args, val_loss, val_acc, exported.max_abs_diff, report, time.perf_counter() - started)
-    relocate_paths(out, tmp, ["hf-model/README.md", "hf-model/fairseq_ext_export.json", "text/prepare.json",
-                              "data-bin/binarize.json"])
-    command = " ".join(shlex.quote(a) for a in ["fairseq-train", *train_args(out.resolve(), args.max_update)])
-    (out / "train.sh").write_text("#!/usr/bin/env bash\n# rerun (e.g. with a higher --max-update) to resume\n"
-                                  + command + ' "$@"\n', encoding="utf-8")
-    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; everything is in {out}/:")
-    for name, what in [("raw/", "built-in corpus"), ("text/", "prepared train/valid text"),
-                       ("tokenizer/", "AutoTokenizer.from_pretrained loads it"),
-                       ("data-bin/", "fairseq data: train/valid .bin/.idx, dict.txt, tokenizer.json"),
-                       ("checkpoints/checkpoint_last.pt", "fairseq checkpoint (resume with the same command)"),
-                       ("hf-model/", "BartForConditionalGeneration.from_pretrained loads it; README.md is its card"),
-                       ("train.log", "fairseq-train log"),
-                       ("curves.png", "loss and accuracy by update, train and valid"),
-                       ("demo.json", "every figure of this run: losses, accuracy, parity, infill scores"),
-                       ("train.sh", "the fairseq-train command; rerun it with a higher --max-update to resume")]:
-        print(f"  {out / name}  {what}")
-    return 0
-
-
-def relocate_paths(out: Path, tmp: Path, names: list[str]) -> None:
-    """The run happened in ``tmp``, renamed to ``out`` at the end: the text files that name their own
-    directory (model card, counts) get ``out``'s path, so they do not point at a directory that is gone."""
-    for name in names:
-        path = out / name
-        if path.is_file():
-            text = path.read_text(encoding="utf-8")
-            if str(tmp) in text:
-                partial = path.with_name(path.name + ".tmp")
-                partial.write_text(text.replace(str(tmp), str(out)), encoding="utf-8")
-                partial.replace(path)
-
-
-def step(n: int, text: str, total: int = 7) -> None:
-    print(f"[{n}/{total}] {text}", flush=True)
-
-
-def report_infills(work: Path) -> InfillResult:
-    return infill_eval(work / "hf-model", held_out_sentences(work / "text" / "valid.txt", INFILL_SENTENCES))
-
-
-def write_summary(work: Path, args: argparse.Namespace, val_loss: float, val_acc: float, parity: float,
-                  report: InfillResult, seconds: float) -> None:
-    """demo.json (every figure of the run) and curves.png (loss and accuracy by update)."""
-    curves = parse_train_log((work / "train.log").read_text(encoding="utf-8"))
-    plot_curves(curves, work / "curves.png", f"fairseq-ext demo: bart_small shrunk, {args.max_update} updates")
-    summary = {
-        "max_update": args.max_update, "vocab_size": args.vocab_size, "corpus_mb": args.corpus_mb,
-        "valid_loss_bits": val_loss, "valid_accuracy": val_acc, "parity_max_abs_diff": parity,
-        "infill_sentences": report.sentences, "infill_context_kept": report.context_kept,
-        "infill_word_restored": report.word_restored,
-        "infill_examples": [{"input": m, "output": o, "original": t} for m, o, t in report.examples],
-        "train_curve": curves.train, "valid_curve": curves.valid, "seconds_until_summary": round(seconds, 1),
-    }
-    (work / "demo.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-
-
-def train_args(work: Path, max_update: int) -> list[str]:
-    user_dir = Path(__file__).resolve().parents[1]
-    return [str(work / "data-bin"), "--user-dir", str(user_dir), *model_args(max_update),
-            "--max-update", str(max_update), "--save-dir", str(work / "checkpoints")]
-
-
-def train(work: Path, max_update: int, args: list[str] | None = None,
-          log_name: str = "train.log") -> tuple[float, float]:
-    """Run fairseq-train as a user would; echo its progress (the log in ``work/log_name``); return the last
-    validation loss and accuracy (nan when the criterion logs none)."""
-    from fairseq_ext.errors import UserError
-
-    cmd = [sys.executable, "-m", "fairseq_cli.train", *(args or train_args(work, max_update))]
-    last_valid, last_acc, last_line = None, float("nan"), ""
-    with open(work / log_name, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=dict(os.environ))
-        for line in proc.stdout:
-            log.write(line)
-            last_line = line.strip() or last_line
-            if "| train_inner |" in line or "| valid |" in line:
-                print("      " + line.split(" | ", 3)[-1].strip(), flush=True)
-            if "| valid |" in line and "| loss " in line:
-                last_valid = float(line.split("| loss ")[1].split()[0])
-                if "| accuracy " in line:
-                    last_acc = float(line.split("| accuracy ")[1].split()[0])
-        code = proc.wait()
-    if code != 0 or last_valid is None:
-        raise UserError(f"fairseq-train failed (exit {code}): {last_line}")
-    return last_valid, last_acc
+    return bart.run(args)
 
 
 def main(argv=None) -> int:

@@ -37,7 +37,7 @@ side_limit = int_at_least(3, "at least 3 (bos, a token, eos)")
 
 
 def kinds_list(text: str) -> tuple[str, ...]:
-    from fairseq_ext.retrieval_eval import KINDS
+    from fairseq_ext.retrieval.evaluate import KINDS
 
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
     bad = [k for k in kinds if k not in KINDS]
@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from fairseq_ext.errors import UserError
-    from fairseq_ext.retrieval_eval import Pool, check_pairs_dir, evaluate, write_json_atomically
-    from fairseq_ext.retrieval_models import load_embedding_model
+    from fairseq_ext.retrieval.evaluate import Pool, check_pairs_dir, evaluate, write_json_atomically
+    from fairseq_ext.retrieval.models import load_embedding_model
 
     if args.json is not None:
         out = Path(args.json)

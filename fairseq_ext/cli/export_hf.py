@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def family_choice(name: str) -> str:
     """--family: one the conversion table lets a user choose (the table is read only when the flag is
     given: it imports torch and fairseq, which every other verb's start-up should not pay)."""
-    from fairseq_ext.convert.families import choosable
+    from fairseq_ext.convert.registry import choosable
 
     names = choosable()
     if name not in names:
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from fairseq_ext.convert.export import TOLERANCE, export_hf
-    from fairseq_ext.convert.families import FAMILIES
+    from fairseq_ext.convert.registry import FAMILIES
 
     hf_logging.disable_progress_bar()
 

@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     fairseq_ext.register()
     from transformers.utils import logging as hf_logging
 
-    from fairseq_ext.convert.families import FAMILIES
     from fairseq_ext.convert.import_hf import import_hf
+    from fairseq_ext.convert.registry import FAMILIES
 
     hf_logging.set_verbosity_error()  # its load report is summarised below
     hf_logging.disable_progress_bar()

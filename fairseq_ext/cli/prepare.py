@@ -97,7 +97,7 @@ def tweet_normalizer(args: argparse.Namespace):
 
     lowercase = args.lowercase == "yes"
     if args.lowercase == "auto" and args.tokenizer:
-        from fairseq_ext.tokenizer import load_tokenizer
+        from fairseq_ext.vocab.tokenizer import load_tokenizer
 
         lowercase = tokenizer_is_uncased(load_tokenizer(args.tokenizer))
     print(f"normalize: tweets (lowercase {'yes' if lowercase else 'no'}, "

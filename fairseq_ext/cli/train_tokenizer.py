@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from fairseq_ext.io_utils import atomic_output_dir
     from fairseq_ext.prep.input_files import describe
     from fairseq_ext.prep.tokenizer_training import first_lines, pieces_preview, text_files, train_tokenizer
-    from fairseq_ext.tokenizer import special_roles
+    from fairseq_ext.vocab.tokenizer import special_roles
 
     refuse_output_over_inputs(args.output, args.input)
     selection = selection_from_args(args, require_language=False)

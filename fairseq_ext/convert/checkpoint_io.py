@@ -6,16 +6,17 @@ import os
 from argparse import Namespace
 from pathlib import Path
 
-from fairseq_ext.checkpoints import recorded_tokenizer
 from fairseq_ext.convert.common import ConversionError
 from fairseq_ext.convert.settings import task_data_dir
-from fairseq_ext.tokenizer import TokenizerError, check_same_tokenizer, load_tokenizer
-from fairseq_ext.vocab import TokenizerDictionary, tokenizer_path_for
+from fairseq_ext.vocab.dict_txt import tokenizer_path_for
+from fairseq_ext.vocab.dictionary import TokenizerDictionary
+from fairseq_ext.vocab.identity import check_same_tokenizer, recorded_tokenizer
+from fairseq_ext.vocab.tokenizer import TokenizerError, load_tokenizer
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A fairseq checkpoint, loaded the safe way (see :mod:`fairseq_ext.checkpoints`)."""
-    from fairseq_ext.checkpoints import safe_torch_load
+    """A fairseq checkpoint, loaded the safe way (see :mod:`fairseq_ext.runtime.checkpoint_loading`)."""
+    from fairseq_ext.serialization import safe_torch_load
 
     path = Path(path)
     _check_checkpoint_file(path)

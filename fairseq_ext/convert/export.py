@@ -1,7 +1,7 @@
 """fairseq checkpoint -> Hugging Face directory, refusing to write unless the outputs match.
 
 The checkpoint's fairseq model picks its family in
-:data:`fairseq_ext.convert.families.FAMILIES` (BART, BERT, RoBERTa, ...): the
+:data:`fairseq_ext.convert.registry.FAMILIES` (BART, BERT, RoBERTa, ...): the
 family it came from unless ``family`` names another one its model exports to.
 The family builds the transformers model and checks parity; this module only
 writes what every family writes: weights, tokenizer and model card.
@@ -23,10 +23,10 @@ from fairseq_ext.convert.checkpoint_io import (
 )
 from fairseq_ext.convert.common import TOLERANCE, ConversionError
 from fairseq_ext.convert.embedding_card import embedding_section
-from fairseq_ext.convert.families import FAMILIES, export_family
-from fairseq_ext.convert.settings import CheckpointModelSettings, checkpoint_model_settings, section, task_data_dir
+from fairseq_ext.convert.registry import FAMILIES, checkpoint_model_settings, export_family
+from fairseq_ext.convert.settings import CheckpointModelSettings, section, task_data_dir
 from fairseq_ext.io_utils import atomic_output_dir
-from fairseq_ext.tokenizer import save_tokenizer
+from fairseq_ext.vocab.tokenizer import save_tokenizer
 
 
 @dataclass

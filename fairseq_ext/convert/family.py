@@ -1,4 +1,4 @@
-"""What one model family tells export-hf and import-hf: the entry of :data:`fairseq_ext.convert.families.FAMILIES`.
+"""What one model family tells export-hf and import-hf: the entry of :data:`fairseq_ext.convert.registry.FAMILIES`.
 
 A family is a transformers model class and the fairseq models that convert to
 and from it. Export and import are generic: everything that differs between

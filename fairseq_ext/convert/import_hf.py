@@ -7,7 +7,7 @@ OUT is itself a valid data directory for the vocabulary, so ``binarize`` new
 text with OUT as the tokenizer and the ids stay the original model's.
 
 The directory's ``model_type`` picks its family in
-:data:`fairseq_ext.convert.families.FAMILIES` (BART, BERT, RoBERTa, ...), which
+:data:`fairseq_ext.convert.registry.FAMILIES` (BART, BERT, RoBERTa, ...), which
 reads the weights, gives the fairseq model flags and weights, and checks parity;
 this module only writes what every family writes.
 """
@@ -21,14 +21,15 @@ from pathlib import Path
 
 import torch
 
-from fairseq_ext.checkpoints import tokenizer_task_state
 from fairseq_ext.convert.checkpoint_io import build_fairseq_model
 from fairseq_ext.convert.common import TOLERANCE, ConversionError
-from fairseq_ext.convert.families import for_model_type
 from fairseq_ext.convert.family import Family
+from fairseq_ext.convert.registry import for_model_type
 from fairseq_ext.io_utils import atomic_output_dir
-from fairseq_ext.tokenizer import load_tokenizer, save_tokenizer, vocab_in_id_order, write_dict_txt
-from fairseq_ext.vocab import TokenizerDictionary
+from fairseq_ext.vocab.dict_txt import write_dict_txt
+from fairseq_ext.vocab.dictionary import TokenizerDictionary
+from fairseq_ext.vocab.identity import tokenizer_task_state
+from fairseq_ext.vocab.tokenizer import load_tokenizer, save_tokenizer, vocab_in_id_order
 
 
 @dataclass

@@ -12,13 +12,10 @@ of that architecture, and the converters read typed fields only.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from argparse import Namespace
 from dataclasses import dataclass, field
 from typing import Optional
-
-from fairseq_ext.convert.common import ConversionError
 
 
 @dataclass(frozen=True)
@@ -85,26 +82,3 @@ def task_data_dir(state: dict) -> str | None:
     """The (first) data directory the checkpoint was trained on."""
     data = section(state, "task").get("data")
     return str(data).split(os.pathsep)[0] if data else None
-
-
-def checkpoint_model_settings(state: dict, path) -> CheckpointModelSettings:
-    """The model settings of a loaded checkpoint, defaults filled by its architecture."""
-    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
-
-    from fairseq_ext.convert.families import for_fairseq_model
-
-    values = {k: v for k, v in section(state, "model").items() if v is not None}
-    if not values:
-        raise ConversionError(f"{path}: checkpoint has no model settings (cfg.model / args)")
-    arch = str(values.get("arch") or values.get("_name") or "")
-    model = ARCH_MODEL_NAME_REGISTRY.get(arch)
-    family = for_fairseq_model(model, arch, path)[0]
-    args = family.fill_settings(dict(values, arch=arch), model, section(state, "task"))
-    known = {f.name for f in dataclasses.fields(CheckpointModelSettings)} - {"arch", "model", "args", "positions"}
-    filled = {k: v for k, v in vars(args).items() if k in known}
-    filled.update({k: str(filled[k]) for k in ("activation_fn", "hf_model_type") if filled.get(k) is not None})
-    try:
-        return CheckpointModelSettings(arch=arch, model=model, args=args,
-                                       positions=vars(args).get(family.positions_setting), **filled)
-    except TypeError as exc:  # a required setting the architecture does not fill either
-        raise ConversionError(f"{path}: checkpoint model settings incomplete ({exc})") from None

@@ -14,7 +14,7 @@ number of pairs. fairseq sums sample sizes over workers and scales the gradients
 DistributedDataParallel) by ``workers / total``: the gradient of ``sum of all losses / all pairs``.
 The gather's backward sums, over workers, the gradient each worker's loss sends to every gathered key,
 and hands each worker the part that belongs to its own keys: with it, N workers give the loss and
-gradients of one worker on the union of their batches (``tests/test_info_nce.py`` checks it with two
+gradients of one worker on the union of their batches (``tests/criterions/test_info_nce.py`` checks it with two
 processes).
 
 Logged: ``loss`` (bits, as fairseq's criteria), ``accuracy`` (queries whose positive scores highest

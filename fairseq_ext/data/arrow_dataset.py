@@ -55,7 +55,7 @@ class ArrowTokenDataset(FairseqDataset):
     """File ``i`` of one split: its ``input_ids`` then ``eos``, a LongTensor; ``sizes`` count the eos.
 
     ``ArrowTokenDataset("code-data", "train", eos=2)[0]`` is the first training file's ids and 2
-    (``tests/test_arrow_dataset.py`` builds such a directory). ``column``/``length_column`` name other
+    (``tests/data/test_arrow_dataset.py`` builds such a directory). ``column``/``length_column`` name other
     columns of the same kind (a pairs directory's ``query_ids``/``query_length``).
     """
 

@@ -79,7 +79,7 @@ class SeededBlockDataset(FairseqDataset):
 
 def check_sentence_lengths(sizes, limit: int, break_mode: str, split_path: str, tokens_per_sample: int) -> None:
     """Whole-sentence modes cannot cut a sentence: each must fit a sample."""
-    from fairseq_ext.tokenizer import TokenizerError
+    from fairseq_ext.vocab.tokenizer import TokenizerError
 
     too_long = int((np.asarray(sizes) > limit).sum())
     if break_mode != "none" and too_long:

@@ -11,13 +11,13 @@ from pathlib import Path
 from fairseq_ext.io_utils import atomic_output_dir
 from fairseq_ext.prep.binarizer import BinarizeError, LineEncoder, best_dtype, binarize_text, check_text_file
 from fairseq_ext.prep.shards import binarize_text_sharded, check_open_files, data_path, shard_dirs
-from fairseq_ext.tokenizer import (
+from fairseq_ext.vocab.dict_txt import write_dict_txt
+from fairseq_ext.vocab.tokenizer import (
     load_tokenizer,
     save_tokenizer,
     special_roles,
     special_token_ids,
     vocab_in_id_order,
-    write_dict_txt,
 )
 
 SPLIT_PREFIXES = ("train.", "valid.", "test.")

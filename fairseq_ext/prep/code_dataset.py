@@ -72,7 +72,8 @@ def build_code_dataset(srcs: Sequence[str | os.PathLike], out_dir: str | os.Path
                        overwrite: bool = False, progress: bool = True) -> dict:
     """Write the code dataset directory ``out_dir``; return (and write to ``code_dataset.json``) every count."""
     from fairseq_ext.prep.binarize_dir import load_line_encoder
-    from fairseq_ext.tokenizer import save_tokenizer, write_dict_txt
+    from fairseq_ext.vocab.dict_txt import write_dict_txt
+    from fairseq_ext.vocab.tokenizer import save_tokenizer
 
     if cfg.format not in FORMATS:
         raise UserError(f"--format {cfg.format!r}: choose one of {', '.join(FORMATS)}")

@@ -103,7 +103,8 @@ def build_code_pairs(srcs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                      overwrite: bool = False, progress: bool = True) -> dict:
     """Write the pairs directory ``out_dir``; return (and write to ``code_pairs.json``) every count."""
     from fairseq_ext.prep.binarize_dir import load_line_encoder
-    from fairseq_ext.tokenizer import save_tokenizer, write_dict_txt
+    from fairseq_ext.vocab.dict_txt import write_dict_txt
+    from fairseq_ext.vocab.tokenizer import save_tokenizer
 
     sources = check_sources(srcs)
     check_output_dir(out_dir, overwrite)

@@ -36,11 +36,11 @@ from fairseq.tasks import register_task
 from omegaconf import MISSING
 
 from fairseq_ext.criterions.info_nce import RETRIEVAL_KEYS
+from fairseq_ext.criterions.ranking import embedding_rank_counts, metrics_from_counts
 from fairseq_ext.data.arrow_dataset import CodeDataError, is_arrow_dataset_dir
 from fairseq_ext.data.pair_dataset import PairDataset
 from fairseq_ext.errors import UserError
-from fairseq_ext.retrieval import embedding_rank_counts, metrics_from_counts
-from fairseq_ext.tasks.tokenizer_data import TokenizerDataConfig, TokenizerDataTask
+from fairseq_ext.tasks.base import TokenizerDataConfig, TokenizerDataTask
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from fairseq_ext.data.block_dataset import token_blocks
 from fairseq_ext.data.masked_lm_dataset import HFMaskedLMDataset
 from fairseq_ext.data.masking import IdentifierVocab, identifier_vocab
 from fairseq_ext.tasks.hf_masked_lm import HFMaskedLMConfig, HFMaskedLMTask
-from fairseq_ext.tokenizer import TokenizerError
+from fairseq_ext.vocab.tokenizer import TokenizerError
 
 logger = logging.getLogger(__name__)
 

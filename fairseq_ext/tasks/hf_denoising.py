@@ -26,7 +26,7 @@ from fairseq.tasks import register_task
 from fairseq_ext.data.block_dataset import check_sentence_lengths, token_blocks
 from fairseq_ext.data.denoising_dataset import HFDenoisingDataset
 from fairseq_ext.data.noising import NoiseConfig
-from fairseq_ext.tasks.tokenizer_data import BREAK_MODES, TokenizerDataConfig, TokenizerDataTask
+from fairseq_ext.tasks.base import BREAK_MODES, TokenizerDataConfig, TokenizerDataTask
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from fairseq.tasks import register_task
 from fairseq_ext.data.block_dataset import check_sentence_lengths, token_blocks
 from fairseq_ext.data.masked_lm_dataset import HFMaskedLMDataset
 from fairseq_ext.data.masking import MaskConfig
-from fairseq_ext.tasks.tokenizer_data import BREAK_MODES, TokenizerDataConfig, TokenizerDataTask
+from fairseq_ext.tasks.base import BREAK_MODES, TokenizerDataConfig, TokenizerDataTask
 
 logger = logging.getLogger(__name__)
 

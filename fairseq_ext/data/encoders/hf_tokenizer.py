@@ -15,7 +15,8 @@ from fairseq.data.encoders import register_bpe
 from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
-from fairseq_ext.tokenizer import TokenizerError, load_tokenizer, word_start_rule
+from fairseq_ext.vocab.tokenizer import TokenizerError, load_tokenizer
+from fairseq_ext.vocab.word_starts import word_start_rule
 
 
 @dataclass

@@ -1,0 +1,235 @@
+"""The Slurm batch files on a real Slurm (slurmctld + slurmd on localhost, tests/support/slurm_cluster.py).
+
+Each of scripts/slurm/*.sbatch, unchanged, is submitted with ``sbatch`` as a tiny CPU job of two
+tasks (``srun``, gloo): only variables and sbatch command-line options differ from a GPU run. Then
+the warning signal Slurm sends before a time limit (``--signal=USR1@180`` signals every task of the
+job's steps, not the batch shell: ``scancel --signal=USR1 JOB`` does the same) must make the job
+save, requeue itself (rank 0 runs ``scontrol requeue``), resume and finish at ``--max-update``; and
+the files' own ``#SBATCH --signal=USR1@180`` and ``--requeue`` must do it before a time limit (the test
+cluster requeues only jobs that ask, ``JobRequeue=0``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, REPO, binarized_documents
+from fairseq_ext.serialization import safe_torch_load
+
+NTASKS = 2
+# One node without GPUs: two tasks of one CPU each; --gpus-per-node=0 drops the batch files' GPU request.
+CPU_JOB = ["--nodes=1", f"--ntasks-per-node={NTASKS}", "--cpus-per-task=1", "--gpus-per-node=0", "--time=10"]
+COMMON = dict(PRECISION="--cpu", NUM_WORKERS="0", LOG_INTERVAL="1", WARMUP="2", REPO=str(REPO),
+              VENV=str(BIN.parent), PYTHONPATH=str(REPO))
+TINY_BART = ("--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32 "
+             "--encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2 "
+             "--decoder-attention-heads 2 --seed 3")
+TINY_T5 = ("--encoder-layers 1 --encoder-embed-dim 32 --kv-dim 8 --encoder-ffn-embed-dim 64 "
+           "--encoder-attention-heads 4 --seed 3")
+UPDATE = re.compile(r"train_inner \|.*?num_updates=(\d+)")
+POSITION = re.compile(r"train_inner \| epoch (\d+):\s+(\d+) / (\d+) ")  # where in the data: epoch, batch, of
+START = re.compile(r"^job (?P<job>\d+) started \S+ on \S+, restart (?P<restart>\d+), (?P<tasks>\d+) tasks$", re.M)
+LOADED = re.compile(r"[Ll]oaded checkpoint \S+checkpoint_last\.pt \(epoch (\d+) @ (\d+) updates\)")
+
+
+def updates_in(checkpoint: Path) -> int:
+    with open(checkpoint, "rb") as f:
+        return safe_torch_load(f, map_location="cpu")["optimizer_history"][-1]["num_updates"]
+
+
+class Job:
+    """A batch file submitted to the test cluster; ``log`` is its output file (every run appends)."""
+
+    def __init__(self, slurm, script: str, work: Path, env: dict[str, str], options: tuple[str, ...] = ()):
+        self.slurm = slurm
+        work.mkdir(parents=True, exist_ok=True)
+        self.out = work / "job.out"
+        command = ["sbatch", "--parsable", *CPU_JOB, *options, f"--output={self.out}", f"scripts/slurm/{script}"]
+        self.id = slurm.run(command, cwd=REPO, env=dict(COMMON, WORK=str(work), **env)).stdout.strip()
+
+    @property
+    def log(self) -> str:
+        return self.out.read_text(errors="replace") if self.out.exists() else ""
+
+    def state(self) -> dict[str, str]:
+        return self.slurm.job(self.id)
+
+    def wait(self, until, timeout: float = 540, what: str = "") -> dict[str, str]:
+        """Poll ``scontrol show job`` until ``until(state)``; a job that ends otherwise fails the test."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.state()
+            if until(state):
+                return state
+            if state["JobState"] in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY") or \
+                    time.monotonic() > deadline:
+                self.slurm.run(["scancel", self.id], check=False)  # the next test needs the node
+                pytest.fail(f"job {self.id} ({what or 'waiting'}): {state['JobState']} {state.get('Reason')} "
+                            f"ExitCode={state.get('ExitCode')}\n{self.log[-5000:]}")
+            time.sleep(0.5)
+
+    def completed(self, timeout: float = 540) -> dict[str, str]:
+        state = self.wait(lambda s: s["JobState"] == "COMPLETED", timeout, "to complete")
+        assert state["ExitCode"] == "0:0", self.log[-5000:]
+        return state
+
+
+def check_two_ranks_trained(log: str, max_update: int) -> None:
+    """Both tasks joined one gloo group of two, rank 0 logged every update up to ``max_update``."""
+    assert "Traceback" not in log and "srun: error" not in log, log[-5000:]
+    assert START.search(log)["tasks"] == str(NTASKS), log[:2000]
+    for rank in range(NTASKS):
+        assert re.search(rf"initialized host \S+ as rank {rank}\b", log), log[-5000:]
+    assert f"srun: {NTASKS} processes, CPU" in log and f"training on {NTASKS} devices" in log, log[-5000:]
+    updates = [int(u) for u in UPDATE.findall(log)]
+    assert updates and updates[-1] == max_update, updates
+    losses = [float(x) for x in re.findall(r"train_inner \|.*? loss=([\d.]+)", log)]
+    assert all(0 < x < 30 for x in losses), losses
+
+
+@pytest.fixture(scope="module")
+def bart_data(tmp_path_factory, bpe_dir):
+    return binarized_documents(tmp_path_factory.mktemp("slurm-bart"), bpe_dir, 400, seed=11)
+
+
+def bart_env(data: Path, max_update: int) -> dict[str, str]:
+    return dict(DATA=str(data), ARCH="bart_small", TOKENS_PER_SAMPLE="64", MAX_TOKENS="512", UPDATE_FREQ="1",
+                MAX_UPDATE=str(max_update), LR="1e-3", SAVE_INTERVAL="1000", EXTRA_TRAIN_ARGS=TINY_BART)
+
+
+@pytest.mark.slow
+def test_pretrain_bart_runs_two_tasks(slurm, bart_data, tmp_path):
+    job = Job(slurm, "pretrain_bart.sbatch", tmp_path / "work", bart_env(bart_data, 6))
+    job.completed()
+    check_two_ranks_trained(job.log, 6)
+    assert updates_in(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == 6
+
+
+@pytest.mark.slow
+def test_pretrain_code_runs_two_tasks_in_bf16(slurm, bpe_dir, tmp_path):
+    from support.code_data import make_code_dataset
+
+    make_code_dataset(tmp_path / "code-data", bpe_dir)
+    env = dict(DATA=str(tmp_path / "code-data"), TOKENS_PER_SAMPLE="64", MAX_TOKENS="512", MAX_UPDATE="6",
+               LR="1e-3", SAVE_INTERVAL="3", EXTRA_TRAIN_ARGS=TINY_T5, PRECISION="--cpu --bf16")
+    job = Job(slurm, "pretrain_code.sbatch", tmp_path / "work", env)
+    job.completed()
+    check_two_ranks_trained(job.log, 6)
+    assert "--bf16: training in torch.bfloat16 on cpu" in job.log and "xla" not in job.log.lower()
+    assert "T5EncoderFairseqModel" in job.log
+    assert re.search(r"\| valid \|.*\| accuracy [\d.]+", job.log), job.log[-3000:]  # validation every 3 updates
+    ckpt = tmp_path / "work" / "checkpoints"
+    assert updates_in(ckpt / "checkpoint_last.pt") == 6 and (ckpt / "checkpoint_1_3.pt").exists()
+
+
+@pytest.mark.slow
+def test_continue_pretraining_imports_prepares_trains_and_exports(slurm, tmp_path):
+    """The whole batch file: import-hf, prepare and binarize on the batch host, srun training, export-hf."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+
+    from support.tweets import bert_vocab, make_tweets
+
+    hf = tmp_path / "tiny-bert"
+    hf.mkdir()
+    (hf / "vocab.txt").write_text("\n".join(bert_vocab()) + "\n", encoding="utf-8")
+    tok = BertTokenizer(vocab=str(hf / "vocab.txt"), do_lower_case=True)
+    BertForMaskedLM(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=64)).save_pretrained(hf)
+    tok.save_pretrained(hf)
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "tweets.txt").write_text("\n".join(make_tweets(300, seed=2)) + "\n", encoding="utf-8")
+    env = dict(HF_MODEL=str(hf), RAW=str(tmp_path / "raw"), TOKENS_PER_SAMPLE="32", VALID_RATIO="0.1",
+               BATCH_SIZE="8", UPDATE_FREQ="1", MAX_UPDATE="6", LR="1e-3", SAVE_INTERVAL="3",
+               EXTRA_TRAIN_ARGS="--seed 3")
+    job = Job(slurm, "continue_pretraining.sbatch", tmp_path / "work", env)
+    job.completed(timeout=540)
+    check_two_ranks_trained(job.log, 6)
+    assert "imported bert as fairseq hf_bert" in job.log
+    assert re.search(r"parity: max \|logit difference\| fairseq vs transformers = \S+", job.log), job.log[-3000:]
+    assert updates_in(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == 6
+    assert (tmp_path / "work" / "hf-model" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_warning_signal_saves_requeues_and_resumes(slurm, bart_data, tmp_path):
+    max_update = 40
+    job = Job(slurm, "pretrain_bart.sbatch", tmp_path / "work", bart_env(bart_data, max_update))
+    job.wait(lambda s: len(UPDATE.findall(job.log)) >= 3, what="to train 3 updates")
+    # What --signal=USR1@180 does at the time limit: SIGUSR1 to every task of the job's steps
+    # (the srun-launched fairseq-train processes), not to the batch shell.
+    slurm.run(["scancel", "--signal=USR1", job.id])
+    requeued = f"`scontrol requeue {job.id}`: job requeued"  # logged by rank 0 once every rank has saved
+    job.wait(lambda s: s.get("Restarts") == "1" and requeued in job.log, what="to save and requeue itself")
+
+    def completed_without_delay(state: dict[str, str]) -> bool:
+        """A requeued job may start only after Slurm's requeue delay (EligibleTime = requeue time + 121 s
+        in Slurm 22.05): once it is pending for that reason, start it now instead of waiting."""
+        if state["JobState"] == "PENDING" and state.get("Reason") == "BeginTime":
+            slurm.run(["scontrol", "update", f"JobId={job.id}", "StartTime=now"], check=False)  # again next poll
+        return state["JobState"] == "COMPLETED"
+
+    state = job.wait(completed_without_delay, timeout=540, what="to start again and complete")
+    assert state["ExitCode"] == "0:0" and state["Restarts"] == "1" and state["Requeue"] == "1", job.log[-5000:]
+    # Both runs in one file: the batch files append (--open-mode=append) rather than truncate on requeue.
+    starts = list(START.finditer(job.log))
+    assert [(m["job"], m["restart"], m["tasks"]) for m in starts] == [(job.id, "0", str(NTASKS)),
+                                                                      (job.id, "1", str(NTASKS))], job.log[-5000:]
+    first, second = job.log[:starts[1].start()], job.log[starts[1].start():]
+    stop = re.search(r"received SIGUSR1: stopped after update (\d+), saved (\S+); exiting", first)
+    assert stop and requeued in first, first[-5000:]
+    stopped = int(stop.group(1))
+    assert 3 <= stopped < max_update and stop.group(2).endswith("checkpoint_last.pt")
+    assert [int(u) for u in UPDATE.findall(first)][-1] == stopped  # it saved at the update it stopped after
+    loaded = LOADED.search(second)
+    assert loaded and int(loaded.group(2)) == stopped, second[-5000:]  # and the second run resumed from there
+    assert [int(u) for u in UPDATE.findall(second)][0] == stopped + 1
+    # and at the next batch of the data, not at the start of the epoch
+    # (as numbers: fairseq prints the epoch as "002"; a stop after an epoch's last batch resumes at the next epoch)
+    (epoch, batch, total), resumed = map(int, POSITION.findall(first)[-1]), POSITION.findall(second)[0]
+    expected = (epoch, batch + 1) if batch != total else (epoch + 1, 1)
+    assert tuple(map(int, resumed[:2])) == expected, (POSITION.findall(first)[-1], resumed)
+    check_two_ranks_trained(second, max_update)
+    assert updates_in(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == max_update
+
+
+@pytest.mark.slow
+def test_the_files_own_directives_save_and_requeue_before_the_time_limit(slurm, bart_data, tmp_path):
+    """No signal from the test: a 5-minute limit and the file's ``--signal=USR1@180`` make Slurm send
+    SIGUSR1 to the tasks about a minute in; its ``--requeue`` lets rank 0 requeue the job (this cluster
+    requeues no job that does not ask), and the next run resumes from the checkpoint."""
+    job = Job(slurm, "pretrain_bart.sbatch", tmp_path / "work", bart_env(bart_data, 1_000_000), options=("--time=5",))
+    requeued = f"`scontrol requeue {job.id}`: job requeued"
+    job.wait(lambda s: s.get("Restarts") == "1" and requeued in job.log, timeout=300,
+             what="to get SIGUSR1 from --signal=USR1@180, save and requeue itself")
+    stop = re.search(r"received SIGUSR1: stopped after update (\d+), saved \S+checkpoint_last\.pt", job.log)
+    assert stop, job.log[-5000:]
+
+    def resumed(state: dict[str, str]) -> bool:
+        if state["JobState"] == "PENDING" and state.get("Reason") == "BeginTime":
+            slurm.run(["scontrol", "update", f"JobId={job.id}", "StartTime=now"], check=False)
+        starts = list(START.finditer(job.log))
+        return len(starts) == 2 and bool(LOADED.search(job.log[starts[1].start():]))
+
+    job.wait(resumed, timeout=300, what="to start again and resume")
+    slurm.run(["scancel", job.id])  # SIGTERM: saves, never requeues; the job is over
+    second = job.log[list(START.finditer(job.log))[1].start():]
+    assert int(LOADED.search(second).group(2)) == int(stop.group(1)), second[-3000:]
+    assert job.state()["Requeue"] == "1"
+
+
+def test_without_root_or_apt_the_tests_skip_with_one_line(monkeypatch):
+    from support import slurm_cluster
+
+    monkeypatch.setattr(slurm_cluster, "missing_commands", lambda: ["sbatch", "slurmctld"])
+    monkeypatch.setattr(slurm_cluster.subprocess, "run", None)  # apt-get must not even be tried
+    monkeypatch.setattr(slurm_cluster.os, "geteuid", lambda: 1000)
+    assert slurm_cluster.ensure_installed() == ("a local Slurm for the tests needs root (slurmd runs as root; apt-get "
+                                                "installs slurm-wlm and munge); missing: sbatch, slurmctld")
+    monkeypatch.setattr(slurm_cluster.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(slurm_cluster.shutil, "which", lambda name: None)
+    assert slurm_cluster.ensure_installed() == ("Slurm is not installed (sbatch, slurmctld missing) and there is no "
+                                                "apt-get to install it")

@@ -1,0 +1,86 @@
+"""fairseq-train with --user-dir fairseq_ext on binarized data: train, resume, refuse.
+
+Each run is a real `fairseq-train` process on a tiny BART, as a user would start it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, documents_text, run_cli
+from fairseq_ext.serialization import safe_torch_load
+
+pytestmark = pytest.mark.slow
+
+TINY_BART = [
+    "--task", "denoising", "--arch", "bart_base", "--encoder-layers", "1", "--decoder-layers", "1",
+    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+    "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+    "--tokens-per-sample", "64", "--max-tokens", "512", "--mask", "0.3", "--mask-length", "subword",
+    "--permute-sentences", "1", "--optimizer", "adam", "--lr", "1e-3", "--lr-scheduler", "fixed",
+    "--cpu", "--num-workers", "0", "--log-format", "simple", "--log-interval", "1",
+    "--no-epoch-checkpoints", "--seed", "3", "--disable-validation",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, bpe_dir):
+    root = tmp_path_factory.mktemp("e2e")
+    (root / "train.txt").write_text(documents_text(400, seed=5), encoding="utf-8")
+    run_cli("binarize", "--tokenizer", str(bpe_dir), "--train", str(root / "train.txt"),
+            "--valid", str(root / "train.txt"), "-o", str(root / "bin"), "--quiet")
+    return root / "bin"
+
+
+def fairseq_train(args: list[str], cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args], capture_output=True, text=True,
+                          cwd=cwd, env=dict(os.environ, PYTHONPATH=""))
+
+
+def last_updates(path) -> int:
+    with open(path, "rb") as f:
+        return safe_torch_load(f, map_location="cpu")["optimizer_history"][-1]["num_updates"]
+
+
+def test_train_then_resume_from_checkpoint_last(data_dir, tmp_path):
+    save = tmp_path / "ckpt"
+    first = fairseq_train([str(data_dir), "--user-dir", "fairseq_ext", *TINY_BART, "--max-update", "4",
+                           "--save-dir", str(save)], cwd=REPO)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert last_updates(save / "checkpoint_last.pt") == 4
+
+    # Same command, higher --max-update, run from elsewhere with the installed package's path.
+    user_dir = run_cli("user-dir").stdout.strip().splitlines()[-1]
+    second = fairseq_train([str(data_dir), "--user-dir", user_dir, *TINY_BART, "--max-update", "8",
+                            "--save-dir", str(save)], cwd=tmp_path)
+    log = second.stdout + second.stderr
+    assert second.returncode == 0, log[-3000:]
+    assert "Loaded checkpoint" in log and "@ 4 updates" in log, log[-3000:]
+    assert "num_updates=5" in log.replace(" ", "") or "num_updates 5" in log
+    assert last_updates(save / "checkpoint_last.pt") == 8
+
+
+class Payload:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.mkdir, (self.target,))
+
+
+def test_fairseq_train_refuses_a_checkpoint_carrying_code(data_dir, tmp_path):
+    save = tmp_path / "ckpt"
+    save.mkdir()
+    target = tmp_path / "pwned"
+    torch.save({"model": {}, "extra_state": {"x": Payload(str(target))}}, save / "checkpoint_last.pt")
+    proc = fairseq_train([str(data_dir), "--user-dir", "fairseq_ext", *TINY_BART, "--max-update", "2",
+                          "--save-dir", str(save)], cwd=REPO)
+    assert proc.returncode != 0
+    last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
+    assert "checkpoint_last.pt: refused to load checkpoint: it references posix.mkdir" in last
+    assert not target.exists()
