@@ -213,18 +213,18 @@ def contrastive_checkpoint(tmp_path_factory, code_pairs_dir):
     fairseq-train's log). Pooler projection to 32, learned temperature, one tower; validated every 50 updates."""
     from types import SimpleNamespace
 
+    from support.training import fairseq_train
+
     root = tmp_path_factory.mktemp("contrastive")
     save = root / "checkpoints"
-    cmd = [str(BIN / "fairseq-train"), str(code_pairs_dir), "--user-dir", "fairseq_ext", *CONTRASTIVE_ARGS,
-           "--optimizer", "adam", "--lr", "5e-3", "--lr-scheduler", "polynomial_decay", "--warmup-updates", "20",
-           "--total-num-update", "150", "--max-update", "150", "--max-tokens", "6000", "--log-format", "simple",
-           "--log-interval", "10", "--save-dir", str(save), "--validate-interval-updates", "50",
-           "--save-interval-updates", "50", "--validate-interval", "1000", "--save-interval", "1000",
-           "--no-epoch-checkpoints", "--tensorboard-logdir", str(root / "tensorboard"),
-           "--best-checkpoint-metric", "mrr", "--maximize-best-checkpoint-metric"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
+    log = fairseq_train(code_pairs_dir, "--user-dir", "fairseq_ext", *CONTRASTIVE_ARGS,
+                        "--optimizer", "adam", "--lr", "5e-3", "--lr-scheduler", "polynomial_decay",
+                        "--warmup-updates", "20", "--total-num-update", "150", "--max-update", "150",
+                        "--max-tokens", "6000", "--log-interval", "10", "--save-dir", save,
+                        "--validate-interval-updates", "50", "--save-interval-updates", "50",
+                        "--validate-interval", "1000", "--save-interval", "1000", "--no-epoch-checkpoints",
+                        "--tensorboard-logdir", root / "tensorboard",
+                        "--best-checkpoint-metric", "mrr", "--maximize-best-checkpoint-metric")
     return SimpleNamespace(checkpoint=save / "checkpoint_best.pt", pairs=code_pairs_dir, log=log,
                            tensorboard=root / "tensorboard")
 
@@ -235,16 +235,15 @@ def two_tower_run(tmp_path_factory, code_pairs_dir):
     gradient caching and a learned temperature (validated at the end): (save dir, pairs dir, log)."""
     from types import SimpleNamespace
 
+    from support.training import fairseq_train
+
     save = tmp_path_factory.mktemp("two-towers") / "checkpoints"
-    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", str(BIN / "fairseq-train"),
-           str(code_pairs_dir), "--user-dir", "fairseq_ext", *CONTRASTIVE_ARGS, "--separate-towers", "--symmetric",
-           "--queue-size", "64", "--grad-cache-chunk", "16", "--optimizer", "adam", "--lr", "1e-3",
-           "--max-update", "4", "--max-tokens", "3000", "--log-format", "simple", "--log-interval", "1",
-           "--save-dir", str(save), "--no-epoch-checkpoints", "--validate-interval-updates", "4",
-           "--best-checkpoint-metric", "mrr", "--maximize-best-checkpoint-metric"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
+    log = fairseq_train(code_pairs_dir, "--user-dir", "fairseq_ext", *CONTRASTIVE_ARGS, "--separate-towers",
+                        "--symmetric", "--queue-size", "64", "--grad-cache-chunk", "16", "--optimizer", "adam",
+                        "--lr", "1e-3", "--max-update", "4", "--max-tokens", "3000", "--log-interval", "1",
+                        "--save-dir", save, "--no-epoch-checkpoints", "--validate-interval-updates", "4",
+                        "--best-checkpoint-metric", "mrr", "--maximize-best-checkpoint-metric",
+                        launcher=[BIN / "torchrun", "--standalone", "--nproc-per-node", "2"], timeout=300)
     return SimpleNamespace(save_dir=save, pairs=code_pairs_dir, log=log)
 
 

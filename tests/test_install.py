@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration, BertConfig, BertForMaskedLM
 
 from conftest import REPO, make_text
+from support.training import JSON_LOG, TrainLog
 
 pytestmark = pytest.mark.slow
 
@@ -120,10 +121,10 @@ def test_import_export_round_trip_and_training_in_the_plain_install(venv, tmp_pa
                  "32", "--max-tokens", "512", "--optimizer", "adam", "--lr", "1e-3", "--max-update", "2",
                  "--restore-file", tmp_path / "bert-fs" / "checkpoint.pt", "--reset-optimizer",
                  "--reset-dataloader", "--reset-meters", "--save-dir", tmp_path / "ckpt", "--cpu",
-                 "--num-workers", "0", "--log-format", "simple", "--log-interval", "1"], cwd=tmp_path)
-    log = train.stdout + train.stderr
-    assert "num_updates=2" in log.replace(" ", "") or "num_updates 2" in log, log[-3000:]
-    assert "| valid |" in log and "accuracy" in log
+                 "--num-workers", "0", *JSON_LOG, "--log-interval", "1"], cwd=tmp_path)
+    log = TrainLog.parse(train.stdout + train.stderr)
+    assert log.last_update == 2, log.text[-3000:]
+    assert log.valid and all("accuracy" in r for r in log.valid)
 
 
 def test_the_demo_runs_in_the_plain_install(venv, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 
 import numpy as np
@@ -13,16 +12,7 @@ from fairseq import checkpoint_utils
 from omegaconf import OmegaConf
 
 from fairseq_ext.serialization import CheckpointRefusedError, safe_torch_load
-
-
-class Payload:
-    """Unpickling this would create a directory: the kind of object that must be refused."""
-
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return (os.mkdir, (self.target,))
+from support.payload import Payload
 
 
 def fairseq_like_state(cfg) -> dict:

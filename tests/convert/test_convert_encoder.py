@@ -25,6 +25,7 @@ from fairseq_ext.convert.common import TOLERANCE, ConversionError
 from fairseq_ext.convert.export import export_hf, hf_family
 from fairseq_ext.convert.families.bert_weights import fairseq_to_hf_state, hf_to_fairseq_state, rename_table
 from fairseq_ext.convert.import_hf import import_hf
+from fairseq_ext.serialization import safe_torch_load
 
 SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 
@@ -150,7 +151,7 @@ def test_released_style_roberta_becomes_fairseqs_own_roberta(tmp_path, bpe_dir):
     hf = save_hf(model, bpe_dir, tmp_path / "hf")
     r = import_hf(hf, tmp_path / "fs")
     assert r.fairseq_arch == "roberta" and "--type-vocab-size" not in r.model_flags
-    state = torch.load(tmp_path / "fs" / "checkpoint.pt", weights_only=False)
+    state = safe_torch_load(tmp_path / "fs" / "checkpoint.pt", map_location="cpu")
     assert not any("token_types" in k for k in state["model"])
     ids, mask = sentences(bpe_dir)
     with torch.no_grad():
@@ -184,7 +185,8 @@ def test_bare_encoder_gets_a_fresh_head_said_clearly(tmp_path, bert_dir):
             assert torch.equal(back[f"bert.{key}"], value), key
     assert torch.equal(back["cls.predictions.transform.LayerNorm.weight"], torch.ones(32))  # a fresh head
     run_cli("import-hf", str(hf), "-o", str(tmp_path / "fs2"), "--seed", "3")
-    a, b = (torch.load(d / "checkpoint.pt", weights_only=False)["model"] for d in (tmp_path / "fs", tmp_path / "fs2"))
+    a, b = (safe_torch_load(d / "checkpoint.pt", map_location="cpu")["model"]
+            for d in (tmp_path / "fs", tmp_path / "fs2"))
     assert torch.equal(a["encoder.lm_head.dense.weight"], b["encoder.lm_head.dense.weight"])  # seeded
 
 

@@ -23,6 +23,7 @@ from fairseq_ext.convert.checkpoint_io import build_fairseq_model, dictionary_fo
 from fairseq_ext.convert.registry import checkpoint_model_settings
 from fairseq_ext.data.pair_dataset import side_tokens
 from fairseq_ext.io_utils import leftovers
+from fairseq_ext.serialization import safe_torch_load
 from fairseq_ext.vocab.tokenizer import load_tokenizer
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -52,7 +53,7 @@ def base(tmp_path_factory, spm_model) -> Path:
 def make_checkpoint(base: Path, out: Path, *, separate=False, pooling="mean", pooler_dim=0, normalize=False,
                     similarity="cosine", learn=False, retrieval=True) -> Path:
     """What code_contrastive + info_nce save, from the imported checkpoint; the key tower is perturbed."""
-    state = torch.load(base / "fs" / "checkpoint.pt", weights_only=False)
+    state = safe_torch_load(base / "fs" / "checkpoint.pt", map_location="cpu")
     state["cfg"]["model"].update(pooling=pooling, pooler_dim=pooler_dim, pooler_normalize=normalize,
                                  separate_towers=separate)
     state["cfg"]["task"].update(_name="code_contrastive", data=str(base / "pairs"), max_query_tokens=24,
@@ -77,7 +78,7 @@ def make_checkpoint(base: Path, out: Path, *, separate=False, pooling="mean", po
 
 
 def fairseq_model(ckpt: Path):
-    state = torch.load(ckpt, weights_only=False)
+    state = safe_torch_load(ckpt, map_location="cpu")
     args = checkpoint_model_settings(state, ckpt)
     tok = load_tokenizer(state["cfg"]["task"]["data"])
     dictionary = dictionary_for_rows(tok, state["model"]["encoder.embed_tokens.weight"].shape[0], "tok", ckpt)
@@ -235,7 +236,7 @@ def test_a_trained_checkpoint_exports_its_key_tower(two_tower_run, tmp_path):
 
     save, pairs = two_tower_run.save_dir, two_tower_run.pairs
     ckpt = save / "checkpoint_last.pt"
-    state = torch.load(ckpt, weights_only=False)
+    state = safe_torch_load(ckpt, map_location="cpu")
     out = tmp_path / "st"
     export(ckpt, out, "--tower", "key", "--format", "sentence-transformers")
 

@@ -14,6 +14,7 @@ from fairseq_ext.convert.common import TOLERANCE, ConversionError
 from fairseq_ext.convert.export import export_hf
 from fairseq_ext.convert.import_hf import import_hf
 from fairseq_ext.models.t5.model import T5EncoderFairseqModel, resolved_settings
+from fairseq_ext.serialization import safe_torch_load
 from fairseq_ext.vocab.dictionary import TokenizerDictionary
 from support.hf_models import t5_dir
 
@@ -34,7 +35,7 @@ def batch(tok_dir):
 
 def fairseq_from_disk(fs_dir) -> T5EncoderFairseqModel:
     """The imported checkpoint as the t5_encoder model builds it, strict state-dict load."""
-    state = torch.load(fs_dir / "checkpoint.pt", weights_only=False)
+    state = safe_torch_load(fs_dir / "checkpoint.pt", map_location="cpu")
     dictionary = TokenizerDictionary.from_path(fs_dir, pad_to_multiple=8)
 
     class Task:
@@ -112,7 +113,8 @@ def test_import_then_export_is_exact_and_bit_identical(tmp_path, spm_model, proj
     assert sorted(one) == sorted(two) and all(torch.equal(one[k], two[k]) for k in one)
     assert json.loads((tmp_path / "back" / "config.json").read_text()) == \
         json.loads((tmp_path / "back2" / "config.json").read_text())
-    m1, m2 = (torch.load(d / "checkpoint.pt", weights_only=False)["model"] for d in (tmp_path / "fs", tmp_path / "fs2"))
+    m1, m2 = (safe_torch_load(d / "checkpoint.pt", map_location="cpu")["model"]
+              for d in (tmp_path / "fs", tmp_path / "fs2"))
     assert torch.equal(m1["lm_head.dense.weight"], m2["lm_head.dense.weight"])  # the new head: from --seed
 
 

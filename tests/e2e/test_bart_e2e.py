@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, error_lines, make_text, model_card_rows, run_cli
+from support.training import JSON_LOG, TrainLog, fairseq_train
 
 pytestmark = pytest.mark.slow
 
@@ -31,15 +32,8 @@ SIZES = {
 COMMON = ["--task", "hf_denoising", "--arch", "bart_small", "--criterion", "cross_entropy_with_accuracy",
           "--share-all-embeddings", "--tokens-per-sample", "64", "--max-source-positions", "64",
           "--max-target-positions", "64", "--max-tokens", "1024", "--optimizer", "adam", "--lr", "2e-3",
-          "--cpu", "--num-workers", "0", "--log-format", "simple", "--log-interval", "1", "--no-epoch-checkpoints",
+          "--cpu", "--num-workers", "0", "--log-interval", "1", "--no-epoch-checkpoints",
           "--seed", "2"]
-
-
-def fairseq_train(args, cwd=REPO):
-    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args], capture_output=True, text=True,
-                          cwd=cwd, env=dict(os.environ))
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module", params=["bpe", "bert"])
@@ -53,15 +47,14 @@ def trained(request, tmp_path_factory, bpe_dir, bert_dir):
     tok = bpe_dir if family == "bpe" else bert_dir
     run_cli("binarize", "--tokenizer", str(tok), "--train", str(root / "train.txt"), "--valid",
             str(root / "valid.txt"), "-o", str(root / "bin"), "--max-line-tokens", "62", "--quiet")
-    log = fairseq_train([str(root / "bin"), "--user-dir", "fairseq_ext", *COMMON, *SIZES[family],
-                         "--max-update", "12", "--save-dir", str(root / "ckpt")])
+    log = fairseq_train(root / "bin", "--user-dir", "fairseq_ext", *COMMON, *SIZES[family],
+                        "--max-update", "12", "--save-dir", root / "ckpt", console_script=False)
     return family, root, log
 
 
 def test_validation_reports_accuracy(trained):
     _, _, log = trained
-    valid = [ln for ln in log.splitlines() if "| valid |" in ln]
-    assert valid and "| accuracy " in valid[-1] and "| loss " in valid[-1] and "| ppl " in valid[-1]
+    assert log.valid and {"accuracy", "loss", "ppl"} <= log.valid[-1].keys(), log.valid
 
 
 def test_export_parity_and_transformers_loads_it(trained):
@@ -140,11 +133,11 @@ def test_import_then_export_is_bit_identical_and_training_continues(trained):
         json.loads((root / "hf-again" / "config.json").read_text())["vocab_size"]
     model_flags = (root / "imported" / "model_args.txt").read_text().split()  # the sizes, from the import
     assert model_flags[:2] == ["--arch", "bart_base"]
-    log = fairseq_train([str(root / "bin"), "--user-dir", "fairseq_ext", *COMMON, *model_flags,
-                         "--max-update", "2", "--save-dir", str(root / "ckpt-cont"),
-                         "--restore-file", str(root / "imported" / "checkpoint.pt"),
-                         "--reset-optimizer", "--reset-dataloader", "--reset-meters"])
-    assert "Loaded checkpoint" in log and "num_updates=2" in log.replace(" ", "")
+    log = fairseq_train(root / "bin", "--user-dir", "fairseq_ext", *COMMON, *model_flags,
+                        "--max-update", "2", "--save-dir", root / "ckpt-cont",
+                        "--restore-file", root / "imported" / "checkpoint.pt",
+                        "--reset-optimizer", "--reset-dataloader", "--reset-meters", console_script=False)
+    assert "Loaded checkpoint" in log.text and log.updates[-1] == 2
 
 
 # fairseq's BART hub spells <s>/</s> literally: it works with the byte-level BPE layout only
@@ -185,18 +178,19 @@ def test_hydra_config_trains(trained, tmp_path):
         [*hydra, "--config-dir", str(REPO / "scripts" / "hydra"), "--config-name", "pretrain_bart",
          f"task.data={root / 'bin'}", f"common.user_dir={REPO / 'fairseq_ext'}", f"checkpoint.save_dir={tmp_path}",
          "task.tokens_per_sample=64", "optimization.max_update=2", "dataset.max_tokens=1024", "common.cpu=true",
-         "common.log_interval=1", "dataset.num_workers=0", f"hydra.run.dir={tmp_path / 'hydra'}", *tiny],
+         "common.log_interval=1", "common.log_format=json", "dataset.num_workers=0",
+         f"hydra.run.dir={tmp_path / 'hydra'}", *tiny],
         capture_output=True, text=True, cwd=tmp_path)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
-    assert "num_updates=2" in log.replace(" ", "") and "accuracy=" in log.replace(" ", "")
+    log = TrainLog.parse(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, log.text[-3000:]
+    assert log.updates[-1] == 2 and all("accuracy" in r for r in log.of("train_inner"))
     assert (tmp_path / "checkpoint_last.pt").exists()
     # the same command again resumes (fairseq's BART reads args.task on load, which hydra's settings lack)
     again = [a.replace("optimization.max_update=2", "optimization.max_update=3") for a in proc.args]
     proc = subprocess.run(again, capture_output=True, text=True, cwd=tmp_path)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
-    assert "Loaded checkpoint" in log and "@ 2 updates)" in log and "num_updates=3" in log.replace(" ", "")
+    log = TrainLog.parse(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, log.text[-3000:]
+    assert "Loaded checkpoint" in log.text and "@ 2 updates)" in log.text and log.updates == [3]
     proc = run_cli("export-hf", str(tmp_path / "checkpoint_last.pt"), "-o", str(tmp_path / "hf"))  # its settings
     assert float(proc.stdout.split("= ")[1].split()[0]) <= 1e-4 and "3 updates" in proc.stdout  # are a dict
 
@@ -212,11 +206,11 @@ def test_pretrain_bart_script_runs_the_whole_recipe(tmp_path):
                MAX_TOKENS="1024", UPDATE_FREQ="1", MAX_UPDATE="6", WARMUP="1", PRECISION="",
                EXTRA_TRAIN_ARGS=" ".join(SIZES["bpe"] + ["--cpu", "--num-workers", "0", "--log-interval", "1",
                                                          "--max-source-positions", "64",
-                                                         "--max-target-positions", "64"]))
+                                                         "--max-target-positions", "64", *JSON_LOG]))
     proc = subprocess.run(["bash", "scripts/pretrain_bart.sh"], capture_output=True, text=True, cwd=REPO, env=env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    assert "num_updates=6" in log.replace(" ", "") and "parity: max |logit difference|" in log
+    assert TrainLog.parse(log).updates[-1] == 6 and "parity: max |logit difference|" in log
     from transformers import BartForConditionalGeneration
 
     model = BartForConditionalGeneration.from_pretrained(str(tmp_path / "run" / "hf-model"))

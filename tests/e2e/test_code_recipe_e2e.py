@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import BIN, REPO, shell
+from support.training import JSON_LOG, TrainLog
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +26,13 @@ STDLIB = Path(sysconfig.get_paths()["stdlib"])
 PACKAGES = ("json", "email", "html", "http", "urllib", "xmlrpc", "wsgiref", "logging", "concurrent")
 TINY_T5 = ("--encoder-layers 2 --encoder-embed-dim 64 --kv-dim 16 --encoder-ffn-embed-dim 128 "
            "--encoder-attention-heads 4 --feed-forward-proj gated-gelu --cpu --num-workers 0 --log-interval 10 "
-           "--validate-interval-updates 40 --save-interval-updates 40 --seed 1")
+           "--validate-interval-updates 40 --save-interval-updates 40 --seed 1 --log-format json")
 SNIPPETS = ["def load(fp, *, cls=None):\n    return loads(fp.read(), cls=cls)\n",
             "import json\n\nclass Encoder(json.JSONEncoder):\n    def default(self, o):\n        return str(o)\n"]
 
 
 def losses(log: str) -> list[float]:
-    return [float(x) for x in re.findall(r"train_inner \|.*? loss=([\d.]+)", log)]
+    return TrainLog.parse(log).train_losses
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_recipe_learns_and_exports_a_t5_encoder_that_matches_fairseq(recipe):
     assert "T5EncoderFairseqModel" in log and "(train, Arrow)" in log
     train = losses(log)
     assert len(train) >= 6 and train[-1] < train[0] - 0.7, train  # it learns (measured: 10.45 -> 9.46 bits)
-    assert re.search(r"\| valid \|.*\| accuracy [\d.]+", log)
+    assert any("accuracy" in r for r in TrainLog.parse(log).valid)
     assert "exported t5" in log and "hidden-state difference" in log
     out = run / "hf-model"
     model = T5EncoderModel.from_pretrained(str(out)).eval()
@@ -91,7 +92,7 @@ def test_recipe_continues_with_the_contrastive_stage_from_the_code_mlm_checkpoin
     assert pairs["splits"]["valid"]["projects"] == data["splits"]["valid"]["projects"] >= 1
     stage = log[log.index("code_contrastive"):]
     assert f"loading pretrained model from {run / 'checkpoints' / 'checkpoint_best.pt'}" in stage
-    valid = [float(m) for m in re.findall(r"\| valid \|.*?\| mrr ([\d.]+)", stage)]
+    valid = TrainLog.parse(stage).values("valid", "mrr")
     assert valid, stage[-3000:]
     pool = pairs["splits"]["valid"]["pairs"]
     assert valid[-1] > 1.5 * chance_metrics(pool)["mrr"]  # held-out MRR beats chance (measured: see NOTES)
@@ -120,14 +121,14 @@ def test_slurm_batch_file_resumes_the_run(recipe, tmp_path):
                  SLURM_SUBMIT_DIR=str(REPO), VENV=str(BIN.parent), PATH_PREFIX=str(shim))
     log = shell(["bash", "scripts/slurm/pretrain_code.sbatch"], slurm)
     assert "loaded checkpoint" in log.lower() and "checkpoint_last.pt" in log
-    assert re.search(r"num_updates=?\s*100", log.replace(" | ", " ")), log[-3000:]
+    assert TrainLog.parse(log).last_update == 100, log[-3000:]
     assert min(losses(log)) < max(losses(recipe[2]))
     # the contrastive stage's job resumes the script's contrastive run (25 updates) to 30
     slurm.update(STAGE="contrastive", DATA=str(root / "run" / "code-pairs"), MAX_UPDATE="30", MAX_TOKENS="4096",
                  QUERY_TOKENS="64", KEY_TOKENS="128")
     log = shell(["bash", "scripts/slurm/pretrain_code.sbatch"], slurm)
     assert "loaded checkpoint" in log.lower() and str(root / "run" / "contrastive" / "checkpoint_last.pt") in log
-    assert re.search(r"\| valid \|.*\| mrr [\d.]+ .*num_updates 30", log), log[-3000:]
+    assert any("mrr" in r and r["num_updates"] == "30" for r in TrainLog.parse(log).valid), log[-3000:]
 
 
 def test_hydra_config_trains(recipe, tmp_path):
@@ -136,12 +137,12 @@ def test_hydra_config_trains(recipe, tmp_path):
     tiny = ["+model.encoder_layers=1", "+model.encoder_embed_dim=32", "+model.kv_dim=8",
             "+model.encoder_ffn_embed_dim=64", "+model.encoder_attention_heads=4", "task.tokens_per_sample=64",
             "dataset.max_tokens=1024", "optimization.max_update=3", "common.cpu=true", "common.log_interval=1",
-            "dataset.num_workers=0"]
+            "common.log_format=json", "dataset.num_workers=0"]
     log = shell([*hydra, "--config-dir", str(REPO / "scripts" / "hydra"), "--config-name", "pretrain_code",
                  f"task.data={root / 'run' / 'code-data'}", f"common.user_dir={REPO / 'fairseq_ext'}",
                  f"checkpoint.save_dir={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path / 'hydra'}", *tiny], {},
                 cwd=tmp_path)
-    assert "num_updates=3" in log.replace(" ", "") and "'mask_unit': identifier" in log
+    assert TrainLog.parse(log).updates[-1] == 3 and "'mask_unit': identifier" in log
     assert (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
 
 
@@ -158,9 +159,10 @@ def test_contrastive_hydra_config_trains_from_the_code_mlm_checkpoint(recipe, tm
                  *shapes,
                  "task.max_query_tokens=64", "task.max_key_tokens=128", "dataset.max_tokens=2048",
                  "optimization.max_update=3", "dataset.validate_interval_updates=3", "common.cpu=true",
-                 "common.log_interval=1", "dataset.num_workers=0"], {}, cwd=tmp_path)
-    assert "loading pretrained model from" in log and "num_updates=3" in log.replace(" ", "")
-    assert re.search(r"valid on 'valid' subset \|.*\| mrr [\d.]+", log), log[-3000:]
+                 "common.log_interval=1", "common.log_format=json", "dataset.num_workers=0"], {}, cwd=tmp_path)
+    run = TrainLog.parse(log)
+    assert "loading pretrained model from" in log and run.updates[-1] == 3
+    assert run.valid and all("mrr" in r for r in run.valid), log[-3000:]
     assert (tmp_path / "ckpt" / "checkpoint_best.pt").exists()
 
 
@@ -186,9 +188,9 @@ def test_an_imported_hf_t5_continues_on_code_and_exports(tmp_path, spm_model):
                  "--criterion", "masked_lm_with_accuracy", "--mask-token", unk, "--tokens-per-sample", "64",
                  "--restore-file", str(start / "checkpoint.pt"), "--reset-optimizer", "--reset-dataloader",
                  "--reset-meters", "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "1024", "--max-update", "5",
-                 "--cpu", "--num-workers", "0", "--log-format", "simple", "--log-interval", "1",
+                 "--cpu", "--num-workers", "0", *JSON_LOG, "--log-interval", "1",
                  "--save-dir", str(ckpt), "--no-epoch-checkpoints"], {})
-    assert "loaded checkpoint" in log.lower() and "num_updates=5" in log.replace(" ", "")
+    assert "loaded checkpoint" in log.lower() and TrainLog.parse(log).updates[-1] == 5
     shell([str(BIN / "fairseq-ext"), "export-hf", str(ckpt / "checkpoint_last.pt"), "-o", str(tmp_path / "out")], {})
     before = T5ForConditionalGeneration.from_pretrained(str(hf)).encoder.state_dict()
     after = T5EncoderModel.from_pretrained(str(tmp_path / "out")).encoder.state_dict()

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import BIN, REPO, shell
+from support.training import JSON_LOG, TrainLog
 from support.tweets import bert_vocab, make_tweets
 
 pytestmark = pytest.mark.slow
@@ -37,7 +38,7 @@ def recipe(tmp_path_factory):
     env = dict(HF_MODEL=str(hf), RAW=str(root / "raw"), WORK=str(root / "run"), TOKENS_PER_SAMPLE="32",
                VALID_RATIO="0.05", MASK_UNIT="word", BATCH_SIZE="16", MAX_UPDATE="100", LR="2e-3", WARMUP="5",
                SAVE_INTERVAL="50", PRECISION="",
-               EXTRA_TRAIN_ARGS="--cpu --num-workers 0 --log-interval 5 --seed 3")
+               EXTRA_TRAIN_ARGS="--cpu --num-workers 0 --log-interval 5 --seed 3 --log-format json")
     log = shell(["bash", "scripts/continue_pretraining.sh"], env)
     return root, hf, env, log
 
@@ -49,10 +50,11 @@ def test_recipe_imports_prepares_and_trains(recipe):
     assert "twitteruser" in text and "twitterurl" in text and "face with tears of joy" in text
     assert "@" not in text and "&amp;" not in text and "http" not in text
     assert text == text.lower()  # the tiny BERT is uncased, so prepare lower-cased
-    losses = [float(x) for x in re.findall(r"train_inner \|.*? loss=([\d.]+)", log)]
+    run = TrainLog.parse(log)
+    losses = run.train_losses
     assert len(losses) >= 8, log[-3000:]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 1.0, losses  # bits
-    assert re.search(r"\| valid \|.*\| accuracy [\d.]+", log)
+    assert run.valid and all("accuracy" in r for r in run.valid)
 
 
 def test_exported_model_loads_and_matches_fairseq(recipe):
@@ -95,7 +97,7 @@ def test_slurm_batch_file_resumes_the_run(recipe, tmp_path):
     slurm = dict(env, MAX_UPDATE="110", BATCH_SIZE="16", UPDATE_FREQ="1", PRECISION="--cpu", SLURM_JOB_ID="7",
                  SLURM_SUBMIT_DIR=str(REPO), VENV=str(BIN.parent), PATH_PREFIX=str(shim))
     log = shell(["bash", "scripts/slurm/continue_pretraining.sbatch"], slurm)
-    assert "checkpoint_last.pt" in log and re.search(r"num_updates=?\s*110", log.replace(" | ", " ")), log[-3000:]
+    assert "checkpoint_last.pt" in log and TrainLog.parse(log).last_update == 110, log[-3000:]
     assert "imported" not in log  # import, prepare and binarize were done by the first run
     assert (root / "run" / "hf-model" / "model.safetensors").exists()
 
@@ -108,10 +110,12 @@ def test_hydra_config_and_restore_file_continue_from_the_import(recipe, tmp_path
                  f"task.data={data}", f"common.user_dir={REPO / 'fairseq_ext'}", f"checkpoint.save_dir={tmp_path}",
                  f"checkpoint.finetune_from_model={start / 'checkpoint.pt'}", "task.tokens_per_sample=32",
                  "optimization.max_update=2", "dataset.batch_size=8", "common.cpu=true", "common.log_interval=1",
+                 "common.log_format=json",
                  "dataset.num_workers=0", f"hydra.run.dir={tmp_path / 'hydra'}",
                  *(start / "hydra_overrides.txt").read_text().split()], {}, cwd=tmp_path)
-    assert "loaded checkpoint" in log.lower() and "num_updates=2" in log.replace(" ", "")
-    assert "accuracy=" in log.replace(" ", "")
+    run = TrainLog.parse(log)
+    assert "loaded checkpoint" in log.lower() and run.updates[-1] == 2
+    assert all("accuracy" in r for r in run.of("train_inner"))
     log = shell([str(BIN / "fairseq-ext"), "export-hf", str(tmp_path / "checkpoint_last.pt"), "-o",
                  str(tmp_path / "hf-from-hydra")], {})  # hydra stores the model settings as a plain dict
     assert "parity: max |logit difference|" in log and "exported bert" in log
@@ -120,6 +124,6 @@ def test_hydra_config_and_restore_file_continue_from_the_import(recipe, tmp_path
                  *(start / "model_args.txt").read_text().split(), "--tokens-per-sample", "32",
                  "--restore-file", str(start / "checkpoint.pt"), "--reset-optimizer", "--reset-dataloader",
                  "--reset-meters", "--optimizer", "adam", "--lr", "1e-4", "--batch-size", "8", "--max-update", "2",
-                 "--cpu", "--num-workers", "0", "--log-format", "simple", "--log-interval", "1",
+                 "--cpu", "--num-workers", "0", *JSON_LOG, "--log-interval", "1",
                  "--save-dir", str(tmp_path / "restore")], {})
-    assert "Loaded checkpoint" in log and "num_updates=2" in log.replace(" ", "")
+    assert "Loaded checkpoint" in log and TrainLog.parse(log).updates[-1] == 2

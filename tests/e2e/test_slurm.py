@@ -19,21 +19,43 @@ import pytest
 
 from conftest import BIN, REPO, binarized_documents
 from fairseq_ext.serialization import safe_torch_load
+from support.training import JSON_LOG, TrainLog
 
 NTASKS = 2
 # One node without GPUs: two tasks of one CPU each; --gpus-per-node=0 drops the batch files' GPU request.
 CPU_JOB = ["--nodes=1", f"--ntasks-per-node={NTASKS}", "--cpus-per-task=1", "--gpus-per-node=0", "--time=10"]
 COMMON = dict(PRECISION="--cpu", NUM_WORKERS="0", LOG_INTERVAL="1", WARMUP="2", REPO=str(REPO),
               VENV=str(BIN.parent), PYTHONPATH=str(REPO))
+JSON = " ".join(JSON_LOG)  # every job logs its figures as JSON records (read with TrainLog)
 TINY_BART = ("--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32 "
              "--encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2 "
-             "--decoder-attention-heads 2 --seed 3")
+             f"--decoder-attention-heads 2 --seed 3 {JSON}")
 TINY_T5 = ("--encoder-layers 1 --encoder-embed-dim 32 --kv-dim 8 --encoder-ffn-embed-dim 64 "
-           "--encoder-attention-heads 4 --seed 3")
-UPDATE = re.compile(r"train_inner \|.*?num_updates=(\d+)")
-POSITION = re.compile(r"train_inner \| epoch (\d+):\s+(\d+) / (\d+) ")  # where in the data: epoch, batch, of
+           f"--encoder-attention-heads 4 --seed 3 {JSON}")
 START = re.compile(r"^job (?P<job>\d+) started \S+ on \S+, restart (?P<restart>\d+), (?P<tasks>\d+) tasks$", re.M)
 LOADED = re.compile(r"[Ll]oaded checkpoint \S+checkpoint_last\.pt \(epoch (\d+) @ (\d+) updates\)")
+
+
+def positions(log: TrainLog) -> list[tuple[int, float]]:
+    """(epoch, fairseq's ``update`` figure) of every logged update: epoch - 1 + (batch in epoch) / (batches in
+    epoch), rounded to 3 decimals."""
+    return [(int(r["epoch"]), float(r["update"])) for r in log.of("train_inner")]
+
+
+def batch_step(*logs: TrainLog) -> float:
+    """1 / (batches in an epoch): the step of ``update`` between consecutive batches of one epoch (the median
+    over the runs' consecutive logged updates, as each figure is rounded)."""
+    steps = sorted(b[1] - a[1] for log in logs for a, b in zip(positions(log), positions(log)[1:]) if a[0] == b[0])
+    assert steps, "no two consecutive updates in one epoch were logged"
+    return steps[len(steps) // 2]
+
+
+def is_next_batch(position: tuple[int, float], then: tuple[int, float], step: float) -> bool:
+    """Whether ``then`` is the batch after ``position`` (the first of the next epoch after an epoch's last), up to
+    the rounding of the logged figures."""
+    epoch, update = position
+    expected = (epoch + 1, epoch + step) if update + step / 2 >= epoch else (epoch, update + step)
+    return then[0] == expected[0] and abs(then[1] - expected[1]) <= 0.0015
 
 
 def updates_in(checkpoint: Path) -> int:
@@ -85,10 +107,11 @@ def check_two_ranks_trained(log: str, max_update: int) -> None:
     for rank in range(NTASKS):
         assert re.search(rf"initialized host \S+ as rank {rank}\b", log), log[-5000:]
     assert f"srun: {NTASKS} processes, CPU" in log and f"training on {NTASKS} devices" in log, log[-5000:]
-    updates = [int(u) for u in UPDATE.findall(log)]
+    run = TrainLog.parse(log)
+    updates = run.updates
     assert updates and updates[-1] == max_update, updates
-    losses = [float(x) for x in re.findall(r"train_inner \|.*? loss=([\d.]+)", log)]
-    assert all(0 < x < 30 for x in losses), losses
+    losses = run.train_losses
+    assert losses and all(0 < x < 30 for x in losses), losses
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +144,8 @@ def test_pretrain_code_runs_two_tasks_in_bf16(slurm, bpe_dir, tmp_path):
     check_two_ranks_trained(job.log, 6)
     assert "--bf16: training in torch.bfloat16 on cpu" in job.log and "xla" not in job.log.lower()
     assert "T5EncoderFairseqModel" in job.log
-    assert re.search(r"\| valid \|.*\| accuracy [\d.]+", job.log), job.log[-3000:]  # validation every 3 updates
+    valid = TrainLog.parse(job.log).valid  # validation every 3 updates
+    assert valid and all("accuracy" in r for r in valid), job.log[-3000:]
     ckpt = tmp_path / "work" / "checkpoints"
     assert updates_in(ckpt / "checkpoint_last.pt") == 6 and (ckpt / "checkpoint_1_3.pt").exists()
 
@@ -144,7 +168,7 @@ def test_continue_pretraining_imports_prepares_trains_and_exports(slurm, tmp_pat
     (tmp_path / "raw" / "tweets.txt").write_text("\n".join(make_tweets(300, seed=2)) + "\n", encoding="utf-8")
     env = dict(HF_MODEL=str(hf), RAW=str(tmp_path / "raw"), TOKENS_PER_SAMPLE="32", VALID_RATIO="0.1",
                BATCH_SIZE="8", UPDATE_FREQ="1", MAX_UPDATE="6", LR="1e-3", SAVE_INTERVAL="3",
-               EXTRA_TRAIN_ARGS="--seed 3")
+               EXTRA_TRAIN_ARGS=f"--seed 3 {JSON}")
     job = Job(slurm, "continue_pretraining.sbatch", tmp_path / "work", env)
     job.completed(timeout=540)
     check_two_ranks_trained(job.log, 6)
@@ -158,7 +182,7 @@ def test_continue_pretraining_imports_prepares_trains_and_exports(slurm, tmp_pat
 def test_warning_signal_saves_requeues_and_resumes(slurm, bart_data, tmp_path):
     max_update = 40
     job = Job(slurm, "pretrain_bart.sbatch", tmp_path / "work", bart_env(bart_data, max_update))
-    job.wait(lambda s: len(UPDATE.findall(job.log)) >= 3, what="to train 3 updates")
+    job.wait(lambda s: len(TrainLog.parse(job.log).updates) >= 3, what="to train 3 updates")
     # What --signal=USR1@180 does at the time limit: SIGUSR1 to every task of the job's steps
     # (the srun-launched fairseq-train processes), not to the batch shell.
     slurm.run(["scancel", "--signal=USR1", job.id])
@@ -183,15 +207,15 @@ def test_warning_signal_saves_requeues_and_resumes(slurm, bart_data, tmp_path):
     assert stop and requeued in first, first[-5000:]
     stopped = int(stop.group(1))
     assert 3 <= stopped < max_update and stop.group(2).endswith("checkpoint_last.pt")
-    assert [int(u) for u in UPDATE.findall(first)][-1] == stopped  # it saved at the update it stopped after
+    before, after = TrainLog.parse(first), TrainLog.parse(second)
+    assert before.updates[-1] == stopped  # it saved at the update it stopped after
     loaded = LOADED.search(second)
     assert loaded and int(loaded.group(2)) == stopped, second[-5000:]  # and the second run resumed from there
-    assert [int(u) for u in UPDATE.findall(second)][0] == stopped + 1
-    # and at the next batch of the data, not at the start of the epoch
-    # (as numbers: fairseq prints the epoch as "002"; a stop after an epoch's last batch resumes at the next epoch)
-    (epoch, batch, total), resumed = map(int, POSITION.findall(first)[-1]), POSITION.findall(second)[0]
-    expected = (epoch, batch + 1) if batch != total else (epoch + 1, 1)
-    assert tuple(map(int, resumed[:2])) == expected, (POSITION.findall(first)[-1], resumed)
+    assert after.updates[0] == stopped + 1
+    # and at the next batch of the data, not at the start of the epoch (a stop after an epoch's last batch
+    # resumes at the next epoch's first)
+    assert is_next_batch(positions(before)[-1], positions(after)[0], batch_step(before, after)), \
+        (positions(before)[-3:], positions(after)[:3])
     check_two_ranks_trained(second, max_update)
     assert updates_in(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == max_update
 

@@ -3,8 +3,6 @@ on its own tokenizer's data it trains, and checkpoints written before identities
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from fairseq_ext.prep.binarize_dir import binarize_directory
 from fairseq_ext.serialization import safe_torch_load
 from fairseq_ext.vocab.dictionary import TokenizerDictionary
 from fairseq_ext.vocab.identity import recorded_tokenizer
+from support.training import TrainLog, fairseq_train
 
 FAIRSEQ_TRAIN = Path(sys.executable).parent / "fairseq-train"
 
@@ -38,13 +37,12 @@ def setup(tmp_path_factory, bert_dir, bpe_dir):
     return root
 
 
-def train(root: Path, data: str, start: Path, *how: str, save: str) -> subprocess.CompletedProcess:
+def train(root: Path, data: str, start: Path, *how: str, save: str) -> TrainLog:
     flags = (root / "start" / "model_args.txt").read_text().split()
-    cmd = [str(FAIRSEQ_TRAIN), str(root / data), "--user-dir", str(REPO / "fairseq_ext"), "--task", "hf_masked_lm",
-           "--criterion", "masked_lm_with_accuracy", *flags, "--tokens-per-sample", "32", *how, str(start),
-           "--optimizer", "adam", "--lr", "1e-4", "--batch-size", "8", "--max-update", "2", "--cpu",
-           "--num-workers", "0", "--log-format", "simple", "--save-dir", str(root / save)]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=dict(os.environ))
+    return fairseq_train(root / data, "--user-dir", REPO / "fairseq_ext", "--task", "hf_masked_lm",
+                         "--criterion", "masked_lm_with_accuracy", *flags, "--tokens-per-sample", "32", *how, start,
+                         "--optimizer", "adam", "--lr", "1e-4", "--batch-size", "8", "--max-update", "2", "--cpu",
+                         "--num-workers", "0", "--save-dir", root / save, check=False)
 
 
 def expected_line(root: Path, bpe_dir: Path) -> str:
@@ -58,20 +56,20 @@ def expected_line(root: Path, bpe_dir: Path) -> str:
                                  ["--reset-optimizer", "--reset-dataloader", "--reset-meters", "--restore-file"]],
                          ids=["finetune-from-model", "restore-file"])
 def test_other_tokenizers_data_stops_with_one_line_naming_both(setup, bpe_dir, how):
-    proc = train(setup, "data-bpe", setup / "start" / "checkpoint.pt", *how, save=f"ck-{how[-1][2:]}")
-    assert proc.returncode != 0
+    log = train(setup, "data-bpe", setup / "start" / "checkpoint.pt", *how, save=f"ck-{how[-1][2:]}")
+    assert log.returncode != 0
     # the last line is ours, and no traceback above it (fairseq's hydra deprecation notices are fairseq's)
-    assert proc.stderr.strip().splitlines()[-1] == expected_line(setup, bpe_dir), proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr and "architectures match" not in proc.stderr
-    assert "[PAD]=0 [UNK]=100 [CLS]=101 [SEP]=102 [MASK]=103" in proc.stderr and "<s>=0 <pad>=1" in proc.stderr
+    assert log.text.strip().splitlines()[-1] == expected_line(setup, bpe_dir), log.text[-3000:]
+    assert "Traceback" not in log.text and "architectures match" not in log.text
+    assert "[PAD]=0 [UNK]=100 [CLS]=101 [SEP]=102 [MASK]=103" in log.text and "<s>=0 <pad>=1" in log.text
     assert not list((setup / f"ck-{how[-1][2:]}").glob("*.pt"))
 
 
 def test_own_tokenizers_data_trains_and_records_the_tokenizer(setup, bpe_dir):
-    proc = train(setup, "data-bert", setup / "start" / "checkpoint.pt", "--reset-optimizer", "--reset-dataloader",
-                 "--reset-meters", "--restore-file", save="ck-ok")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "num_updates 2" in proc.stdout + proc.stderr
+    log = train(setup, "data-bert", setup / "start" / "checkpoint.pt", "--reset-optimizer", "--reset-dataloader",
+                "--reset-meters", "--restore-file", save="ck-ok")
+    assert log.returncode == 0, log.text[-3000:]
+    assert log.last_update == 2
     last = setup / "ck-ok" / "checkpoint_last.pt"
     with open(last, "rb") as f:
         state = safe_torch_load(f)
@@ -90,6 +88,6 @@ def test_checkpoint_without_a_recorded_tokenizer_still_loads(setup):
     state["task_state"] = {}  # as import-hf wrote it before identities were recorded
     old = setup / "old.pt"
     torch.save(state, old)
-    proc = train(setup, "data-bert", old, "--finetune-from-model", save="ck-old")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"checkpoint {old} records no tokenizer" in proc.stdout + proc.stderr
+    log = train(setup, "data-bert", old, "--finetune-from-model", save="ck-old")
+    assert log.returncode == 0, log.text[-3000:]
+    assert f"checkpoint {old} records no tokenizer" in log.text

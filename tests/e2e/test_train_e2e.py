@@ -6,14 +6,14 @@ Each run is a real `fairseq-train` process on a tiny BART, as a user would start
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from conftest import REPO, documents_text, run_cli
 from fairseq_ext.serialization import safe_torch_load
+from support.payload import Payload
+from support.training import TrainLog, fairseq_train
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ TINY_BART = [
     "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
     "--tokens-per-sample", "64", "--max-tokens", "512", "--mask", "0.3", "--mask-length", "subword",
     "--permute-sentences", "1", "--optimizer", "adam", "--lr", "1e-3", "--lr-scheduler", "fixed",
-    "--cpu", "--num-workers", "0", "--log-format", "simple", "--log-interval", "1",
+    "--cpu", "--num-workers", "0", "--log-interval", "1",
     "--no-epoch-checkpoints", "--seed", "3", "--disable-validation",
 ]
 
@@ -37,9 +37,8 @@ def data_dir(tmp_path_factory, bpe_dir):
     return root / "bin"
 
 
-def fairseq_train(args: list[str], cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args], capture_output=True, text=True,
-                          cwd=cwd, env=dict(os.environ, PYTHONPATH=""))
+def train(*args, cwd, check: bool = True) -> TrainLog:
+    return fairseq_train(*args, cwd=cwd, check=check, console_script=False, env=dict(os.environ, PYTHONPATH=""))
 
 
 def last_updates(path) -> int:
@@ -49,28 +48,16 @@ def last_updates(path) -> int:
 
 def test_train_then_resume_from_checkpoint_last(data_dir, tmp_path):
     save = tmp_path / "ckpt"
-    first = fairseq_train([str(data_dir), "--user-dir", "fairseq_ext", *TINY_BART, "--max-update", "4",
-                           "--save-dir", str(save)], cwd=REPO)
-    assert first.returncode == 0, first.stderr[-3000:]
+    train(data_dir, "--user-dir", "fairseq_ext", *TINY_BART, "--max-update", "4", "--save-dir", save, cwd=REPO)
     assert last_updates(save / "checkpoint_last.pt") == 4
 
     # Same command, higher --max-update, run from elsewhere with the installed package's path.
     user_dir = run_cli("user-dir").stdout.strip().splitlines()[-1]
-    second = fairseq_train([str(data_dir), "--user-dir", user_dir, *TINY_BART, "--max-update", "8",
-                            "--save-dir", str(save)], cwd=tmp_path)
-    log = second.stdout + second.stderr
-    assert second.returncode == 0, log[-3000:]
-    assert "Loaded checkpoint" in log and "@ 4 updates" in log, log[-3000:]
-    assert "num_updates=5" in log.replace(" ", "") or "num_updates 5" in log
+    second = train(data_dir, "--user-dir", user_dir, *TINY_BART, "--max-update", "8", "--save-dir", save,
+                   cwd=tmp_path)
+    assert "Loaded checkpoint" in second.text and "@ 4 updates" in second.text, second.text[-3000:]
+    assert second.updates[0] == 5
     assert last_updates(save / "checkpoint_last.pt") == 8
-
-
-class Payload:
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return (os.mkdir, (self.target,))
 
 
 def test_fairseq_train_refuses_a_checkpoint_carrying_code(data_dir, tmp_path):
@@ -78,9 +65,9 @@ def test_fairseq_train_refuses_a_checkpoint_carrying_code(data_dir, tmp_path):
     save.mkdir()
     target = tmp_path / "pwned"
     torch.save({"model": {}, "extra_state": {"x": Payload(str(target))}}, save / "checkpoint_last.pt")
-    proc = fairseq_train([str(data_dir), "--user-dir", "fairseq_ext", *TINY_BART, "--max-update", "2",
-                          "--save-dir", str(save)], cwd=REPO)
-    assert proc.returncode != 0
-    last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
+    log = train(data_dir, "--user-dir", "fairseq_ext", *TINY_BART, "--max-update", "2", "--save-dir", save,
+                cwd=REPO, check=False)
+    assert log.returncode != 0
+    last = [ln for ln in log.text.splitlines() if ln.strip()][-1]
     assert "checkpoint_last.pt: refused to load checkpoint: it references posix.mkdir" in last
     assert not target.exists()

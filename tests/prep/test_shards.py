@@ -28,6 +28,7 @@ from fairseq_ext.prep.shards import ShardRouter, check_open_files
 from fairseq_ext.serialization import safe_torch_load
 from fairseq_ext.tasks.hf_masked_lm import HFMaskedLMConfig, HFMaskedLMTask
 from fairseq_ext.vocab.tokenizer import TokenizerError
+from support.training import JSON_LOG, TrainLog, fairseq_train
 
 N = 3
 
@@ -265,8 +266,7 @@ def test_a_shard_with_another_tokenizer_stops_at_setup(sharded, unigram_dir, tex
 # -- fairseq-train on shards ----------------------------------------------------------------------------------------
 
 COMMON = ["--tokens-per-sample", "64", "--max-tokens", "256", "--optimizer", "adam", "--lr", "1e-3", "--cpu",
-          "--num-workers", "0", "--log-format", "simple", "--log-interval", "1", "--no-epoch-checkpoints",
-          "--seed", "3"]
+          "--num-workers", "0", "--log-interval", "1", "--no-epoch-checkpoints", "--seed", "3"]
 TINY_ENCODER = ["--encoder-layers", "1", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
                 "--encoder-attention-heads", "2"]
 TASKS = {
@@ -280,26 +280,19 @@ TASKS = {
 }
 
 
-def run_train(data: str, task: str, save: Path, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fairseq_cli.train", data, "--user-dir", "fairseq_ext",
-                           *TASKS[task], *COMMON, "--save-dir", str(save), *flags],
-                          capture_output=True, text=True, cwd=REPO)
-
-
-def fairseq_train(data: str, task: str, save: Path, *flags: str) -> str:
-    proc = run_train(data, task, save, *flags)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
-    return log
+def train(data: str, task: str, save: Path, *flags: str, check: bool = True) -> TrainLog:
+    return fairseq_train(data, "--user-dir", "fairseq_ext", *TASKS[task], *COMMON, "--save-dir", save, *flags,
+                         console_script=False, check=check)
 
 
 def shards_read(log: str) -> list[tuple[int, int]]:
+    """(epoch, shard) of every data directory the task logged that it trains on (its own message)."""
     return [(int(e), int(k)) for e, k in re.findall(r"epoch (\d+): training on shard (\d+) of", log)]
 
 
-def epoch_end_updates(log: str) -> dict[int, int]:
-    """{epoch: num_updates at its end} from the 'train | epoch NNN | ...' summary lines."""
-    return {int(e): int(u) for e, u in re.findall(r"\| train \| epoch (\d+) \|.*?\| num_updates (\d+)", log)}
+def epoch_end_updates(log: TrainLog) -> dict[int, int]:
+    """{epoch: num_updates at its end}, from the end-of-epoch ``train`` records."""
+    return {int(r["epoch"]): int(r["num_updates"]) for r in log.of("train")}
 
 
 def data_path(sharded: Path) -> str:
@@ -309,13 +302,13 @@ def data_path(sharded: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("task", list(TASKS))
 def test_training_wraps_around_the_shards(sharded, tmp_path, task):
-    log = fairseq_train(data_path(sharded), task, tmp_path / "ckpt", "--max-epoch", str(N + 1))
+    log = train(data_path(sharded), task, tmp_path / "ckpt", "--max-epoch", str(N + 1))
     # after the last epoch fairseq loads the next one's data before it stops: shard of epoch N + 2 too
-    assert shards_read(log) == [(e, (e - 1) % N) for e in range(1, N + 3)]
+    assert shards_read(log.text) == [(e, (e - 1) % N) for e in range(1, N + 3)]
     assert sorted(epoch_end_updates(log)) == list(range(1, N + 2))
-    valid = re.findall(r"valid: \d+ samples .* (\S+/valid)(?:\.bin)?$", log, re.M)  # the split's path ends the line
+    valid = re.findall(r"valid: \d+ samples .* (\S+/valid)(?:\.bin)?$", log.text, re.M)  # the split's path ends it
     assert valid and set(valid) == {f"{sharded}/shard0/valid"}, valid
-    assert len(re.findall(r"\| valid on 'valid' subset \|", log)) == N + 1
+    assert len(log.valid) == N + 1
     # the last checkpoint points at the start of the next epoch, on the next shard round the list
     iterator = last_state(tmp_path / "ckpt")["extra_state"]["train_iterator"]
     assert (iterator["epoch"], iterator["iterations_in_epoch"]) == (N + 2, 0)
@@ -330,22 +323,22 @@ def last_state(save: Path) -> dict:
 def test_resume_in_the_middle_of_a_shard_ends_where_an_uninterrupted_run_does(sharded, tmp_path):
     data = data_path(sharded)
     flags = ["--disable-validation"]
-    whole = fairseq_train(data, "hf_masked_lm", tmp_path / "whole", *flags, "--max-epoch", "4")
+    whole = train(data, "hf_masked_lm", tmp_path / "whole", *flags, "--max-epoch", "4")
     ends = epoch_end_updates(whole)
     total = ends[4]
     stop = ends[1] + (ends[2] - ends[1]) // 2  # in the middle of epoch 2, which reads shard1
     assert ends[1] < stop < ends[2]
 
-    first = fairseq_train(data, "hf_masked_lm", tmp_path / "split", *flags, "--max-update", str(stop))
-    assert shards_read(first)[-1] == (2, 1)
+    first = train(data, "hf_masked_lm", tmp_path / "split", *flags, "--max-update", str(stop))
+    assert shards_read(first.text)[-1] == (2, 1)
     state = last_state(tmp_path / "split")
     assert state["optimizer_history"][-1]["num_updates"] == stop
     assert state["extra_state"]["train_iterator"]["epoch"] == 2
     assert state["extra_state"]["train_iterator"]["iterations_in_epoch"] == stop - ends[1]
 
-    second = fairseq_train(data, "hf_masked_lm", tmp_path / "split", *flags, "--max-update", str(total))
-    assert f"(epoch 2 @ {stop} updates)" in second
-    assert shards_read(second)[:3] == [(2, 1), (3, 2), (4, 0)]  # the same shard first, then on around the list
+    second = train(data, "hf_masked_lm", tmp_path / "split", *flags, "--max-update", str(total))
+    assert f"(epoch 2 @ {stop} updates)" in second.text
+    assert shards_read(second.text)[:3] == [(2, 1), (3, 2), (4, 0)]  # the same shard first, then on around the list
     assert epoch_end_updates(second) == {e: u for e, u in ends.items() if e >= 2}
 
     resumed, uninterrupted = last_state(tmp_path / "split"), last_state(tmp_path / "whole")
@@ -359,9 +352,9 @@ def test_resume_in_the_middle_of_a_shard_ends_where_an_uninterrupted_run_does(sh
 def test_fairseq_train_names_both_shards_of_a_tokenizer_mismatch_in_one_line(sharded, unigram_dir, text, tmp_path):
     other = tmp_path / "other"
     binarize(unigram_dir, text, other)
-    proc = run_train(f"{sharded}/shard0:{other}", "hf_masked_lm", tmp_path / "ckpt", "--max-epoch", "2")
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
+    log = train(f"{sharded}/shard0:{other}", "hf_masked_lm", tmp_path / "ckpt", "--max-epoch", "2", check=False)
+    assert log.returncode != 0 and "Traceback" not in log.text, log.text[-3000:]
+    last = log.text.strip().splitlines()[-1]
     assert last.startswith(f"fairseq-train: error: {other} was binarized with a different tokenizer than "
                            f"{sharded}/shard0: "), last
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())  # stopped before training
@@ -376,7 +369,7 @@ def test_pretrain_bart_script_with_shards(tmp_path):
     tiny = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
             "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2",
             "--decoder-attention-heads", "2", "--cpu", "--num-workers", "0", "--log-interval", "1",
-            "--max-source-positions", "64", "--max-target-positions", "64"]
+            "--max-source-positions", "64", "--max-target-positions", "64", *JSON_LOG]
     env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
                RAW=str(tmp_path / "books"), WORK=str(tmp_path / "run"), VOCAB="300", TOKENS_PER_SAMPLE="64",
                MAX_TOKENS="1024", UPDATE_FREQ="1", MAX_UPDATE="24", WARMUP="1", PRECISION="", SHARDS="2",
@@ -388,4 +381,4 @@ def test_pretrain_bart_script_with_shards(tmp_path):
     assert f"data path for fairseq-train: {data_bin}/shard0:{data_bin}/shard1" in log
     read = shards_read(log)
     assert len(read) >= 3 and read == [(e, (e - 1) % 2) for e in range(1, len(read) + 1)]  # round the list
-    assert "num_updates=24" in log.replace(" ", "") and (tmp_path / "run" / "hf-model" / "config.json").is_file()
+    assert TrainLog.parse(log).updates[-1] == 24 and (tmp_path / "run" / "hf-model" / "config.json").is_file()

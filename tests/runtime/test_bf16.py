@@ -10,9 +10,7 @@ too) while the Adam moments are float32 (FP16Optimizer's float32 master copy); a
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -21,12 +19,14 @@ import torch
 from fairseq.data import Dictionary
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import REPO, run_cli
+from conftest import run_cli
 from fairseq_ext.criterions.cross_entropy_with_accuracy import CrossEntropyWithAccuracy
 from fairseq_ext.criterions.masked_lm_with_accuracy import MaskedLMWithAccuracy, MaskedLMWithAccuracyConfig
 from fairseq_ext.runtime import precision
+from fairseq_ext.serialization import safe_torch_load
 from support.code_data import make_code_dataset
 from support.tiny import RUNS
+from support.training import fairseq_train
 
 # --- unit: the --bf16 / --tpu untangling -------------------------------------------------------------
 
@@ -182,32 +182,28 @@ def test_bf16_trains_on_cpu_and_exports(task_name, text_data, tmp_path, bpe_dir)
     if task_name == "code_mlm":
         data = tmp_path / "code"
         make_code_dataset(data, bpe_dir)
-    args = [str(data), "--user-dir", "fairseq_ext", "--task", task_name, *RUNS[task_name], "--bf16", "--cpu",
-            "--tokens-per-sample", "64", "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "1024",
-            "--max-update", "20", "--num-workers", "0", "--log-format", "simple", "--log-interval", "5",
-            "--save-dir", str(tmp_path / "ckpt"), "--no-epoch-checkpoints", "--seed", "1"]
-    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args], capture_output=True, text=True,
-                          cwd=REPO, env=dict(os.environ))
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
+    run = fairseq_train(data, "--user-dir", "fairseq_ext", "--task", task_name, *RUNS[task_name], "--bf16", "--cpu",
+                        "--tokens-per-sample", "64", "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "1024",
+                        "--max-update", "20", "--num-workers", "0", "--log-interval", "5",
+                        "--save-dir", tmp_path / "ckpt", "--no-epoch-checkpoints", "--seed", "1", console_script=False)
+    log = run.text
     assert "--bf16: training in torch.bfloat16 on cpu, not on a TPU" in log
     assert "'tpu': False" in log  # the config fairseq-train prints
     rest = log.replace("not on a TPU (pass --tpu for a TPU)", "").replace("'tpu': False", "").replace("tpu=False", "")
     rest = rest.replace("devices (GPUs/TPUs)", "")  # fairseq's fixed wording
     tpu = re.search(r"\btpus?\b|\bxla|_xla", rest, re.I)  # TPU, torch_xla; not outpu(t)
     assert tpu is None, rest[max(0, tpu.start() - 80): tpu.end() + 40]
-    losses = [float(x) for x in re.findall(r"train_inner \|.*? loss=([\d.]+)", log)]
+    losses = run.train_losses
     assert len(losses) >= 3 and losses[-1] < losses[0], losses
-    valid = [ln for ln in log.splitlines() if "| valid |" in ln]
-    assert valid and "| accuracy " in valid[-1]
+    assert run.valid and "accuracy" in run.valid[-1]
 
-    assert not re.search(r"train_inner \|.*loss_scale", log)  # bf16: FP16Optimizer without a loss scaler
+    assert not any("loss_scale" in r for r in run.of("train_inner"))  # bf16: FP16Optimizer without a loss scaler
 
     # fairseq saves weights as float32 (utils.move_to_cpu); every value being exactly a bfloat16 shows the
     # model held bf16 parameters while it trained, and so computed bf16 activations. The Adam moments
     # belong to FP16Optimizer's float32 master copy: float32 values that bf16 cannot hold.
     checkpoint = tmp_path / "ckpt" / "checkpoint_last.pt"
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = safe_torch_load(checkpoint, map_location="cpu")
     weights = torch.cat([v.flatten() for v in state["model"].values() if v.is_floating_point()])
     assert weights.numel() > 10_000 and torch.equal(weights.to(torch.bfloat16).float(), weights)
     moments = torch.cat([s["exp_avg"].flatten() for s in state["last_optimizer_state"]["state"].values()])

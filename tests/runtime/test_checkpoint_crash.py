@@ -28,7 +28,8 @@ from fairseq_ext.runtime.checkpoint_files import (
     choose_checkpoint,
     remove_temporaries,
 )
-from fairseq_ext.serialization import CheckpointRefusedError
+from fairseq_ext.serialization import CheckpointRefusedError, safe_torch_load
+from support.training import JSON_LOG, TrainLog
 
 
 def state(updates: int) -> dict:
@@ -65,7 +66,7 @@ def test_install_patches_fairseq_once():
 def test_atomic_save_replaces_whole_or_not_at_all(tmp_path):
     path = tmp_path / "checkpoint_last.pt"
     atomic_torch_save(state(2), path)
-    assert torch.load(path)["optimizer_history"][0]["num_updates"] == 2
+    assert safe_torch_load(path, map_location="cpu")["optimizer_history"][0]["num_updates"] == 2
 
     class Interrupted(Exception):
         pass
@@ -76,7 +77,7 @@ def test_atomic_save_replaces_whole_or_not_at_all(tmp_path):
 
     with pytest.raises(Interrupted):
         atomic_torch_save({"model": {"w": torch.zeros(10_000)}, "x": Exploding()}, path)
-    assert torch.load(path)["optimizer_history"][0]["num_updates"] == 2  # the old file, intact
+    assert safe_torch_load(path, map_location="cpu")["optimizer_history"][0]["num_updates"] == 2  # the old file, intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.pt"]  # no temporary left
 
 
@@ -216,7 +217,7 @@ def train_command(data: Path, save_dir: Path) -> list[str]:
             "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2",
             "--tokens-per-sample", "64", "--criterion", "masked_lm_with_accuracy", "--optimizer", "adam",
             "--lr", "1e-3", "--max-tokens", "512", "--max-update", str(MAX_UPDATE), "--cpu", "--num-workers", "0",
-            "--save-interval-updates", "2", "--keep-interval-updates", "3", "--log-format", "simple",
+            "--save-interval-updates", "2", "--keep-interval-updates", "3", *JSON_LOG,
             "--log-interval", "1", "--save-dir", str(save_dir), "--seed", "1"]
 
 
@@ -236,7 +237,7 @@ def run_and_maybe_kill(cmd: list[str], log: Path, save_dir: Path, mode: str, arg
     trained_at = saving_at = None
     while proc.poll() is None:
         text = log.read_text()
-        if trained_at is None and "num_updates=" in text:
+        if trained_at is None and TrainLog.parse(text).updates:
             trained_at = time.monotonic()
         if mode == "random" and trained_at is not None and time.monotonic() - trained_at >= arg:
             break
@@ -252,7 +253,7 @@ def run_and_maybe_kill(cmd: list[str], log: Path, save_dir: Path, mode: str, arg
 
 
 def updates_in(path: Path) -> int:
-    return torch.load(path, weights_only=False)["optimizer_history"][-1]["num_updates"]
+    return safe_torch_load(path, map_location="cpu")["optimizer_history"][-1]["num_updates"]
 
 
 @pytest.mark.slow
@@ -277,7 +278,7 @@ def test_kill_9_at_random_moments_always_ends_at_max_update(mlm_data, tmp_path):
         rc, during_save = run_and_maybe_kill(cmd, log, save_dir, mode, arg)
         logs.append(log.read_text())
         assert rc in (0, -signal.SIGKILL), f"run {len(logs) - 1} ({mode}) failed with {rc}:\n{logs[-1][-3000:]}"
-        logged = re.findall(r"num_updates=(\d+)", logs[-1])[-1:]
+        logged = TrainLog.parse(logs[-1]).updates[-1:]
         print(f"run {len(logs) - 1}: {mode} {arg} -> rc {rc}, killed mid-save: {during_save}, {logged} updates")
         kills_during_save += rc == -signal.SIGKILL and during_save
         if mode == "save" and not during_save and retries < 3:  # the poll missed the write: once more

@@ -21,8 +21,10 @@ from conftest import BIN, REPO, run_cli
 from fairseq_ext.errors import UserError
 from fairseq_ext.runtime import launch as distributed
 from fairseq_ext.runtime.launch import Launch, apply_launch, detect_launch
+from fairseq_ext.serialization import safe_torch_load
 from support.code_data import make_code_dataset
 from support.tiny import RUNS
+from support.training import JSON_LOG, TrainLog, fairseq_train
 
 # --- which launcher started this process -----------------------------------------------------------------
 
@@ -98,7 +100,7 @@ def test_cpu_uses_gloo_and_spawns_only_without_a_launcher(monkeypatch):
 
 MAX_UPDATE = 4
 COMMON = ["--cpu", "--tokens-per-sample", "64", "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "512",
-          "--num-workers", "0", "--log-format", "simple", "--log-interval", "1", "--no-epoch-checkpoints",
+          "--num-workers", "0", "--log-interval", "1", "--no-epoch-checkpoints",
           "--seed", "1", "--dropout", "0"]  # no dropout: ranks draw other masks than one process does
 NO_ATTENTION_DROPOUT = {"hf_masked_lm": ["--attention-dropout", "0"], "hf_denoising": ["--attention-dropout", "0"]}
 
@@ -111,25 +113,23 @@ def data(text_data, tmp_path_factory, bpe_dir):  # noqa: F811  (the fixture impo
 
 
 def train(launcher: list[str], task: str, data_dir: Path, save_dir: Path, *flags: str,
-          user_dir: str = "fairseq_ext") -> str:
+          user_dir: str = "fairseq_ext") -> TrainLog:
     env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")}
-    cmd = [*launcher, str(BIN / "fairseq-train"), str(data_dir), "--user-dir", user_dir, "--task", task,
-           *RUNS[task], *COMMON, *NO_ATTENTION_DROPOUT.get(task, []), "--save-dir", str(save_dir), *flags]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
-    return log
+    return fairseq_train(data_dir, "--user-dir", user_dir, "--task", task, *RUNS[task], *COMMON,
+                         *NO_ATTENTION_DROPOUT.get(task, []), "--save-dir", save_dir, *flags, launcher=launcher,
+                         env=env, timeout=300)
 
 
 TORCHRUN = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2"]  # --standalone: a free port
 
 
-def losses(log: str) -> list[str]:
-    return re.findall(r"train_inner \|.*? loss=([\d.]+).*?num_updates=(\d+)", log)
+def losses(log: TrainLog) -> list[tuple[str, str]]:
+    """(loss, num_updates) of every update, as logged: equal strings are equal figures."""
+    return [(r["loss"], r["num_updates"]) for r in log.of("train_inner")]
 
 
 def weights(save_dir: Path) -> dict:
-    return torch.load(save_dir / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    return safe_torch_load(save_dir / "checkpoint_last.pt", map_location="cpu")
 
 
 def assert_same_training(single: Path, ranks: Path, updates: int) -> None:
@@ -154,9 +154,9 @@ def single(data, tmp_path_factory):
 @pytest.mark.parametrize("task", list(RUNS))
 def test_torchrun_two_cpu_ranks_match_one_process(task, data, single, tmp_path):
     log = train(TORCHRUN, task, data[task], tmp_path, "--max-update", str(MAX_UPDATE))
-    assert "torchrun: 2 processes, CPU, rendezvous env://" in log
-    assert "training on 2 devices" in log and "initialized host" in log and "as rank 1" in log
-    assert log.count("done training") == 1  # one training of 2 ranks, not 2 trainings of one
+    assert "torchrun: 2 processes, CPU, rendezvous env://" in log.text
+    assert "training on 2 devices" in log.text and "initialized host" in log.text and "as rank 1" in log.text
+    assert log.text.count("done training") == 1  # one training of 2 ranks, not 2 trainings of one
     single_dir, single_log = single[task]
     assert losses(log) == losses(single_log) and len(losses(log)) == MAX_UPDATE
     assert_same_training(single_dir, tmp_path, MAX_UPDATE)
@@ -167,7 +167,7 @@ def test_fairseq_spawn_on_cpu_with_the_installed_package(data, single, tmp_path)
     user_dir = run_cli("user-dir").stdout.strip()  # the installed package, not the checkout's relative path
     log = train([], "hf_masked_lm", data["hf_masked_lm"], tmp_path, "--distributed-world-size", "2",
                 "--max-update", str(MAX_UPDATE), user_dir=user_dir)
-    assert "spawning 2 processes on CPU (gloo)" in log and "training on 2 devices" in log
+    assert "spawning 2 processes on CPU (gloo)" in log.text and "training on 2 devices" in log.text
     assert losses(log) == losses(single["hf_masked_lm"][1])
     assert_same_training(single["hf_masked_lm"][0], tmp_path, MAX_UPDATE)
 
@@ -175,11 +175,11 @@ def test_fairseq_spawn_on_cpu_with_the_installed_package(data, single, tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     cmd = [str(BIN / "fairseq-train"), str(data["hf_masked_lm"]), "--user-dir", user_dir, "--task", "hf_masked_lm",
            *RUNS["hf_masked_lm"], *COMMON, "--save-dir", str(tmp_path), "--distributed-world-size", "2",
-           "--max-update", "100000"]
+           "--max-update", "100000", *JSON_LOG]
     with open(tmp_path / "log.txt", "w+") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         deadline = time.monotonic() + 240
-        while not re.search(r"num_updates=(\d\d+)", (tmp_path / "log.txt").read_text()):
+        while max(TrainLog.parse((tmp_path / "log.txt").read_text()).updates, default=0) < 10:
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "log.txt").read_text()[-3000:]
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
@@ -200,9 +200,9 @@ def test_two_ranks_resume_also_from_a_torn_checkpoint_last(data, single, tmp_pat
     last = resumed / "checkpoint_last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # torn, as by a kill during a copy
     log = train(TORCHRUN, task, data[task], resumed, *flags, "--max-update", str(MAX_UPDATE + 2))
-    assert re.search(rf"checkpoint_last\.pt: unreadable, .*; resuming from checkpoint_\d+_{MAX_UPDATE}\.pt", log)
+    assert re.search(rf"checkpoint_last\.pt: unreadable, .*; resuming from checkpoint_\d+_{MAX_UPDATE}\.pt", log.text)
     loaded = rf"[Ll]oaded checkpoint .*checkpoint_\d+_{MAX_UPDATE}\.pt \(epoch \d+ @ {MAX_UPDATE} updates\)"
-    assert re.search(loaded, log), log[-3000:]
+    assert re.search(loaded, log.text), log.text[-3000:]
 
     straight = tmp_path / "straight"
     train([], task, data[task], straight, *flags, "--update-freq", "2", "--max-update", str(MAX_UPDATE + 2))

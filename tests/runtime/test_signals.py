@@ -12,10 +12,11 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import REPO, binarized_documents
 from fairseq_ext.runtime import signals
+from fairseq_ext.serialization import safe_torch_load
+from support.training import JSON_LOG, TrainLog, parse_json_log
 
 SIGNALS_PY = REPO / "fairseq_ext" / "runtime" / "signals.py"
 LOAD_SIGNALS = (  # signals.py on its own, without importing fairseq (fast subprocesses)
@@ -23,7 +24,6 @@ LOAD_SIGNALS = (  # signals.py on its own, without importing fairseq (fast subpr
     f"spec = importlib.util.spec_from_file_location('signals_under_test', {str(SIGNALS_PY)!r})\n"
     "signals = importlib.util.module_from_spec(spec); spec.loader.exec_module(signals)\n"
 )
-UPDATE = re.compile(r"train_inner \| epoch (\d+):\s+(\d+) / (\d+) loss=([\d.]+).*?num_updates=(\d+)")
 
 
 def fake_scontrol(tmp_path: Path, rc: int = 0) -> dict[str, str]:
@@ -50,7 +50,7 @@ def train_command(data: Path, save_dir: Path, max_update: int, console_script: b
             "--encoder-layers", "1", "--encoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32",
             "--encoder-attention-heads", "2", "--tokens-per-sample", "64", "--criterion", "masked_lm_with_accuracy",
             "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "512", "--cpu", "--num-workers", str(workers),
-            "--log-format", "simple", "--log-interval", "1", "--save-dir", str(save_dir), "--no-epoch-checkpoints",
+            *JSON_LOG, "--log-interval", "1", "--save-dir", str(save_dir), "--no-epoch-checkpoints",
             "--disable-validation", "--seed", "1", "--max-update", str(max_update)]
 
 
@@ -74,8 +74,8 @@ def run_and_signal(command: list[str], sig: int, env: dict[str, str], after_upda
     try:
         for line in proc.stdout:
             lines.append(line)
-            match = UPDATE.search(line)
-            if not sent and match and int(match.group(5)) >= after_updates:
+            logged = dict(parse_json_log(line))  # {tag: figures} of a JSON progress line, else empty
+            if not sent and int(logged.get("train_inner", {}).get("num_updates", 0)) >= after_updates:
                 if group:
                     os.killpg(proc.pid, sig)
                 else:
@@ -86,13 +86,15 @@ def run_and_signal(command: list[str], sig: int, env: dict[str, str], after_upda
         watchdog.cancel()
 
 
-def updates(log: str) -> list[tuple[int, int, int, str, int]]:
-    """(epoch, batch in epoch, batches in epoch, loss, num_updates) of every train_inner line."""
-    return [(int(e), int(i), int(n), loss, int(u)) for e, i, n, loss, u in UPDATE.findall(log)]
+def updates(log: str) -> list[tuple[int, str, str, int]]:
+    """(epoch, position, loss, num_updates) of every logged update; the position is fairseq's ``update`` figure,
+    epoch - 1 + (batch in epoch) / (batches in epoch): equal positions in runs on the same data are the same batch."""
+    return [(int(r["epoch"]), r["update"], r["loss"], int(r["num_updates"]))
+            for r in TrainLog.parse(log).of("train_inner")]
 
 
 def saved_state(path: Path) -> tuple[int, dict]:
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by this test
+    state = safe_torch_load(path, map_location="cpu")  # our own file, written by this test
     return state["optimizer_history"][-1]["num_updates"], state["extra_state"]["train_iterator"]
 
 
@@ -107,10 +109,11 @@ def test_sigterm_saves_exits_0_and_resumes_at_that_update_and_batch(data, tmp_pa
     stopped = int(stop.group(1))
     assert stop.group(2) == str(tmp_path / "ckpt" / "checkpoint_last.pt")
     # with --log-interval 1 every update is logged before its boundary, so the last logged one is the saved one
-    epoch, batch, batches, _loss, last = updates(log)[-1]
+    epoch, position, _loss, last = updates(log)[-1]
     assert stopped == last and 3 <= stopped < 10**6
     saved_updates, itr = saved_state(tmp_path / "ckpt" / "checkpoint_last.pt")
-    assert saved_updates == stopped and (itr["epoch"], itr["iterations_in_epoch"]) == (epoch, batch)
+    batch = itr["iterations_in_epoch"]
+    assert saved_updates == stopped and itr["epoch"] == epoch and batch >= 1
     assert not (tmp_path / "scontrol.calls").exists() and "requeue" not in log
 
     # the same command with --max-update K: resumes at that update and batch, ends at K
@@ -120,17 +123,18 @@ def test_sigterm_saves_exits_0_and_resumes_at_that_update_and_batch(data, tmp_pa
     assert re.search(rf"Loaded checkpoint \S+checkpoint_last\.pt \(epoch {epoch} @ {stopped} updates\)", resumed)
     steps = updates(resumed)
     assert [u for *_rest, u in steps] == list(range(stopped + 1, target + 1))
-    if batch < batches:  # mid-epoch: the next batch of the same epoch (else the first of the next one)
-        assert steps[0][:2] == (epoch, batch + 1)
-    else:
-        assert steps[0][:2] == (epoch + 1, 1)
     assert f"num_updates: {target} >= max_update: {target}" in resumed
-    assert saved_state(tmp_path / "ckpt" / "checkpoint_last.pt")[0] == target
+    resumed_updates, resumed_at = saved_state(tmp_path / "ckpt" / "checkpoint_last.pt")
+    assert resumed_updates == target
 
-    # and trains exactly as a run that was never stopped (same batches, same masks, same optimizer state)
+    # and trains exactly as a run that was never stopped (same batches, same masks, same optimizer state): the
+    # same epoch and position in it, and the same loss, at every update; it ends at the same point of the data
     rc, straight = run(train_command(data, tmp_path / "straight", target), {})
     assert rc == 0, straight[-3000:]
-    assert updates(straight)[stopped:] == steps
+    never_stopped = updates(straight)
+    assert never_stopped[stopped - 1][:2] == (epoch, position)  # where the stopped run was when it saved
+    assert never_stopped[stopped:] == steps
+    assert saved_state(tmp_path / "straight" / "checkpoint_last.pt")[1] == resumed_at
 
 
 @pytest.mark.slow

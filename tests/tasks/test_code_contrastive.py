@@ -5,7 +5,6 @@ keep their mask, bad settings are one line."""
 
 from __future__ import annotations
 
-import re
 import types
 
 import numpy as np
@@ -17,6 +16,7 @@ from conftest import CONTRASTIVE_ARGS
 from fairseq_ext.criterions.ranking import chance_metrics
 from fairseq_ext.data.pair_dataset import side_tokens
 from fairseq_ext.errors import UserError
+from fairseq_ext.serialization import safe_torch_load
 from fairseq_ext.tasks.code_contrastive import _trim
 from support.tensorboard import scalars
 
@@ -29,23 +29,21 @@ def build(pairs, *extra: str):
     return task, task.build_model(args), task.build_criterion(args)
 
 
-def valid_lines(log: str) -> list[dict]:
-    return [dict(re.findall(r"\| (mrr|recall@1|recall@10|pool|num_updates) ([\d.]+)", line))
-            for line in log.splitlines() if "valid on 'valid' subset" in line]
+RETRIEVAL_FIGURES = {"mrr", "recall@1", "recall@10", "pool", "num_updates"}
 
 
 @pytest.mark.slow
 def test_training_beats_chance_and_the_untrained_model_on_the_held_out_pool(contrastive_checkpoint):
     run = contrastive_checkpoint
-    lines = valid_lines(run.log)
-    assert lines and all(set(line) == {"mrr", "recall@1", "recall@10", "pool", "num_updates"} for line in lines)
+    lines = run.log.valid
+    assert lines and all(RETRIEVAL_FIGURES <= line.keys() for line in lines), lines
     pool = int(lines[-1]["pool"])
     assert pool > 200  # every held-out pair, not a batch
     assert [int(line["num_updates"]) for line in lines] == [50, 100, 150]
     chance = chance_metrics(pool)
     best = max(float(line["mrr"]) for line in lines)
     assert best > 3 * chance["mrr"], (best, chance)  # measured: 0.089 against 0.023
-    state = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+    state = safe_torch_load(run.checkpoint, map_location="cpu")
     recorded = state["task_state"]["retrieval"]
     assert recorded["pairs"] == pool and abs(recorded["mrr"] - best) < 1e-4  # the best checkpoint's figures
     assert float(state["extra_state"]["best"]) == pytest.approx(best, abs=1e-4)  # --best-checkpoint-metric mrr
@@ -136,16 +134,17 @@ def test_a_one_tower_checkpoint_continues_with_separate_towers(contrastive_check
 @pytest.mark.slow
 def test_two_torchrun_ranks_gather_keys_validate_and_save(two_tower_run):
     log = two_tower_run.log
-    steps = re.findall(r"train_inner \|.*? candidates=([\d.]+).*? bsz=([\d.]+)", log)
+    steps = [(r["candidates"], r["bsz"]) for r in log.of("train_inner")]
     assert len(steps) == 4
     first_candidates, first_bsz = map(float, steps[0])
     # bsz counts both ranks' pairs; were keys not gathered, a query would see only its rank's (a weighted mean
     # of the two local batch sizes, below bsz)
     assert first_candidates == first_bsz
     assert float(steps[-1][0]) > first_candidates  # the queue fills
-    lines = valid_lines(log)
-    assert lines and int(lines[-1]["pool"]) > 200  # the whole pool, embedded half by each rank
-    state = torch.load(two_tower_run.save_dir / "checkpoint_best.pt", map_location="cpu", weights_only=False)
+    lines = log.valid
+    # the whole pool, embedded half by each rank
+    assert lines and RETRIEVAL_FIGURES <= lines[-1].keys() and int(lines[-1]["pool"]) > 200
+    state = safe_torch_load(two_tower_run.save_dir / "checkpoint_best.pt", map_location="cpu")
     assert any(k.startswith("key_encoder.") for k in state["model"])
 
 

@@ -4,15 +4,12 @@ tokenizers without bos or mask, errors, and end-to-end fairseq-train runs."""
 from __future__ import annotations
 
 import logging
-import os
-import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from fairseq.tasks import TASK_REGISTRY
 
 from conftest import REPO
 from fairseq_ext.data.arrow_dataset import CodeDataError
@@ -20,10 +17,7 @@ from fairseq_ext.tasks.code_mlm import CodeMLMConfig, CodeMLMTask
 from fairseq_ext.vocab.tokenizer import TokenizerError
 from support.code_data import SPLITS, STDLIB, make_code_dataset
 from support.tiny import T5
-
-
-def test_registry_key_resolves_to_our_class():
-    assert TASK_REGISTRY["code_mlm"] is CodeMLMTask
+from support.training import fairseq_train
 
 
 @pytest.fixture(scope="module")
@@ -173,21 +167,16 @@ ROBERTA = ["--arch", "roberta_small", "--encoder-layers", "1", "--encoder-embed-
            "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2"]
 
 
-def train(data, tmp_path, *flags, arch=ROBERTA):
-    args = [str(data), "--user-dir", "fairseq_ext", "--task", "code_mlm", *arch, "--tokens-per-sample", "64",
-            "--criterion", "masked_lm_with_accuracy",
-            "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "1024", "--max-update", "30", "--cpu",
-            "--log-format", "simple", "--log-interval", "10", "--save-dir", str(tmp_path / "ckpt"),
-            "--no-epoch-checkpoints", "--seed", "1", *flags]
-    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args], capture_output=True, text=True,
-                          cwd=REPO, env=dict(os.environ))
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
-    losses = [float(x) for x in re.findall(r"train_inner \|.*? loss=([\d.]+)", log)]
+def train(data, tmp_path, *flags, arch=ROBERTA) -> str:
+    run = fairseq_train(data, "--user-dir", "fairseq_ext", "--task", "code_mlm", *arch, "--tokens-per-sample", "64",
+                        "--criterion", "masked_lm_with_accuracy",
+                        "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "1024", "--max-update", "30", "--cpu",
+                        "--log-interval", "10", "--save-dir", tmp_path / "ckpt",
+                        "--no-epoch-checkpoints", "--seed", "1", *flags, console_script=False)
+    losses = run.train_losses
     assert len(losses) >= 3 and losses[-1] < losses[0], losses
-    valid = [ln for ln in log.splitlines() if "| valid |" in ln]
-    assert valid and "| accuracy " in valid[-1]
-    return log
+    assert run.valid and "accuracy" in run.valid[-1]
+    return run.text
 
 
 @pytest.mark.slow

@@ -9,23 +9,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from fairseq.criterions import CRITERION_REGISTRY
-from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY, MODEL_REGISTRY
-from fairseq.tasks import TASK_REGISTRY
 
 from conftest import REPO, binarized_documents, make_text, run_cli
-from fairseq_ext.criterions.masked_lm_with_accuracy import MaskedLMWithAccuracy
-from fairseq_ext.models.bert import BertModel, bert_large_architecture
-from fairseq_ext.models.roberta import roberta_small_architecture
 from fairseq_ext.tasks.hf_masked_lm import HFMaskedLMConfig, HFMaskedLMTask
-
-
-def test_registry_keys_resolve_to_our_classes():
-    assert TASK_REGISTRY["hf_masked_lm"] is HFMaskedLMTask
-    assert CRITERION_REGISTRY["masked_lm_with_accuracy"] is MaskedLMWithAccuracy
-    assert ARCH_CONFIG_REGISTRY["roberta_small"] is roberta_small_architecture
-    assert MODEL_REGISTRY["hf_bert"] is BertModel and ARCH_MODEL_REGISTRY["hf_bert_base"] is BertModel
-    assert ARCH_CONFIG_REGISTRY["hf_bert_large"] is bert_large_architecture
+from support.training import JSON_LOG, TrainLog, fairseq_train
 
 
 @pytest.fixture(scope="module")
@@ -105,21 +92,17 @@ def test_masked_share(data):
 
 @pytest.mark.slow
 def test_roberta_trains_with_accuracy(data, tmp_path):
-    args = [str(data), "--user-dir", "fairseq_ext", "--task", "hf_masked_lm", "--arch", "roberta_small",
-            "--encoder-layers", "1", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
-            "--encoder-attention-heads", "2", "--tokens-per-sample", "64", "--criterion", "masked_lm_with_accuracy",
-            "--mask-unit", "word", "--short-seq-prob", "0.1", "--sample-break-mode", "complete",
-            "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "1024", "--max-update", "30", "--cpu",
-            "--num-workers", "0", "--log-format", "simple", "--log-interval", "10", "--save-dir",
-            str(tmp_path / "ckpt"), "--no-epoch-checkpoints", "--seed", "1"]
-    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args], capture_output=True, text=True,
-                          cwd=REPO, env=dict(os.environ))
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
-    losses = [float(x) for x in __import__("re").findall(r"train_inner \|.*? loss=([\d.]+)", log)]
+    run = fairseq_train(data, "--user-dir", "fairseq_ext", "--task", "hf_masked_lm", "--arch", "roberta_small",
+                        "--encoder-layers", "1", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+                        "--encoder-attention-heads", "2", "--tokens-per-sample", "64",
+                        "--criterion", "masked_lm_with_accuracy",
+                        "--mask-unit", "word", "--short-seq-prob", "0.1", "--sample-break-mode", "complete",
+                        "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "1024", "--max-update", "30", "--cpu",
+                        "--num-workers", "0", "--log-interval", "10", "--save-dir", tmp_path / "ckpt",
+                        "--no-epoch-checkpoints", "--seed", "1", console_script=False)
+    losses = run.train_losses
     assert len(losses) >= 3 and losses[-1] < losses[0]
-    valid = [ln for ln in log.splitlines() if "| valid |" in ln]
-    assert valid and "| accuracy " in valid[-1]
+    assert run.valid and "accuracy" in run.valid[-1]
 
     # export: RoBERTa by default (where it came from), BERT on request; both give fairseq's MLM logits
     from fairseq import checkpoint_utils
@@ -153,7 +136,7 @@ def test_pretrain_roberta_script_runs_the_whole_recipe(tmp_path):
     text = "\n".join(ln + ("\n" if i % 5 == 4 else "") for i, ln in enumerate(lines)) + "\n"
     (tmp_path / "corpus" / "text.txt").write_text(text, encoding="utf-8")
     tiny = ["--encoder-layers", "1", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
-            "--encoder-attention-heads", "2", "--cpu", "--num-workers", "0", "--log-interval", "1"]
+            "--encoder-attention-heads", "2", "--cpu", "--num-workers", "0", "--log-interval", "1", *JSON_LOG]
     env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
                RAW=str(tmp_path / "corpus"), WORK=str(tmp_path / "run"), VOCAB="400",
                TOKENS_PER_SAMPLE="64", MASK_UNIT="word", MAX_TOKENS="1024", UPDATE_FREQ="1", MAX_UPDATE="6",
@@ -162,7 +145,8 @@ def test_pretrain_roberta_script_runs_the_whole_recipe(tmp_path):
                           env=env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    assert "num_updates=6" in log.replace(" ", "") and "| accuracy " in log
+    run = TrainLog.parse(log)
+    assert run.updates[-1] == 6 and any("accuracy" in r for r in run.of("train") + run.valid)
     assert "exported roberta" in log and "parity: max |logit difference|" in log
     model = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "run" / "hf-model"))
     assert type(model).__name__ == "RobertaForMaskedLM" and model.config.vocab_size == 400
