@@ -158,6 +158,13 @@ def test_every_page_is_run_in_a_stated_order_and_linked_from_the_readme():
     assert linked == set(PAGES[1:])
 
 
+def test_the_command_reference_has_an_example_of_every_verb():
+    from fairseq_ext.cli.main import VERBS
+
+    examples = {c.split()[1] for b, c, _why in plan() if b.page == "docs/commands.md" and c.startswith("fairseq-ext ")}
+    assert examples == set(VERBS)
+
+
 def heading_anchors(page: str) -> set[str]:
     """The anchors GitHub gives a page's headings (lower case, punctuation dropped, spaces -> '-')."""
     anchors, fenced = set(), False
