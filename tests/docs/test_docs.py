@@ -15,7 +15,8 @@ Conventions of the pages relied on:
   `` # ...`` is a comment, each other line is one command;
 * a trailing ``...`` means "and the rest of your flags": ``FILL`` supplies them per command;
 * an example that writes (``-o``) where an earlier one already wrote, without ``--overwrite``, is an
-  alternative to it: it runs in a side directory that links everything else;
+  alternative to it: it runs in a side directory that links everything else (so does the command
+  reference's repeat of a recipe's command);
 * blocks without a language tag are not code and hold no command.
 """
 
@@ -285,6 +286,8 @@ def test_documented_code_blocks_run(tmp_path, bert_dir, spm_model):
                  "my-roberta-as-bert/config.json", "bart-start/model_args.txt", "checkpoints-domain/checkpoint_last.pt",
                  "bert-start/checkpoint.pt", "checkpoints-bert/checkpoint_last.pt", "code-data/dataset_dict.json",
                  "code-data/train.idx", "my-code-t5/model.safetensors", "t5-start/checkpoint.pt",
-                 "my-code-t5-continued/config.json"):
+                 "my-code-t5-continued/config.json", "tok-t5/tokenizer.json", "data-shards/shard2/train.idx",
+                 "ckpt-shards/checkpoint_last.pt", "data-bin-classic/train.bin", "code-search-st/modules.json",
+                 "eval.json"):
         assert (root / path).exists(), path
     assert len(ran) >= 15
