@@ -10,6 +10,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from fairseq_ext.cli.main import VERBS, build_parser
+from support.docs import PAGES, page_text
 
 
 @pytest.mark.parametrize("verb", sorted(VERBS))
@@ -30,10 +31,10 @@ def test_user_dir_points_at_the_package():
     assert (path / "__init__.py").exists() and path.name == "fairseq_ext"
 
 
-def test_readme_commands_parse():
-    """Every `fairseq-ext ...` line in the README uses verbs and flags that exist."""
+def test_documented_commands_parse():
+    """Every `fairseq-ext ...` line in the README and in docs/ uses verbs and flags that exist."""
     parser = build_parser()
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    text = "\n".join(page_text(page) for page in PAGES)
     commands = [m.group(1) for m in re.finditer(r"^\s*fairseq-ext (.+?)\s*(?:\\)?$", text, re.M)]
     assert len(commands) >= 5
     for cmd in commands:

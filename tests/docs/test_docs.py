@@ -1,18 +1,22 @@
-"""The README's code blocks, run as written (as x-transformers' ``test_readme`` does).
+"""The code blocks of the README and of every page in docs/, run as written (as x-transformers'
+``test_readme`` does).
 
 Every fenced ```bash block is split into commands and every ```python block is a script; each one is
-run, in README order, in one working directory that stands for the repository root (it links
-``fairseq_ext/`` and ``scripts/``) and holds small inputs under the names the README uses (``books/``,
-``tweets.txt``, ``my-bert`` ...). Commands are changed only by the explicit run-size overrides below
-(fewer updates, a tiny model, CPU); a command the README changes so that an override no longer applies
-fails here. A command not run is listed in ``NOT_RUN`` with the reason, so a new block cannot escape.
+run, page after page in the order of ``support.docs.PAGES`` (the README first) and in page order within
+a page, in one working directory that stands for the repository root (it links ``fairseq_ext/`` and
+``scripts/``) and holds small inputs under the names the pages use (``books/``, ``tweets.txt``,
+``my-bert`` ...). Commands are changed only by the explicit run-size overrides below (fewer updates, a
+tiny model, CPU); a command a page changes so that an override no longer applies fails here. A command
+not run is listed in ``NOT_RUN`` with the reason, so a new block cannot escape; a page in docs/ that
+``PAGES`` does not list fails here too.
 
-README conventions relied on:
+Conventions of the pages relied on:
 * commands are written to run from the repository root; a line ending in ``\\`` continues the command,
   `` # ...`` is a comment, each other line is one command;
 * a trailing ``...`` means "and the rest of your flags": ``FILL`` supplies them per command;
 * an example that writes (``-o``) where an earlier one already wrote, without ``--overwrite``, is an
-  alternative to it: it runs in a side directory that links everything else;
+  alternative to it: it runs in a side directory that links everything else (so does the command
+  reference's repeat of a recipe's command);
 * blocks without a language tag are not code and hold no command.
 """
 
@@ -23,17 +27,16 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, make_text
+from support.docs import PAGES, Block, block_commands, doc_blocks, page_text
 
-README = REPO / "README.md"
 BIN = Path(sys.executable).parent
 
-# Commands not run, by prefix, and why. A prefix that matches no README command is an error (stale).
+# Commands not run, by prefix, and why. A prefix that matches no documented command is an error (stale).
 NOT_RUN = {
     "bash scripts/demo.sh": "sets up a virtualenv and runs the ~9 minute demo; tests/e2e/test_demo.py runs "
                             "`fairseq-ext demo` shrunk",
@@ -41,6 +44,8 @@ NOT_RUN = {
     "fairseq-ext demo": "minutes of training; tests/e2e/test_demo.py runs the same verb with fewer updates",
     "HF_MODEL=path/to/bert-large-uncased": "tests/e2e/test_continue_pretraining_e2e.py runs "
                                            "scripts/continue_pretraining.sh on a tiny BERT",
+    "pip install": "installs into the environment running the tests; tests/test_install.py installs torch, "
+                   "then `pip install -e` the repository, in a fresh virtualenv",
 }
 
 # Run-size overrides. SET: the flag must be in the command and gets this value; DROP: removed where
@@ -79,43 +84,6 @@ FILL = {
 CODE_PACKAGES = ("json", "html", "http", "urllib", "email")  # src/: one project per stdlib package
 
 
-@dataclass
-class Block:
-    lang: str
-    line: int  # 1-based line of the opening fence
-    text: str
-
-
-def readme_blocks(text: str) -> list[Block]:
-    blocks, lang, start, body = [], None, 0, []
-    for n, line in enumerate(text.splitlines(), 1):
-        fence = re.match(r"^\s*```\s*(\S*)", line)
-        if fence and lang is None:
-            lang, start, body = fence.group(1).lower(), n, []
-        elif fence:
-            blocks.append(Block(lang, start, "\n".join(body)))
-            lang = None
-        elif lang is not None:
-            body.append(line)
-    assert lang is None, f"README.md:{start}: unclosed code fence"
-    return blocks
-
-
-def block_commands(block: Block) -> list[str]:
-    """One string per command: continuation lines joined, comments and blank lines dropped."""
-    commands, pending = [], ""
-    for line in block.text.splitlines():
-        line = re.sub(r"(^|\s)#\s.*$", "", line).rstrip()
-        if line.endswith("\\"):
-            pending += line[:-1].strip() + " "
-            continue
-        command = (pending + line.strip()).strip()
-        pending = ""
-        if command:
-            commands.append(command)
-    return commands
-
-
 def _set_flag(command: str, flag: str, value: str) -> str:
     pattern = rf"(?<=\s){re.escape(flag)}(?:\s+|=)\S+"
     assert re.search(pattern, command), f"override {flag} no longer applies to: {command}"
@@ -152,23 +120,23 @@ def not_run_reason(command: str) -> str | None:
 
 
 def plan() -> list[tuple[Block, str, str | None]]:
-    """(block, command or script, reason not run) for every block, in README order."""
+    """(block, command or script, reason not run) for every block, in the order of PAGES."""
     steps = []
-    for block in readme_blocks(README.read_text(encoding="utf-8")):
+    for block in doc_blocks():
         if block.lang in ("bash", "sh", "shell", "console"):
             steps += [(block, c, not_run_reason(c)) for c in block_commands(block)]
         elif block.lang == "python":
             steps.append((block, block.text, None))
         else:
-            assert block.lang in ("", "text"), f"README.md:{block.line}: no rule for ```{block.lang} blocks"
+            assert block.lang in ("", "text"), f"{block.where}: no rule for ```{block.lang} blocks"
             first_words = {ln.split()[0] for ln in block.text.splitlines() if ln.strip()}
             assert not first_words & {"fairseq-ext", "fairseq-train", "fairseq-hydra-train", "bash", "python",
-                                      "pip", "sbatch"}, f"README.md:{block.line}: commands in an untagged block"
+                                      "pip", "sbatch"}, f"{block.where}: commands in an untagged block"
     return steps
 
 
 def test_every_block_is_run_or_listed_with_a_reason():
-    """Quick (no training): the plan covers the README, the skip list is not stale, overrides apply."""
+    """Quick (no training): the plan covers the pages, the skip list is not stale, overrides apply."""
     steps = plan()
     assert sum(1 for _b, _c, why in steps if why is None) >= 15
     for prefix in NOT_RUN:
@@ -183,7 +151,52 @@ def test_every_block_is_run_or_listed_with_a_reason():
         assert re.search(r"(--max-update 2|optimization.max_update=4)\b", command), command
 
 
-# Inputs the README names, made small here (the README's own commands make everything else).
+def test_every_page_is_run_in_a_stated_order_and_linked_from_the_readme():
+    """A page in docs/ that PAGES does not list would never run; the README is where a reader starts."""
+    assert PAGES[0] == "README.md" and len(set(PAGES)) == len(PAGES)
+    assert set(PAGES[1:]) == {f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")}
+    linked = set(re.findall(r"\]\((docs/[^)#\s]+)", page_text("README.md")))
+    assert linked == set(PAGES[1:])
+
+
+def test_the_command_reference_has_an_example_of_every_verb():
+    from fairseq_ext.cli.main import VERBS
+
+    examples = {c.split()[1] for b, c, _why in plan() if b.page == "docs/commands.md" and c.startswith("fairseq-ext ")}
+    assert examples == set(VERBS)
+
+
+def heading_anchors(page: str) -> set[str]:
+    """The anchors GitHub gives a page's headings (lower case, punctuation dropped, spaces -> '-')."""
+    anchors, fenced = set(), False
+    for line in page_text(page).splitlines():
+        if re.match(r"^\s*```", line):
+            fenced = not fenced
+        elif not fenced and (heading := re.match(r"^#{1,6}\s+(.*?)\s*$", line)):
+            slug = re.sub(r"[^\w\- ]", "", heading.group(1).lower()).replace(" ", "-")
+            anchors.add(next(f"{slug}-{n}" if n else slug for n in range(100)
+                             if (f"{slug}-{n}" if n else slug) not in anchors))
+    return anchors
+
+
+def test_links_between_pages_resolve():
+    """Every relative link names a file of the repository, and its #anchor a heading of that page."""
+    checked = 0
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page_text(page)):
+            if re.match(r"^[a-z]+:", target):
+                continue  # https:, mailto:
+            path, _, anchor = target.partition("#")
+            resolved = (REPO / page).parent / path if path else REPO / page
+            assert resolved.resolve().is_relative_to(REPO) and resolved.exists(), f"{page}: no such file: {target}"
+            if anchor:
+                rel = resolved.resolve().relative_to(REPO).as_posix()
+                assert anchor in heading_anchors(rel), f"{page}: no heading #{anchor} in {rel}"
+            checked += 1
+    assert checked >= 20
+
+
+# Inputs the pages name, made small here (the pages' own commands make everything else).
 def make_inputs(root: Path, bert_dir: Path, spm_model: Path) -> None:
     import sysconfig
 
@@ -226,7 +239,7 @@ def make_inputs(root: Path, bert_dir: Path, spm_model: Path) -> None:
         shutil.copytree(stdlib / pkg, root / "src" / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "my-t5").mkdir()
     t5_dir(root / "my-t5", spm_model, "gated-gelu", T5ForConditionalGeneration)
-    for name in ("fairseq_ext", "scripts"):  # the repository root, as the README's commands expect
+    for name in ("fairseq_ext", "scripts"):  # the repository root, as the pages' commands expect
         (root / name).symlink_to(REPO / name)
 
 
@@ -246,7 +259,7 @@ def side_directory(root: Path, output: str) -> Path:
 
 
 @pytest.mark.slow
-def test_readme_code_blocks_run(tmp_path, bert_dir, spm_model):
+def test_documented_code_blocks_run(tmp_path, bert_dir, spm_model):
     root = tmp_path / "repo"
     root.mkdir()
     make_inputs(root, bert_dir, spm_model)
@@ -256,23 +269,25 @@ def test_readme_code_blocks_run(tmp_path, bert_dir, spm_model):
         if why is not None:
             continue
         if block.lang == "python":
-            argv, cwd, shown = [sys.executable, "-c", command], root, f"python block at README.md:{block.line}"
+            argv, cwd, shown = [sys.executable, "-c", command], root, f"python block at {block.where}"
         else:
             command = runnable(command)
             output = output_of(command)
             alternative = output and (root / output).exists() and "--overwrite" not in command.split()
             cwd = side_directory(root, output) if alternative else root
-            argv, shown = ["bash", "-c", "set -euo pipefail\n" + command], f"README.md:{block.line}: {command}"
+            argv, shown = ["bash", "-c", "set -euo pipefail\n" + command], f"{block.where}: {command}"
         proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
         log = (proc.stdout + proc.stderr)[-3000:]
         assert proc.returncode == 0, f"{shown}\nfailed with exit {proc.returncode}:\n{log}"
         ran.append(shown)
-    # what the run made, checked where the README promises it
+    # what the run made, checked where the pages promise it
     for path in ("data/prepare.json", "tok/tokenizer.json", "data-bin/train.bin", "checkpoints/checkpoint_best.pt",
                  "checkpoints-mlm/checkpoint_last.pt", "my-bart/model.safetensors", "my-roberta/config.json",
                  "my-roberta-as-bert/config.json", "bart-start/model_args.txt", "checkpoints-domain/checkpoint_last.pt",
                  "bert-start/checkpoint.pt", "checkpoints-bert/checkpoint_last.pt", "code-data/dataset_dict.json",
                  "code-data/train.idx", "my-code-t5/model.safetensors", "t5-start/checkpoint.pt",
-                 "my-code-t5-continued/config.json"):
+                 "my-code-t5-continued/config.json", "tok-t5/tokenizer.json", "data-shards/shard2/train.idx",
+                 "ckpt-shards/checkpoint_last.pt", "data-bin-classic/train.bin", "code-search-st/modules.json",
+                 "eval.json"):
         assert (root / path).exists(), path
     assert len(ran) >= 15
