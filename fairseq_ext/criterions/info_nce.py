@@ -34,13 +34,13 @@ from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
+from fairseq_ext.criterions.ranking import RETRIEVAL_KEYS
 from fairseq_ext.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 SIMILARITIES = ChoiceEnum(["cosine", "dot"])
 MAX_LOGIT_SCALE = 100.0  # CLIP's cap: a temperature never below 0.01
-RETRIEVAL_KEYS = ("mrr", "recall@1", "recall@10")
 
 
 @dataclass

@@ -35,8 +35,7 @@ import torch.distributed as dist
 from fairseq.tasks import register_task
 from omegaconf import MISSING
 
-from fairseq_ext.criterions.info_nce import RETRIEVAL_KEYS
-from fairseq_ext.criterions.ranking import embedding_rank_counts, metrics_from_counts
+from fairseq_ext.criterions.ranking import RETRIEVAL_KEYS, embedding_rank_counts, metrics_from_counts
 from fairseq_ext.data.arrow_dataset import CodeDataError, is_arrow_dataset_dir
 from fairseq_ext.data.pair_dataset import PairDataset
 from fairseq_ext.errors import UserError
@@ -44,15 +43,18 @@ from fairseq_ext.tasks.base import TokenizerDataConfig, TokenizerDataTask
 
 logger = logging.getLogger(__name__)
 
+MAX_QUERY_TOKENS, MAX_KEY_TOKENS = 128, 256  # the side limits' defaults (eval-retrieval's too, when unrecorded)
+
 
 @dataclass
 class CodeContrastiveConfig(TokenizerDataConfig):
     data: str = field(default=MISSING, metadata={
         "help": "pairs directory made by `fairseq-ext code-pairs`"})
-    max_query_tokens: int = field(default=128, metadata={
+    max_query_tokens: int = field(default=MAX_QUERY_TOKENS, metadata={
         "help": "longest query side, bos/eos included (a longer one is cut: a span query keeps a window around "
         "its mask, others their start)"})
-    max_key_tokens: int = field(default=256, metadata={"help": "longest key side, bos/eos included (cut at the end)"})
+    max_key_tokens: int = field(default=MAX_KEY_TOKENS, metadata={
+        "help": "longest key side, bos/eos included (cut at the end)"})
     grad_cache_chunk: int = field(default=0, metadata={
         "help": "gradient caching: embed and back-propagate the batch this many pairs at a time, with the loss "
         "and gradients of the whole batch (memory of a chunk, batches of thousands); 0: off"})
