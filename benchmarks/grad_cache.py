@@ -2,10 +2,11 @@
 
 Builds (docstring, code) pairs from the standard-library packages of this Python
 (``write_builtin_code``, a byte-level BPE trained on them, ``code-pairs --kind
-docstring``), then measures one optimizer step -- the task's ``train_step``
-(forward and backward through a small ``t5_encoder`` and ``--criterion info_nce``,
-symmetric, in-batch negatives) and Adam's update -- at each batch size, plain and
-with ``--grad-cache-chunk``, each configuration in a fresh process:
+docstring``), then measures one optimizer step -- the task's ``train_step`` (fairseq's
+own: forward and backward through a small ``t5_encoder`` and ``--criterion info_nce``,
+symmetric, in-batch negatives; with ``--grad-cache-chunk`` the criterion caches and the
+backward replays the chunks) and Adam's update -- at each batch size, plain and with
+``--grad-cache-chunk``, each configuration in a fresh process:
 
   memory   CPU: the process's peak RSS (``ru_maxrss``) and how much the timed steps
            added to the high-water mark reached after building the model and the

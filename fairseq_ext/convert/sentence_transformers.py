@@ -26,8 +26,8 @@ import torch
 from fairseq_ext.convert.common import TOLERANCE, ConversionError
 from fairseq_ext.convert.family import PooledEmbedding
 from fairseq_ext.convert.settings import section, task_data_dir
+from fairseq_ext.criterions.info_nce import MAX_LOGIT_SCALE  # the cap on 1 / temperature: never below 0.01
 
-MAX_LOGIT_SCALE = 100.0  # info_nce's cap on 1 / temperature (CLIP's): a learned temperature is never below 0.01
 ST_POOLING = {"mean": "mean", "first": "cls"}  # fairseq --pooling -> sentence-transformers' pooling_mode
 # texts to check with when the checkpoint's pairs directory is gone: a query and code of different lengths
 FALLBACK_TEXTS = (

@@ -17,9 +17,16 @@ and hands each worker the part that belongs to its own keys: with it, N workers 
 gradients of one worker on the union of their batches (``tests/criterions/test_info_nce.py`` checks it with two
 processes).
 
+Large batches at constant memory (``--grad-cache-chunk N``, a setting of the task that this criterion
+reads): the batch is embedded N pairs at a time without autograd, the loss is computed on all the
+embeddings at once (every pair a negative for every other), and fairseq's ordinary backward replays
+each chunk with autograd and the same dropout masks (:mod:`fairseq_ext.criterions.grad_cache`). Loss
+and gradients equal the uncached computation's; activation memory is that of N pairs.
+
 Logged: ``loss`` (bits, as fairseq's criteria), ``accuracy`` (queries whose positive scores highest
 among all candidates), ``candidates`` (keys each query is ranked against), ``temperature``; in
-validation also ``mrr``, ``recall@1``, ``recall@10`` over the whole held-out pool (see
+validation also ``mrr``, ``recall@1``, ``recall@10`` over the whole held-out pool: the task embeds the
+pool, :meth:`InfoNCECriterion.pool_figures` scores it as the loss does (see
 :class:`~fairseq_ext.tasks.code_contrastive.CodeContrastiveTask`).
 """
 
@@ -33,14 +40,16 @@ import torch.nn.functional as F
 from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from omegaconf import II
 
+from fairseq_ext.criterions.grad_cache import cached_embeddings
+from fairseq_ext.criterions.ranking import RETRIEVAL_KEYS, embedding_rank_counts, metrics_from_counts
 from fairseq_ext.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 SIMILARITIES = ChoiceEnum(["cosine", "dot"])
 MAX_LOGIT_SCALE = 100.0  # CLIP's cap: a temperature never below 0.01
-RETRIEVAL_KEYS = ("mrr", "recall@1", "recall@10")
 
 
 @dataclass
@@ -56,6 +65,9 @@ class InfoNCEConfig(FairseqDataclass):
     queue_size: int = field(default=0, metadata={
         "help": "keep the keys of recent steps (detached, all workers') as extra negatives, up to this many; "
         "0: in-batch negatives only"})
+    # --grad-cache-chunk stays a task setting (task.grad_cache_chunk, where commands, hydra configs and
+    # checkpoints have it); the criterion, which does the caching, reads it
+    grad_cache_chunk: int = II("task.grad_cache_chunk")
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -83,14 +95,18 @@ class _GatherWithGrad(torch.autograd.Function):
 @register_criterion("info_nce", dataclass=InfoNCEConfig)
 class InfoNCECriterion(FairseqCriterion):
     def __init__(self, task, temperature=0.05, learn_temperature=False, similarity="cosine", symmetric=False,
-                 queue_size=0):
+                 queue_size=0, grad_cache_chunk=0):
         super().__init__(task)
         if not temperature > 0:
             raise UserError(f"--temperature (criterion.temperature) must be positive, got {temperature}")
         if queue_size < 0:
             raise UserError(f"--queue-size (criterion.queue_size) must be 0 (none) or positive, got {queue_size}")
+        if grad_cache_chunk < 0:
+            raise UserError(f"--grad-cache-chunk (task.grad_cache_chunk) must be 0 (off) or positive, "
+                            f"got {grad_cache_chunk}")
         self.temperature, self.learn_temperature = float(temperature), bool(learn_temperature)
         self.similarity, self.symmetric, self.queue_size = str(similarity), bool(symmetric), int(queue_size)
+        self.grad_cache_chunk = int(grad_cache_chunk)
         if self.learn_temperature:
             self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1.0 / self.temperature)))
         self.queue = None  # (Q, D) recent keys, newest first; not saved: it refills within a few steps
@@ -130,12 +146,10 @@ class InfoNCECriterion(FairseqCriterion):
         sizes = [int(s) for s in sizes]
         return _GatherWithGrad.apply(x, group, sizes), sum(sizes[: dist.get_rank(group)])
 
-    def forward(self, model, sample, reduce=True, embeddings=None):
-        """embeddings: (queries, keys) already computed (gradient caching: see the task's train_step)."""
-        if embeddings is None:
-            embeddings = model(**sample["net_input"])
-        loss, n_correct, candidates = self.contrastive_loss(*embeddings)
-        n = embeddings[0].size(0)
+    def forward(self, model, sample, reduce=True):
+        queries, keys = self.embed(model, sample["net_input"])
+        loss, n_correct, candidates = self.contrastive_loss(queries, keys)
+        n = queries.size(0)
         logging_output = {
             "loss": loss.data, "sample_size": n, "nsentences": sample["nsentences"], "ntokens": sample["ntokens"],
             "n_correct": n_correct, "candidates": candidates * n,
@@ -144,11 +158,26 @@ class InfoNCECriterion(FairseqCriterion):
             logging_output["temperature"] = self.current_temperature() * n
         return loss, n, logging_output
 
+    def embed(self, model, net_input: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D) queries and keys; with --grad-cache-chunk, cached when training on a batch of more pairs."""
+        queries, keys = net_input["query_tokens"], net_input["key_tokens"]
+        chunk = self.grad_cache_chunk
+        if 0 < chunk < queries.size(0) and torch.is_grad_enabled():
+            return cached_embeddings(model, queries, keys, chunk, self.padding_idx)
+        return model(query_tokens=queries, key_tokens=keys)
+
+    def comparable(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> float32 rows whose dot products are the scores: L2-normalised for cosine similarity."""
+        x = embeddings.float()
+        return F.normalize(x, dim=-1) if self.similarity == "cosine" else x
+
+    def pool_figures(self, queries: torch.Tensor, keys: torch.Tensor) -> dict[str, float]:
+        """MRR and Recall@k (``RETRIEVAL_KEYS``) of (N, D) queries against all N keys, scored as the loss scores."""
+        return metrics_from_counts(*embedding_rank_counts(self.comparable(queries).cpu(), self.comparable(keys).cpu()))
+
     def contrastive_loss(self, queries: torch.Tensor, keys: torch.Tensor):
         """(summed loss of this worker's queries, how many ranked their key first, candidates per query)."""
-        q, k = queries.float(), keys.float()
-        if self.similarity == "cosine":
-            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        q, k = self.comparable(queries), self.comparable(keys)
         all_keys, offset = self.gather(k)
         candidates = all_keys
         if self.training and self.queue_size and self.queue is not None:

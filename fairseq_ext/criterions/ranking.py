@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 DEFAULT_KS = (1, 10)
+RETRIEVAL_KEYS = ("mrr", *(f"recall@{k}" for k in DEFAULT_KS))  # the figures of metrics_from_counts: validation logs
 
 
 def rank_counts(scores: torch.Tensor, first: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,7 +39,8 @@ def embedding_rank_counts(query_emb: torch.Tensor, key_emb: torch.Tensor, block:
 
 
 def metrics_from_counts(greater: torch.Tensor, ties: torch.Tensor, ks=DEFAULT_KS) -> dict[str, float]:
-    """{"mrr", "recall@1", "recall@10"} (fractions in [0, 1], expected over a random order of ties)."""
+    """{"mrr", "recall@1", "recall@10"} (``RETRIEVAL_KEYS`` with the default ``ks``; fractions in [0, 1],
+    expected over a random order of ties)."""
     g, t = greater.double(), ties.double()
     if g.numel() == 0:
         return {"mrr": 0.0, **{f"recall@{k}": 0.0 for k in ks}}

@@ -71,10 +71,10 @@ def search(work: Path, queries: list[str], top: int = TOP) -> SearchResult:
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(work / "contrastive" / "checkpoint_best.pt")], arg_overrides={"data": str(pairs)})
     model = models[0].eval()
+    criterion = task.build_criterion(cfg.criterion)  # scores as training scored (info_nce: cosine or dot)
     for split in ("train", "valid"):
         task.load_dataset(split)
-    held = task.pool_retrieval(model, task.dataset("valid"))
-    cosine = getattr(cfg.criterion, "similarity", "cosine") == "cosine"
+    held = task.pool_retrieval(model, task.dataset("valid"), criterion)
     d = task.dictionary
     _tok, _symbols, encoder = load_line_encoder(pairs, 1 << 20)
     flat, lengths, _ = encoder.encode(list(queries))
@@ -90,8 +90,7 @@ def search(work: Path, queries: list[str], top: int = TOP) -> SearchResult:
                 keys.append(model.embed(batch["net_input"]["key_tokens"], "key"))
             rows += [(split, i) for i in range(len(data))]
         k = torch.cat(keys)
-    if cosine:
-        q, k = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(k, dim=-1)
+    q, k = criterion.comparable(q), criterion.comparable(k)
     scores, best = (q @ k.T).topk(min(top, k.size(0)), dim=1)  # (queries, top)
     meta = _metadata(pairs)
     hits = {}

@@ -21,7 +21,6 @@ import torch
 from fairseq_ext.errors import UserError
 
 CONTRASTIVE_TASK = "code_contrastive"
-DEFAULT_MAX_QUERY_TOKENS, DEFAULT_MAX_KEY_TOKENS = 128, 256  # code_contrastive's defaults
 
 
 @dataclass
@@ -81,6 +80,7 @@ def _fairseq_checkpoint(path: Path, tok, tokenizer_path: Path, device: str) -> E
     from fairseq_ext.convert.checkpoint_io import build_fairseq_model, dictionary_for_rows, load_checkpoint
     from fairseq_ext.convert.registry import checkpoint_model_settings
     from fairseq_ext.convert.settings import section
+    from fairseq_ext.tasks.code_contrastive import MAX_KEY_TOKENS, MAX_QUERY_TOKENS
 
     state = load_checkpoint(path)  # safe loading: weights_only with fairseq's types allowed
     task = section(state, "task")
@@ -96,14 +96,15 @@ def _fairseq_checkpoint(path: Path, tok, tokenizer_path: Path, device: str) -> E
     similarity = str(section(state, "criterion").get("similarity") or "cosine")
     return EmbeddingModel(
         name=str(path), kind="fairseq checkpoint", module=module, similarity=similarity, dictionary=dictionary,
-        max_query_tokens=int(task.get("max_query_tokens") or DEFAULT_MAX_QUERY_TOKENS),
-        max_key_tokens=int(task.get("max_key_tokens") or DEFAULT_MAX_KEY_TOKENS),
+        max_query_tokens=int(task.get("max_query_tokens") or MAX_QUERY_TOKENS),
+        max_key_tokens=int(task.get("max_key_tokens") or MAX_KEY_TOKENS),
         separate_towers=bool(getattr(module, "separate_towers", False)),
         recorded=(state.get("task_state") or {}).get("retrieval"),
     )
 
 
 def _sentence_transformer(path: Path, tok, tokenizer_path: Path, device: str) -> EmbeddingModel:
+    from fairseq_ext.tasks.code_contrastive import MAX_KEY_TOKENS, MAX_QUERY_TOKENS
     from fairseq_ext.vocab.dictionary import TokenizerDictionary
     from fairseq_ext.vocab.identity import check_same_tokenizer
     from fairseq_ext.vocab.tokenizer import load_tokenizer
@@ -127,8 +128,7 @@ def _sentence_transformer(path: Path, tok, tokenizer_path: Path, device: str) ->
                               max_key_tokens=limits["max_key_tokens"],
                               limits_from="the training settings export-hf recorded (fairseq_ext_export.json)")
     return EmbeddingModel(name=str(path), kind="sentence-transformers", module=module, similarity=similarity,
-                          dictionary=dictionary, max_query_tokens=DEFAULT_MAX_QUERY_TOKENS,
-                          max_key_tokens=DEFAULT_MAX_KEY_TOKENS,
+                          dictionary=dictionary, max_query_tokens=MAX_QUERY_TOKENS, max_key_tokens=MAX_KEY_TOKENS,
                           limits_from="code_contrastive's defaults: give the model's training values with "
                           "--max-query-tokens/--max-key-tokens")
 

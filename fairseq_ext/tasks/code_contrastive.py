@@ -9,21 +9,18 @@ split by directory. Each side becomes model input by :func:`~fairseq_ext.data.pa
 The MLM head is kept as it is (frozen): no worker waits for gradients it never gets.
 
 Large batches at constant memory (``--grad-cache-chunk N``, the technique of sentence-transformers'
-CachedMultipleNegativesRankingLoss, from Gao et al.'s GradCache): the batch's embeddings are first
-computed without autograd, N pairs at a time; the loss and its gradient with respect to every
-embedding are computed on all of them at once (so every pair is a negative for every other); then
-each chunk is embedded again with autograd, dropout drawing the same masks as the first time (the
-random state is saved per chunk), and back-propagated with its part of those gradients. Loss and
-gradients equal the uncached computation's; activation memory is that of N pairs.
+CachedMultipleNegativesRankingLoss, from Gao et al.'s GradCache): a setting of this task, done by
+the loss (:mod:`fairseq_ext.criterions.grad_cache`) inside fairseq's own ``train_step``; loss and
+gradients equal the uncached computation's, activation memory is that of N pairs.
 
 Validation ranks every held-out query against every held-out key (the whole pool, not the batch) and
 logs ``mrr``, ``recall@1`` and ``recall@10`` (use ``--best-checkpoint-metric mrr
---maximize-best-checkpoint-metric``); workers embed a share of the pool each. The last figures go into
-the task's state, so every checkpoint written after a validation carries them (``export-hf`` puts
-them in the model card).
+--maximize-best-checkpoint-metric``): workers embed a share of the pool each, the criterion scores it
+as its loss scores pairs (:meth:`~fairseq_ext.criterions.info_nce.InfoNCECriterion.pool_figures`).
+The last figures go into the task's state, so every checkpoint written after a validation carries
+them (``export-hf`` puts them in the model card).
 """
 
-import contextlib
 import json
 import logging
 import os
@@ -35,8 +32,7 @@ import torch.distributed as dist
 from fairseq.tasks import register_task
 from omegaconf import MISSING
 
-from fairseq_ext.criterions.info_nce import RETRIEVAL_KEYS
-from fairseq_ext.criterions.ranking import embedding_rank_counts, metrics_from_counts
+from fairseq_ext.criterions.ranking import RETRIEVAL_KEYS
 from fairseq_ext.data.arrow_dataset import CodeDataError, is_arrow_dataset_dir
 from fairseq_ext.data.pair_dataset import PairDataset
 from fairseq_ext.errors import UserError
@@ -44,16 +40,19 @@ from fairseq_ext.tasks.base import TokenizerDataConfig, TokenizerDataTask
 
 logger = logging.getLogger(__name__)
 
+MAX_QUERY_TOKENS, MAX_KEY_TOKENS = 128, 256  # the side limits' defaults (eval-retrieval's too, when unrecorded)
+
 
 @dataclass
 class CodeContrastiveConfig(TokenizerDataConfig):
     data: str = field(default=MISSING, metadata={
         "help": "pairs directory made by `fairseq-ext code-pairs`"})
-    max_query_tokens: int = field(default=128, metadata={
+    max_query_tokens: int = field(default=MAX_QUERY_TOKENS, metadata={
         "help": "longest query side, bos/eos included (a longer one is cut: a span query keeps a window around "
         "its mask, others their start)"})
-    max_key_tokens: int = field(default=256, metadata={"help": "longest key side, bos/eos included (cut at the end)"})
-    grad_cache_chunk: int = field(default=0, metadata={
+    max_key_tokens: int = field(default=MAX_KEY_TOKENS, metadata={
+        "help": "longest key side, bos/eos included (cut at the end)"})
+    grad_cache_chunk: int = field(default=0, metadata={  # done by --criterion info_nce (its grad_cache_chunk)
         "help": "gradient caching: embed and back-propagate the batch this many pairs at a time, with the loss "
         "and gradients of the whole batch (memory of a chunk, batches of thousands); 0: off"})
     valid_block: int = field(default=64, metadata={
@@ -69,7 +68,6 @@ class CodeContrastiveTask(TokenizerDataTask):
     def __init__(self, cfg, dictionary):
         super().__init__(cfg, dictionary)
         self.mask = None  # the pairs directory's mask id (span queries), read in setup_task
-        self.similarity = "cosine"  # the criterion's, once built
         self.num_updates = 0  # recorded with validation figures
         self.retrieval = None  # the last validation's figures
         self._pool_pending = False  # the next valid step embeds the whole pool
@@ -79,9 +77,6 @@ class CodeContrastiveTask(TokenizerDataTask):
         for key in ("max_query_tokens", "max_key_tokens", "valid_block"):
             if getattr(cfg, key) < 3:
                 raise UserError(f"--{key.replace('_', '-')} (task.{key}) must be at least 3, got {getattr(cfg, key)}")
-        if cfg.grad_cache_chunk < 0:
-            raise UserError(f"--grad-cache-chunk (task.grad_cache_chunk) must be 0 (off) or positive, "
-                            f"got {cfg.grad_cache_chunk}")
         if not is_arrow_dataset_dir(cfg.data):
             raise CodeDataError(f"{cfg.data}: not a pairs directory (no dataset_dict.json; make one with "
                                 "`fairseq-ext code-pairs`)")
@@ -122,45 +117,9 @@ class CodeContrastiveTask(TokenizerDataTask):
                 p.requires_grad_(False)
         return model
 
-    # -- gradient caching -------------------------------------------------------------------------------------
-
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        self.num_updates = update_num + 1  # what this step's update makes it; recorded with validation figures
-        chunk = self.cfg.grad_cache_chunk
-        if chunk <= 0 or sample["nsentences"] <= chunk:
-            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
-        model.train()
-        model.set_num_updates(update_num)
-        queries, keys = sample["net_input"]["query_tokens"], sample["net_input"]["key_tokens"]
-        pad = self.dictionary.pad()
-        pieces = [(_trim(queries[i:i + chunk], pad), _trim(keys[i:i + chunk], pad))
-                  for i in range(0, queries.size(0), chunk)]
-        states, q_parts, k_parts = [], [], []
-        with torch.no_grad():
-            for q_tokens, k_tokens in pieces:
-                states.append(_RandomState())
-                q, k = model(query_tokens=q_tokens, key_tokens=k_tokens)
-                q_parts.append(q)
-                k_parts.append(k)
-        q_all = torch.cat(q_parts).detach().requires_grad_()
-        k_all = torch.cat(k_parts).detach().requires_grad_()
-        with torch.autograd.profiler.record_function("forward"):
-            loss, sample_size, logging_output = criterion(model, sample, embeddings=(q_all, k_all))
-        if ignore_grad:
-            loss *= 0
-        with torch.autograd.profiler.record_function("backward"):
-            optimizer.backward(loss)  # -> q_all.grad, k_all.grad (scaled as the loss is) and the temperature's
-            start = 0
-            for i, ((q_tokens, k_tokens), state) in enumerate(zip(pieces, states)):
-                n = q_tokens.size(0)
-                last = i == len(pieces) - 1
-                sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
-                with sync:
-                    state.restore()
-                    q, k = model(query_tokens=q_tokens, key_tokens=k_tokens)
-                    torch.autograd.backward([q, k], [q_all.grad[start:start + n], k_all.grad[start:start + n]])
-                start += n
-        return loss.detach(), sample_size, logging_output
+    def optimizer_step(self, optimizer, model, update_num):
+        super().optimizer_step(optimizer, model, update_num)
+        self.num_updates = update_num + 1  # what this update makes it; recorded with validation figures
 
     # -- validation over the whole pool ---------------------------------------------------------------------
 
@@ -172,14 +131,23 @@ class CodeContrastiveTask(TokenizerDataTask):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
         if self._pool_pending and "valid" in self.datasets:
             self._pool_pending = False
-            figures = self.pool_retrieval(model, self.datasets["valid"])
+            figures = self.pool_retrieval(model, self.datasets["valid"], criterion)
             logging_output.update({f"retrieval_{k}": figures[k] for k in RETRIEVAL_KEYS})
             logging_output.update({"retrieval_weight": 1, "retrieval_pool": figures["pairs"]})
         return loss, sample_size, logging_output
 
+    def pool_retrieval(self, model, dataset: PairDataset, criterion) -> dict:
+        """MRR and Recall@k of every query of ``dataset`` against every key, scored by ``criterion``
+        (``info_nce``: as its loss scores pairs); each worker embeds a share of the pool."""
+        queries, keys = self.embed_pool(model, dataset)
+        figures = criterion.pool_figures(queries, keys)
+        self.retrieval = {**figures, "pairs": len(dataset), "num_updates": self.num_updates}
+        return self.retrieval
+
     @torch.no_grad()
-    def pool_retrieval(self, model, dataset: PairDataset) -> dict:
-        """MRR and Recall@k of every query of ``dataset`` against every key; each worker embeds a share."""
+    def embed_pool(self, model, dataset: PairDataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, D) float32 embeddings of every query and every key of ``dataset``, in order, on every worker
+        (each embeds rows ``rank::world``)."""
         was_training = model.training
         model.eval()
         world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
@@ -197,17 +165,8 @@ class CodeContrastiveTask(TokenizerDataTask):
             q_parts = k_parts = [torch.zeros(0, dim, device=device)]
         q_mine, k_mine = torch.cat(q_parts), torch.cat(k_parts)
         queries, keys = _gather_strided(q_mine, len(dataset), world), _gather_strided(k_mine, len(dataset), world)
-        if self.similarity == "cosine":
-            queries, keys = torch.nn.functional.normalize(queries, dim=-1), torch.nn.functional.normalize(keys, dim=-1)
-        figures = metrics_from_counts(*embedding_rank_counts(queries.cpu(), keys.cpu()))
         model.train(was_training)
-        self.retrieval = {**figures, "pairs": len(dataset), "num_updates": self.num_updates}
-        return self.retrieval
-
-    def build_criterion(self, cfg, from_checkpoint=False):
-        criterion = super().build_criterion(cfg, from_checkpoint)
-        self.similarity = getattr(criterion, "similarity", "cosine")
-        return criterion
+        return queries, keys
 
     def state_dict(self):
         state = super().state_dict()
@@ -218,12 +177,6 @@ class CodeContrastiveTask(TokenizerDataTask):
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         self.retrieval = state_dict.get("retrieval")
-
-
-def _trim(tokens: torch.Tensor, pad: int) -> torch.Tensor:
-    """Drop the columns that are padding in every row of a chunk."""
-    used = tokens.ne(pad).any(0).nonzero()
-    return tokens[:, : int(used.max()) + 1] if used.numel() else tokens
 
 
 def _gather_strided(mine: torch.Tensor, total: int, world: int) -> torch.Tensor:
@@ -240,16 +193,3 @@ def _gather_strided(mine: torch.Tensor, total: int, world: int) -> torch.Tensor:
         n = len(range(r, total, world))
         out[r::world] = part[:n]
     return out
-
-
-class _RandomState:
-    """The random state dropout draws from (CPU, and the current CUDA device when there is one)."""
-
-    def __init__(self):
-        self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-
-    def restore(self) -> None:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state(self.cuda)

@@ -1,12 +1,14 @@
 """info_nce: the loss against a plain computation, and two CPU workers (gloo) against one worker on the
 union of their batches: the same summed loss and the same gradients, for every option that changes what
-is gathered (symmetric, queue, learned temperature, dot product), with batches of unequal size."""
+is gathered (symmetric, queue, learned temperature, dot product), with batches of unequal size, and with
+gradient caching under DistributedDataParallel (chunks replayed in the backward, all-reduced once)."""
 
 from __future__ import annotations
 
 import math
 import os
 import socket
+import types
 
 import pytest
 import torch
@@ -19,6 +21,8 @@ from fairseq_ext.errors import UserError
 
 DIM, FEATURES = 8, 6
 SIZES = (3, 5)  # pairs of worker 0 and worker 1: unequal, as batches by token budget are
+VOCAB, PAD = 20, 1
+TASK = types.SimpleNamespace(target_dictionary=types.SimpleNamespace(pad=lambda: PAD))
 
 
 class Towers(torch.nn.Module):
@@ -32,6 +36,40 @@ class Towers(torch.nn.Module):
 
     def forward(self, xq, xk):
         return torch.tanh(self.q(xq)), torch.tanh(self.k(xk))
+
+
+class TokenTowers(torch.nn.Module):
+    """Query and key towers over right-padded token ids (mean of the non-pad embeddings), as the criterion
+    calls a model: ``model(query_tokens=, key_tokens=)``; ``calls`` records whether autograd was on."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(VOCAB, FEATURES)
+        self.q = torch.nn.Linear(FEATURES, DIM)
+        self.k = torch.nn.Linear(FEATURES, DIM)
+        self.calls = []
+
+    def pool(self, tokens):
+        mask = tokens.ne(PAD).unsqueeze(-1).float()  # (B, T, 1)
+        return (self.embed(tokens) * mask).sum(1) / mask.sum(1)  # (B, FEATURES)
+
+    def forward(self, query_tokens, key_tokens):
+        self.calls.append(torch.is_grad_enabled())
+        return torch.tanh(self.q(self.pool(query_tokens))), torch.tanh(self.k(self.pool(key_tokens)))
+
+
+def token_batches(steps: int = 2):
+    """(queries, keys) of sum(SIZES) rows each, right-padded ids of 1 to 7 tokens."""
+    g = torch.Generator().manual_seed(2)
+    n = sum(SIZES)
+
+    def side():
+        ids = torch.randint(PAD + 1, VOCAB, (n, 7), generator=g)
+        lengths = torch.randint(1, 8, (n, 1), generator=g)
+        return ids.masked_fill(torch.arange(7) >= lengths, PAD)
+
+    return [(side(), side()) for _ in range(steps)]
 
 
 def batches(steps: int = 2):
@@ -65,6 +103,34 @@ def run(options: dict, rank: int = 0, world: int = 1) -> list[dict]:
     return out
 
 
+def run_forward(options: dict, rank: int = 0, world: int = 1) -> list[dict]:
+    """As :func:`run`, through the criterion's forward on token ids (gradient caching when ``options`` ask),
+    the towers wrapped in DistributedDataParallel when distributed; per step also the towers' calls."""
+    towers = TokenTowers()
+    model = torch.nn.parallel.DistributedDataParallel(towers) if world > 1 else towers
+    criterion = InfoNCECriterion(TASK, **options)
+    criterion.train()
+    lo = sum(SIZES[:rank]) if world > 1 else 0
+    hi = lo + SIZES[rank] if world > 1 else sum(SIZES)
+    out = []
+    for queries, keys in token_batches():
+        towers.zero_grad()
+        criterion.zero_grad()
+        towers.calls.clear()
+        sample = {"net_input": {"query_tokens": queries[lo:hi], "key_tokens": keys[lo:hi]}, "nsentences": hi - lo,
+                  "ntokens": int(queries[lo:hi].ne(PAD).sum() + keys[lo:hi].ne(PAD).sum())}
+        loss, n, log = criterion(model, sample)
+        loss.backward()
+        grads = {f"towers.{name}": p.grad * world for name, p in towers.named_parameters()}  # DDP averaged them
+        grads |= {name: p.grad.clone() for name, p in criterion.named_parameters()}
+        total = loss.detach().clone()
+        if world > 1:
+            for g in (total, *(grads[name] for name, _ in criterion.named_parameters())):
+                dist.all_reduce(g)
+        out.append({"loss": total, "grads": grads, "candidates": log["candidates"] // n, "calls": list(towers.calls)})
+    return out
+
+
 def _worker(rank: int, world: int, port: int, results: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -73,6 +139,9 @@ def _worker(rank: int, world: int, port: int, results: dict) -> None:
             steps = run(options, rank, world)
             if rank == 0:
                 results[name] = steps
+        steps = run_forward(CACHED, rank, world)
+        if rank == 0:
+            results["cached"] = steps
     finally:
         dist.destroy_process_group()
 
@@ -88,6 +157,7 @@ OPTIONS = {
     "dot, symmetric": {"similarity": "dot", "symmetric": True, "temperature": 0.5},
     "queue, learned temperature": {"queue_size": 6, "learn_temperature": True},
 }
+CACHED = {"grad_cache_chunk": 2, "symmetric": True, "queue_size": 6, "learn_temperature": True}
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +176,21 @@ def test_two_workers_equal_one_worker_on_the_union_batch(name, two_workers):
         assert a["candidates"] == b["candidates"], step  # every worker's keys (and the queue) are candidates
         assert torch.allclose(a["loss"], b["loss"], rtol=1e-5, atol=1e-6), (step, a["loss"], b["loss"])
         assert a["grads"].keys() == b["grads"].keys()
+        for key in a["grads"]:
+            assert a["grads"][key].abs().sum() > 0, key
+            assert torch.allclose(a["grads"][key], b["grads"][key], rtol=1e-4, atol=1e-6), (step, key)
+
+
+def test_two_workers_caching_gradients_under_ddp_equal_one_worker_on_the_union_batch(two_workers):
+    """Worker 0 caches 3 pairs in chunks of 2 and 1, worker 1 5 pairs in 2, 2, 1: each replays its chunks in
+    the backward (all but the last under no_sync) and the sum equals one uncached worker on all 8 pairs."""
+    one = run_forward({**CACHED, "grad_cache_chunk": 0})
+    two = two_workers["cached"]
+    for step, (a, b) in enumerate(zip(one, two)):
+        assert a["calls"] == [True] and b["calls"] == [False, False, True, True], step  # rank 0: 2 chunks
+        assert a["candidates"] == b["candidates"], step
+        assert torch.allclose(a["loss"], b["loss"], rtol=1e-5, atol=1e-6), (step, a["loss"], b["loss"])
+        assert a["grads"].keys() == b["grads"].keys() and "logit_scale" in a["grads"]
         for key in a["grads"]:
             assert a["grads"][key].abs().sum() > 0, key
             assert torch.allclose(a["grads"][key], b["grads"][key], rtol=1e-4, atol=1e-6), (step, key)

@@ -1,7 +1,7 @@
 """code_contrastive on the standard library's docstring pairs: training beats chance and the untrained model
-on held-out pairs (the whole pool), gradient caching equals the uncached computation on a batch of 1,024 pairs,
-a one-tower checkpoint continues with separate towers, two torchrun ranks train together, span queries
-keep their mask, bad settings are one line."""
+on held-out pairs (the whole pool), gradient caching equals the uncached computation on a batch of 1,024 pairs
+(inside fairseq's own train_step, with or without a loss scale), a one-tower checkpoint continues with
+separate towers, two torchrun ranks train together, span queries keep their mask, bad settings are one line."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ import numpy as np
 import pytest
 import torch
 from fairseq import options, tasks
+from fairseq.optim.dynamic_loss_scaler import DynamicLossScaler
+from fairseq.tasks import FairseqTask
 
 from conftest import CONTRASTIVE_ARGS
+from fairseq_ext.criterions.grad_cache import trim
 from fairseq_ext.criterions.ranking import chance_metrics
 from fairseq_ext.data.pair_dataset import side_tokens
 from fairseq_ext.errors import UserError
 from fairseq_ext.serialization import safe_torch_load
-from fairseq_ext.tasks.code_contrastive import _trim
+from fairseq_ext.tasks.code_contrastive import CodeContrastiveTask
 from support.tensorboard import scalars
 
 
@@ -30,6 +33,32 @@ def build(pairs, *extra: str):
 
 
 RETRIEVAL_FIGURES = {"mrr", "recall@1", "recall@10", "pool", "num_updates"}
+
+
+def gradients(model, criterion) -> dict[str, torch.Tensor]:
+    """Every gradient of the model and the criterion (the learned temperature), then zeroed."""
+    out = {n: p.grad.clone() for n, p in [*model.named_parameters(), *criterion.named_parameters()]
+           if p.grad is not None}
+    model.zero_grad()
+    criterion.zero_grad()
+    return out
+
+
+def uncached_step(model, criterion, sample, chunk: int, seed: int, loss_scale: float = 1.0):
+    """The chunks of a cached step embedded with autograd kept (memory of the whole batch), the criterion's
+    forward on their embeddings, one backward: (loss, sample size, candidates, gradients)."""
+    model.train()
+    torch.manual_seed(seed)
+    q, k = sample["net_input"]["query_tokens"], sample["net_input"]["key_tokens"]
+    parts = [model(query_tokens=trim(q[i:i + chunk], 1), key_tokens=trim(k[i:i + chunk], 1))
+             for i in range(0, q.size(0), chunk)]
+    embeddings = torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts])
+    size = criterion.grad_cache_chunk
+    criterion.grad_cache_chunk = 0  # the "model" below hands the criterion the embeddings made above
+    loss, n, log = criterion(lambda **_: embeddings, sample)
+    criterion.grad_cache_chunk = size
+    (loss * loss_scale).backward()
+    return loss.detach(), n, log["candidates"], gradients(model, criterion)
 
 
 @pytest.mark.slow
@@ -52,10 +81,10 @@ def test_training_beats_chance_and_the_untrained_model_on_the_held_out_pool(cont
     assert sorted(logged["mrr"]) == [50, 100, 150] and max(logged["mrr"].values()) == pytest.approx(best, abs=1e-4)
     assert {"recall_1", "recall_10", "loss"} <= logged.keys()  # tensorboardX writes '@' in a tag as '_'
     # the same measurement of an untrained model of the same shape: training, not bag-of-tokens overlap
-    task, untrained, _ = build(run.pairs)
+    task, untrained, criterion = build(run.pairs)
     task.load_dataset("valid")
     torch.manual_seed(1)
-    before = task.pool_retrieval(untrained, task.datasets["valid"])
+    before = task.pool_retrieval(untrained, task.datasets["valid"], criterion)
     assert before["pairs"] == pool and best > before["mrr"] + 0.02, (before, best)
     head = untrained.lm_head
     assert not head.dense.weight.requires_grad and head.weight.requires_grad  # frozen head, tied embeddings train
@@ -70,30 +99,15 @@ def test_gradient_caching_equals_the_uncached_computation_on_a_large_batch(code_
     optimizer = types.SimpleNamespace(backward=lambda loss: loss.backward())
     chunk = 100  # 11 chunks, the last one short
 
-    def gradients():
-        out = {n: p.grad.clone() for n, p in [*model.named_parameters(), *criterion.named_parameters()]
-               if p.grad is not None}
-        model.zero_grad()
-        criterion.zero_grad()
-        return out
-
     def cached(seed: int, size: int = chunk):
-        task.cfg.grad_cache_chunk = size
+        """fairseq's own train_step: the criterion caches, optimizer.backward(loss) replays the chunks."""
+        criterion.grad_cache_chunk = size
         torch.manual_seed(seed)
         loss, n, log = task.train_step(sample, model, criterion, optimizer, update_num=0)
-        return loss.detach(), n, log["candidates"], gradients()
+        return loss.detach(), n, log["candidates"], gradients(model, criterion)
 
     def uncached(seed: int):
-        """The same chunks embedded with autograd kept (memory of the whole batch), one backward."""
-        model.train()
-        torch.manual_seed(seed)
-        q, k = sample["net_input"]["query_tokens"], sample["net_input"]["key_tokens"]
-        parts = [model(query_tokens=_trim(q[i:i + chunk], 1), key_tokens=_trim(k[i:i + chunk], 1))
-                 for i in range(0, 1024, chunk)]
-        loss, n, log = criterion(model, sample, embeddings=(torch.cat([a for a, _ in parts]),
-                                                            torch.cat([b for _, b in parts])))
-        loss.backward()
-        return loss.detach(), n, log["candidates"], gradients()
+        return uncached_step(model, criterion, sample, chunk, seed)
 
     def same(a, b) -> None:
         assert a[1] == b[1] == 1024 and a[2] == b[2] == 1024 * 1024  # every key a candidate for every query
@@ -114,6 +128,42 @@ def test_gradient_caching_equals_the_uncached_computation_on_a_large_batch(code_
         elif isinstance(getattr(m, "dropout", None), float):  # attention: scaled_dot_product_attention's dropout_p
             m.dropout = 0.0
     same(cached(9), cached(9, size=0))
+
+
+def test_the_cached_step_is_fairseqs_own_train_step_and_follows_the_loss_scale(code_pairs_dir):
+    """The task leaves train_step to fairseq; the criterion's backward hook replays every chunk inside
+    optimizer.backward(loss), with the gradient as the optimizer scaled it: fp16's loss scale (grad_output
+    128) reaches every gradient, and a dummy batch (ignore_grad: loss *= 0) replays every chunk with zero
+    gradients (under DDP, every worker still takes part in the all-reduce)."""
+    assert "train_step" not in CodeContrastiveTask.__dict__ and CodeContrastiveTask.train_step is FairseqTask.train_step
+    task, model, criterion = build(code_pairs_dir, "--dropout", "0.1", "--max-query-tokens", "12",
+                                   "--max-key-tokens", "16", "--symmetric", "--separate-towers", "--grad-cache-chunk",
+                                   "10")
+    assert criterion.grad_cache_chunk == 10  # --grad-cache-chunk (task.grad_cache_chunk) reaches the criterion
+    task.load_dataset("train")
+    data = task.datasets["train"]
+    sample = data.collater([data[i] for i in range(64)])  # 7 chunks, the last one short
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+    scaler = DynamicLossScaler(init_scale=2.0 ** 7)
+    fp16 = types.SimpleNamespace(backward=lambda loss: scaler.scale(loss).backward())  # FP16Optimizer.backward
+
+    torch.manual_seed(5)
+    loss, n, _ = task.train_step(sample, model, criterion, fp16, update_num=0)
+    assert calls == [False] * 7 + [True] * 7  # embedded without autograd, then replayed by the backward
+    scaled = gradients(model, criterion)
+    reference = uncached_step(model, criterion, sample, 10, seed=5)
+    assert n == reference[1] == 64 and torch.allclose(loss, reference[0], rtol=1e-5)
+    assert scaled.keys() == reference[3].keys() and "logit_scale" in scaled
+    for name, grad in reference[3].items():
+        assert (scaled[name] - 128 * grad).abs().max() <= 1e-4 * 128 * grad.abs().max(), name
+    assert reference[3]["key_encoder.layers.0.ffn.wo.weight"].abs().max() > 0
+
+    calls.clear()
+    task.train_step(sample, model, criterion, fp16, update_num=0, ignore_grad=True)
+    assert calls == [False] * 7 + [True] * 7
+    dummy = gradients(model, criterion)
+    assert dummy.keys() == scaled.keys() and all(not g.any() for g in dummy.values())
 
 
 def test_a_one_tower_checkpoint_continues_with_separate_towers(contrastive_checkpoint):
