@@ -117,6 +117,14 @@ class CodeContrastiveTask(TokenizerDataTask):
                 p.requires_grad_(False)
         return model
 
+    def build_criterion(self, cfg, from_checkpoint=False):
+        criterion = super().build_criterion(cfg, from_checkpoint)
+        if self.cfg.grad_cache_chunk and not hasattr(criterion, "grad_cache_chunk"):  # only info_nce caches
+            name = getattr(cfg, "_name", None) or getattr(cfg, "criterion", None) or type(criterion).__name__
+            raise UserError(f"--grad-cache-chunk {self.cfg.grad_cache_chunk}: gradient caching is done by "
+                            f"--criterion info_nce, not {name}")
+        return criterion
+
     def optimizer_step(self, optimizer, model, update_num):
         super().optimizer_step(optimizer, model, update_num)
         self.num_updates = update_num + 1  # what this update makes it; recorded with validation figures

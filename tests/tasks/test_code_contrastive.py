@@ -223,3 +223,9 @@ def test_bad_settings_are_one_line(code_pairs_dir, tmp_path):
     task = tasks.setup_task(args)
     with pytest.raises(UserError, match=r"^--arch roberta_base: code_contrastive trains a t5_encoder model"):
         task.build_model(args)
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(code_pairs_dir), "--user-dir", "fairseq_ext", "--task", "code_contrastive", "--arch", "t5_encoder_small",
+        "--grad-cache-chunk", "8", "--criterion", "cross_entropy", "--cpu"])
+    with pytest.raises(UserError, match=r"^--grad-cache-chunk 8: gradient caching is done by --criterion info_nce, "
+                                        r"not cross_entropy$"):
+        tasks.setup_task(args).build_criterion(args)
