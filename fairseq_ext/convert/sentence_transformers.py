@@ -69,6 +69,15 @@ def is_contrastive(state: dict) -> bool:
     return "info_nce" in (crit.get("_name"), crit.get("criterion"))
 
 
+def trained_temperature(crit: dict, weights: dict | None) -> float | None:
+    """The temperature an ``info_nce`` criterion trained with: its learned ``logit_scale`` (log(1 / T), capped
+    as the criterion caps it at MAX_LOGIT_SCALE) with --learn-temperature, else --temperature."""
+    scale = (weights or {}).get("logit_scale")
+    if crit.get("learn_temperature") and scale is not None:
+        return max(math.exp(-float(torch.as_tensor(scale).reshape(-1)[0])), 1 / MAX_LOGIT_SCALE)
+    return float(crit["temperature"]) if crit.get("temperature") is not None else None
+
+
 def embedding_info(state: dict, positions: int, pooled: PooledEmbedding, tower: str, separate: bool,
                    tok, dictionary) -> EmbeddingInfo:
     """The embedding's settings from the checkpoint: pooler, criterion (similarity, temperature), task, validation."""
@@ -77,10 +86,7 @@ def embedding_info(state: dict, positions: int, pooled: PooledEmbedding, tower: 
     contrastive = is_contrastive(state)
     similarity = str(crit["similarity"]) if contrastive and crit.get("similarity") is not None else None
     learned = bool(crit.get("learn_temperature")) if contrastive else False
-    temperature = float(crit["temperature"]) if contrastive and crit.get("temperature") is not None else None
-    scale = (state.get("criterion") or {}).get("logit_scale")
-    if learned and scale is not None:  # logit_scale = log(1 / T); the criterion caps 1 / T at MAX_LOGIT_SCALE
-        temperature = max(math.exp(-float(torch.as_tensor(scale).reshape(-1)[0])), 1 / MAX_LOGIT_SCALE)
+    temperature = trained_temperature(crit, state.get("criterion")) if contrastive else None
     why = ("the pooler normalises (--pooler-normalize)" if pooled.normalize else
            "the criterion scores by cosine similarity, which normalises both sides" if similarity == "cosine" else "")
     dense = None if pooled.dense is None else (int(pooled.dense.shape[1]), int(pooled.dense.shape[0]))

@@ -219,10 +219,18 @@ def test_failing_parity_writes_nothing(base, tmp_path, monkeypatch, capsys):
     assert not out.exists() and leftovers(out) == []
 
 
-def test_temperature_cap_is_the_criterions():
-    from fairseq_ext.criterions.info_nce import MAX_LOGIT_SCALE
+@pytest.mark.parametrize("learned", [0.2, 0.01, 0.001])  # a learned temperature below the cap shows the cap
+def test_the_card_shows_the_temperature_the_criterion_trained_with(learned):
+    from fairseq_ext.criterions.info_nce import InfoNCECriterion
 
-    assert st.MAX_LOGIT_SCALE == MAX_LOGIT_SCALE
+    criterion = InfoNCECriterion(task=None, temperature=0.05, learn_temperature=True)
+    with torch.no_grad():
+        criterion.logit_scale.fill_(math.log(1 / learned))
+    crit = {"_name": "info_nce", "temperature": 0.05, "learn_temperature": True}
+    assert st.trained_temperature(crit, criterion.state_dict()) == pytest.approx(criterion.current_temperature())
+    assert st.trained_temperature(crit, criterion.state_dict()) == pytest.approx(max(learned, 0.01))
+    fixed = InfoNCECriterion(task=None, temperature=0.07)
+    assert st.trained_temperature({"temperature": 0.07}, fixed.state_dict()) == fixed.current_temperature() == 0.07
 
 
 @pytest.mark.slow
