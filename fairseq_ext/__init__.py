@@ -45,9 +45,13 @@ def register() -> None:
     """Apply the runtime changes to fairseq and register every fairseq_ext component (idempotent)."""
     from fairseq_ext import runtime
 
-    runtime.install(training=not _COMMAND)
+    runtime.install(training=not _COMMAND, components=_register_components)
+
+
+def _register_components() -> None:
+    """fairseq_ext's tasks, criteria, models and ``--bpe hf_tokenizer``, registered by importing them."""
     from fairseq_ext import criterions, models, tasks  # noqa: F401
-    from fairseq_ext.data import encoders  # noqa: F401  (--bpe hf_tokenizer)
+    from fairseq_ext.data import encoders  # noqa: F401
 
 
 ignore_mismatched_torchaudio()
