@@ -2,7 +2,7 @@
 
 Importing this package registers every component with fairseq explicitly
 (fairseq's own folder scan is not relied on) and applies the plugin's changes to
-fairseq at run time, all of them listed in one table (:mod:`fairseq_ext.runtime`):
+fairseq at run time, all of them listed in one table (:mod:`fairseq_ext.runtime.patches`):
 checkpoints that load under torch >= 2.6 without turning off ``weights_only``,
 atomic checkpoint writes with fallback, several ranks on CPU and CUDA, ``--bf16``
 off TPUs, and in a process that runs fairseq's training loop, SIGUSR1/SIGTERM that

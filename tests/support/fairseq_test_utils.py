@@ -5,15 +5,14 @@ what the selected test modules call is here, written for this project from what 
 of it: tiny translation and language-model corpora (letters as tokens), binarized by
 ``fairseq-preprocess`` and trained by ``fairseq-train``'s ``main`` in this process, into the data
 directory. The data is seeded, so a run with fairseq_ext and one without train on the same text.
+fairseq's programs are imported where they are called: this project's own test session imports this
+module too (doctests) and must not load fairseq's training loop (its logging set-up, the plugin's patches).
 """
 
 from __future__ import annotations
 
 import os
 import random
-
-from fairseq import options
-from fairseq_cli import preprocess, train, validate
 
 SPLITS = ("train", "valid", "test")
 
@@ -42,6 +41,9 @@ def _write_alignment(data_dir, split: str, rng: random.Random) -> None:
 
 
 def _preprocess(flags: list[str]) -> None:
+    from fairseq import options
+    from fairseq_cli import preprocess
+
     preprocess.main(options.get_preprocessing_parser().parse_args(flags))
 
 
@@ -61,10 +63,16 @@ def preprocess_lm_data(data_dir, languages=None) -> None:
 
 
 def _train(flags: list[str]) -> None:
+    from fairseq import options
+    from fairseq_cli import train
+
     train.main(options.parse_args_and_arch(options.get_training_parser(), flags))
 
 
 def _validate(flags: list[str]) -> None:
+    from fairseq import options
+    from fairseq_cli import validate
+
     validate.main(options.parse_args_and_arch(options.get_validation_parser(), flags))
 
 
