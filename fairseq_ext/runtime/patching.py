@@ -116,12 +116,14 @@ def _attribute(owner, name: str, patch: Patch):
 
 
 def loaded_copies(module: str) -> list:
-    """The loaded copies of ``module``: imported, and run as ``__main__`` (``python -m module``)."""
+    """The loaded copies of ``module``: imported, and run as ``__main__`` (``python -m module``); not one
+    still being imported (its functions are not all defined yet)."""
     found = [sys.modules.get(module)]
     main = sys.modules.get("__main__")
     if getattr(getattr(main, "__spec__", None), "name", None) == module:
         found.append(main)
-    return [m for m in dict.fromkeys(found) if m is not None]
+    return [m for m in dict.fromkeys(found)
+            if m is not None and not getattr(getattr(m, "__spec__", None), "_initializing", False)]
 
 
 def apply(slot: Slot) -> bool:
