@@ -2,7 +2,7 @@
 
 Importing this package registers every component with fairseq explicitly
 (fairseq's own folder scan is not relied on) and applies the plugin's changes to
-fairseq at run time, all of them listed in one table (:mod:`fairseq_ext.runtime`):
+fairseq at run time, all of them listed in one table (:mod:`fairseq_ext.runtime.patches`):
 checkpoints that load under torch >= 2.6 without turning off ``weights_only``,
 atomic checkpoint writes with fallback, several ranks on CPU and CUDA, ``--bf16``
 off TPUs, and in a process that runs fairseq's training loop, SIGUSR1/SIGTERM that
@@ -45,9 +45,13 @@ def register() -> None:
     """Apply the runtime changes to fairseq and register every fairseq_ext component (idempotent)."""
     from fairseq_ext import runtime
 
-    runtime.install(training=not _COMMAND)
+    runtime.install(training=not _COMMAND, components=_register_components)
+
+
+def _register_components() -> None:
+    """fairseq_ext's tasks, criteria, models and ``--bpe hf_tokenizer``, registered by importing them."""
     from fairseq_ext import criterions, models, tasks  # noqa: F401
-    from fairseq_ext.data import encoders  # noqa: F401  (--bpe hf_tokenizer)
+    from fairseq_ext.data import encoders  # noqa: F401
 
 
 ignore_mismatched_torchaudio()

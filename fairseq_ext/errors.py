@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import sys
 from typing import Optional
 
 
@@ -38,15 +39,13 @@ def user_message(exc: BaseException) -> Optional[str]:
     return None
 
 
-def report_user_errors_in_one_line(program: str) -> None:
-    """Make an uncaught :class:`UserError` print ``PROGRAM: error: MESSAGE`` instead of a traceback.
+def one_line_excepthook(previous, program: str):
+    """A ``sys.excepthook`` that prints an uncaught :class:`UserError` as ``PROGRAM: error: MESSAGE``
+    instead of a traceback, and hands every other exception to ``previous`` (its traceback kept).
 
-    For programs that are not ours (fairseq-train) and so have no ``main`` that catches them;
-    other exceptions keep their traceback. The exit status stays 1.
+    For programs that are not ours (fairseq-train) and so have no ``main`` that catches them (installed
+    by :mod:`fairseq_ext.runtime.patches`). The exit status stays 1.
     """
-    import sys
-
-    previous = sys.excepthook
 
     def hook(kind, value, tb):
         if isinstance(value, UserError):
@@ -54,6 +53,4 @@ def report_user_errors_in_one_line(program: str) -> None:
         else:
             previous(kind, value, tb)
 
-    if not getattr(sys.excepthook, "fairseq_ext_one_line", False):
-        hook.fairseq_ext_one_line = True
-        sys.excepthook = hook
+    return hook

@@ -31,7 +31,7 @@ import torch.nn as nn
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
-from fairseq.models import ARCH_CONFIG_REGISTRY, register_model, register_model_architecture
+from fairseq.models import register_model, register_model_architecture
 from fairseq.models.roberta.model import RobertaEncoder, RobertaModel
 from fairseq.models.transformer import DEFAULT_MIN_PARAMS_TO_WRAP, TransformerEncoder
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
@@ -197,5 +197,5 @@ def _architecture(preset: dict):
 PRESETS = {"hf_bert": {}, "hf_bert_base": BERT_BASE, "hf_bert_large": BERT_LARGE}
 bert_base_named_architecture = register_model_architecture("hf_bert", "hf_bert_base")(_architecture(BERT_BASE))
 bert_large_architecture = register_model_architecture("hf_bert", "hf_bert_large")(_architecture(BERT_LARGE))
-# register_model(dataclass=...) registered the architecture "hf_bert" as a no-op; it is BERT-base too.
-bert_base_architecture = ARCH_CONFIG_REGISTRY["hf_bert"] = _architecture({})
+# register_model(dataclass=...) registered the architecture "hf_bert" as a no-op; it is BERT-base too: the
+# table of fairseq_ext.runtime.patches makes it the hf_bert_base preset (fairseq has no API to re-register it).

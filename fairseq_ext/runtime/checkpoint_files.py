@@ -5,7 +5,7 @@ of a save: it writes e.g. ``checkpoint_1_4.pt``, then copies it over
 ``checkpoint_last.pt`` with ``shutil.copyfile``. A kill during that copy leaves a
 torn ``checkpoint_last.pt``, and fairseq then refuses to start.
 
-With :func:`install`:
+With the patches of :mod:`fairseq_ext.runtime.patches`:
 
 * every checkpoint file (written or copied) goes to a hidden temporary name in
   the same directory (``.checkpoint_last.pt.<random>.tmp``), is flushed and
@@ -16,7 +16,7 @@ With :func:`install`:
   from the newest readable checkpoint in ``--save-dir`` (see :func:`candidates`),
   which is also copied over it; when none is readable it starts fresh with a
   warning. Temporaries left by a kill are removed. A resume whose checkpoint
-  already reached ``--max-update`` exits 0 (fairseq would train one update more).
+  already reached ``--max-update`` ends at once, exit 0 (fairseq would train one update more).
 
 Reading stays behind the torch >= 2.6 allow-list of :mod:`fairseq_ext.runtime.checkpoint_loading`;
 a checkpoint refused for referencing a forbidden type is never skipped silently.
@@ -24,7 +24,6 @@ a checkpoint refused for referencing a forbidden type is never skipped silently.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import logging
 import os
@@ -45,8 +44,6 @@ _UPDATES_IN_NAME = re.compile(r"^checkpoint_\d+_(\d+)")
 # torch.save's zip archive, or the legacy format (a pickle, protocol 2)
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02")
 
-# Path fairseq asked to load -> path (or None: start fresh) to load instead, while a start is resolved.
-_REDIRECT: contextvars.ContextVar = contextvars.ContextVar("fairseq_ext_checkpoint_redirect", default=None)
 # States read while choosing a checkpoint, handed to fairseq's own read of the same file (read once).
 _ALREADY_READ: dict = {}
 
@@ -169,68 +166,53 @@ def take_already_read(f):
     return entry[1]
 
 
-def _resolve_start(cfg, trainer) -> tuple[str, str | None] | None:
-    """``(checkpoint_last path, path to load or None)`` when resuming from ``--save-dir``, else None."""
-    if trainer.data_parallel_rank == 0:
+def forget_already_read() -> None:
+    """Drop the states read while choosing a checkpoint (fairseq has read what it needed of them)."""
+    _ALREADY_READ.clear()
+
+
+def resume_from(trainer, filename: str) -> str | None:
+    """The checkpoint ``Trainer.load_checkpoint(filename)`` reads: ``filename`` itself, except when
+    fairseq resumes from ``--save-dir`` (the default ``--restore-file``) and ``checkpoint_last.pt``
+    exists: then :func:`choose_checkpoint`'s choice (None: start fresh). Rank 0 chooses, and removes
+    the temporaries an interrupted save left; the other ranks get its choice."""
+    cfg = trainer.cfg.checkpoint
+    rank = trainer.data_parallel_rank
+    if rank == 0 and cfg.save_dir:
         removed = remove_temporaries(cfg.save_dir)
         if removed:
             logger.info(f"{cfg.save_dir}: removed {len(removed)} temporary file(s) of an interrupted save")
-    if cfg.restore_file != "checkpoint_last.pt":  # an explicit --restore-file: the user's choice, no fallback
-        return None
-    last = os.path.join(cfg.save_dir, f"checkpoint_last{trainer.checkpoint_suffix or ''}.pt")
-    if not os.path.isfile(last):
-        return None
-    world = trainer.data_parallel_world_size
-    chosen = [choose_checkpoint(last, trainer.checkpoint_suffix or "") if trainer.data_parallel_rank == 0 else None]
-    if world > 1 and torch.distributed.is_initialized():
+    if cfg.restore_file != "checkpoint_last.pt" or not cfg.save_dir:  # an explicit --restore-file: no fallback
+        return filename
+    suffix = trainer.checkpoint_suffix or ""
+    last = os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt")
+    if os.path.abspath(filename) != os.path.abspath(last) or not os.path.isfile(last):
+        return filename
+    chosen = [choose_checkpoint(last, suffix) if rank == 0 else None]
+    if trainer.data_parallel_world_size > 1 and torch.distributed.is_initialized():
         torch.distributed.broadcast_object_list(chosen, src=0)
-    return last, chosen[0]
+    return chosen[0]
 
 
-def _falling_back_load_checkpoint(load_checkpoint):
-    """fairseq's ``checkpoint_utils.load_checkpoint`` that resumes from a readable checkpoint, and ends
-    the program (exit 0) when the checkpoint it resumes from already reached ``--max-update``: fairseq
-    would train one update more and overwrite checkpoint_last.pt (a job requeued after its last save)."""
+def stop_when_nothing_to_train(train):
+    """``fairseq_cli.train.train`` (one epoch) that ends the run before its first update when it resumed
+    from a checkpoint that already reached ``--max-update``: fairseq would train one update more and
+    overwrite checkpoint_last.pt (a job requeued after its last save). The run then ends as a finished
+    one does (exit 0); fairseq's library functions (``load_checkpoint``) are left as they are."""
 
-    @functools.wraps(load_checkpoint)
-    def wrapper(cfg, trainer, **passthrough_args):
-        resolved = _resolve_start(cfg, trainer)
-        token = _REDIRECT.set(resolved)
-        try:
-            result = load_checkpoint(cfg, trainer, **passthrough_args)
-        finally:
-            _REDIRECT.reset(token)
-            _ALREADY_READ.clear()
-        if cfg.restore_file != "checkpoint_last.pt" or result[0] is None:  # not a resume
-            return result
-        max_update, updates = trainer.cfg.optimization.max_update, trainer.get_num_updates()
-        if max_update and updates >= max_update:
-            logger.info(f"{cfg.save_dir}: the checkpoint is at {updates} updates, --max-update {max_update} "
-                        "is reached; nothing to train")
-            raise SystemExit(0)
-        return result
+    @functools.wraps(train)
+    def wrapper(cfg, trainer, task, epoch_itr):
+        max_update, updates = cfg.optimization.max_update, trainer.get_num_updates()
+        if cfg.checkpoint.restore_file == "checkpoint_last.pt" and max_update and updates >= max_update:
+            logger.info(f"{cfg.checkpoint.save_dir}: the checkpoint is at {updates} updates, --max-update "
+                        f"{max_update} is reached; nothing to train")
+            return [None], True  # fairseq's (valid_losses, should_stop)
+        return train(cfg, trainer, task, epoch_itr)
 
-    wrapper.fairseq_ext_fallback = True
     return wrapper
 
 
-def _redirected_trainer_load(load):
-    """``Trainer.load_checkpoint`` that loads the checkpoint chosen by the fallback (None: start fresh)."""
-
-    @functools.wraps(load)
-    def wrapper(self, filename, *args, **kwargs):
-        resolved = _REDIRECT.get()
-        if resolved is not None and os.path.abspath(filename) == os.path.abspath(resolved[0]):
-            if resolved[1] is None:
-                return None
-            filename = resolved[1]
-        return load(self, filename, *args, **kwargs)
-
-    wrapper.fairseq_ext_fallback = True
-    return wrapper
-
-
-def _atomic_persistent_save(original):
+def atomic_persistent_save(original):
     """fairseq's ``torch_persistent_save`` writing local files atomically (async/remote ones as before)."""
 
     @functools.wraps(original)
@@ -239,16 +221,13 @@ def _atomic_persistent_save(original):
             return original(obj, filename, async_write=async_write)
         return atomic_torch_save(obj, filename)
 
-    torch_persistent_save.fairseq_ext_atomic = True
     return torch_persistent_save
 
 
-def _path_manager_with_atomic_copy(base):
+def path_manager_with_atomic_copy(base):
     """fairseq's ``PathManager`` whose ``copy`` of local files goes through a temporary and a rename."""
 
     class AtomicCopyPathManager(base):
-        fairseq_ext_atomic = True
-
         @staticmethod
         def copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
             if "://" in f"{src_path}{dst_path}" or (os.path.exists(dst_path) and not overwrite):
@@ -256,18 +235,3 @@ def _path_manager_with_atomic_copy(base):
             return atomic_copy(src_path, dst_path)
 
     return AtomicCopyPathManager
-
-
-def install() -> None:
-    """Make fairseq's checkpoint writes atomic and its start fall back to a readable checkpoint (idempotent)."""
-    from fairseq import checkpoint_utils
-    from fairseq.trainer import Trainer
-
-    if not getattr(checkpoint_utils.torch_persistent_save, "fairseq_ext_atomic", False):
-        checkpoint_utils.torch_persistent_save = _atomic_persistent_save(checkpoint_utils.torch_persistent_save)
-    if not getattr(checkpoint_utils.PathManager, "fairseq_ext_atomic", False):
-        checkpoint_utils.PathManager = _path_manager_with_atomic_copy(checkpoint_utils.PathManager)
-    if not getattr(checkpoint_utils.load_checkpoint, "fairseq_ext_fallback", False):
-        checkpoint_utils.load_checkpoint = _falling_back_load_checkpoint(checkpoint_utils.load_checkpoint)
-    if not getattr(Trainer.load_checkpoint, "fairseq_ext_fallback", False):
-        Trainer.load_checkpoint = _redirected_trainer_load(Trainer.load_checkpoint)

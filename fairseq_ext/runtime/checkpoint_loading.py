@@ -7,7 +7,9 @@ torch >= 2.6 without ever unpickling arbitrary objects.
 
 When fairseq's trainer loads a checkpoint into a task's model, the task is asked first
 (``task.check_checkpoint(state, path)``, see :mod:`fairseq_ext.tasks.base`), so a checkpoint
-made with another tokenizer stops with one line naming both.
+made with another tokenizer stops with one line naming both. The same (single) wrapper of
+``Trainer.load_checkpoint`` first lets :mod:`fairseq_ext.runtime.checkpoint_files` choose the
+checkpoint a resume reads (a torn ``checkpoint_last.pt`` falls back to the newest readable one).
 """
 
 from __future__ import annotations
@@ -18,35 +20,38 @@ import types
 
 import torch
 
-from fairseq_ext.errors import report_user_errors_in_one_line
+from fairseq_ext.runtime import checkpoint_files
 from fairseq_ext.serialization import safe_torch_load
 
-# fairseq's training entry points, whose UserErrors become one line (see install)
-TRAINING_PROGRAMS = ("fairseq-train", "fairseq-hydra-train", "train.py", "hydra_train.py")
 
+class TorchWithLoad(types.ModuleType):
+    """Stands in for ``torch`` inside one fairseq module: the same module, with its own ``load``."""
 
-class _TorchWithSafeLoad(types.ModuleType):
-    """Stands in for ``torch`` inside fairseq.checkpoint_utils: same module, safe ``load``."""
-
-    def __init__(self):
+    def __init__(self, load):
         super().__init__("torch")
+        self.load = load
 
     def __getattr__(self, name):
         return getattr(torch, name)
 
-    @staticmethod
-    def load(f, map_location=None, **kwargs):
-        from fairseq_ext.runtime.checkpoint_files import take_already_read
 
-        state = take_already_read(f)  # read once already while choosing which checkpoint to resume from
-        return state if state is not None else safe_torch_load(f, map_location=map_location, **kwargs)
+def _checkpoint_load(f, map_location=None, **kwargs):
+    """``torch.load`` as fairseq's checkpoint reader gets it: the allow-list, and a state already read
+    while choosing which checkpoint to resume from handed over instead of a second read."""
+    state = checkpoint_files.take_already_read(f)
+    return state if state is not None else safe_torch_load(f, map_location=map_location, **kwargs)
+
+
+def torch_with_safe_load(_torch) -> TorchWithLoad:
+    """The ``torch`` of ``fairseq.checkpoint_utils``."""
+    return TorchWithLoad(_checkpoint_load)
 
 
 # The task whose model fairseq's trainer is loading a checkpoint into (None outside Trainer.load_checkpoint).
 _LOADING_FOR_TASK: contextvars.ContextVar = contextvars.ContextVar("fairseq_ext_loading_for_task", default=None)
 
 
-def _checked_load_checkpoint_to_cpu(load):
+def checked_load_checkpoint_to_cpu(load):
     """fairseq's ``load_checkpoint_to_cpu``, then the loading task's ``check_checkpoint``."""
 
     @functools.wraps(load)
@@ -57,46 +62,26 @@ def _checked_load_checkpoint_to_cpu(load):
             check(state, path)
         return state
 
-    load_checkpoint_to_cpu.fairseq_ext_checked = True
     return load_checkpoint_to_cpu
 
 
-def _load_checkpoint_for_task(load_checkpoint):
-    """``Trainer.load_checkpoint`` that lets the checkpoint reader know the trainer's task."""
+def trainer_load_checkpoint(load_checkpoint):
+    """``Trainer.load_checkpoint`` that loads the checkpoint a resume should start from (None: start
+    fresh, see :func:`fairseq_ext.runtime.checkpoint_files.resume_from`) and lets the checkpoint reader
+    know the trainer's task."""
 
     @functools.wraps(load_checkpoint)
     def wrapper(self, filename, *args, **kwargs):
-        token = _LOADING_FOR_TASK.set(self.task)
         try:
-            return load_checkpoint(self, filename, *args, **kwargs)
+            filename = checkpoint_files.resume_from(self, filename)
+            if filename is None:
+                return None
+            token = _LOADING_FOR_TASK.set(self.task)
+            try:
+                return load_checkpoint(self, filename, *args, **kwargs)
+            finally:
+                _LOADING_FOR_TASK.reset(token)
         finally:
-            _LOADING_FOR_TASK.reset(token)
+            checkpoint_files.forget_already_read()
 
-    wrapper.fairseq_ext_checked = True
     return wrapper
-
-
-def install() -> None:
-    """Route fairseq's checkpoint reading through :func:`safe_torch_load`, let the trainer's task check
-    a checkpoint before its weights are loaded, make checkpoint writes atomic and a torn
-    ``checkpoint_last.pt`` fall back (:mod:`fairseq_ext.runtime.checkpoint_files`), and report user errors
-    of the training commands in one line (idempotent)."""
-    import os
-    import sys
-
-    from fairseq import checkpoint_utils
-    from fairseq.trainer import Trainer
-
-    from fairseq_ext.runtime import checkpoint_files
-
-    if not isinstance(checkpoint_utils.torch, _TorchWithSafeLoad):
-        checkpoint_utils.torch = _TorchWithSafeLoad()
-    if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "fairseq_ext_checked", False):
-        checkpoint_utils.load_checkpoint_to_cpu = _checked_load_checkpoint_to_cpu(
-            checkpoint_utils.load_checkpoint_to_cpu)
-    if not getattr(Trainer.load_checkpoint, "fairseq_ext_checked", False):
-        Trainer.load_checkpoint = _load_checkpoint_for_task(Trainer.load_checkpoint)
-    checkpoint_files.install()
-    program = os.path.basename(sys.argv[0]) if sys.argv else ""
-    if program in TRAINING_PROGRAMS:
-        report_user_errors_in_one_line("fairseq-train" if program == "train.py" else program)

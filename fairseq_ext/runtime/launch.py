@@ -16,7 +16,7 @@ set-ups) it cannot start, or worse, starts something else than asked:
 * On resume with several ranks, rank 0 broadcasts the checkpoint it read through a bare ``torch.load``
   (``_broadcast_object_slow``), which torch >= 2.6 refuses.
 
-:func:`install` wraps ``fairseq.distributed.utils.call_main`` (which ``fairseq-train`` and
+:func:`launching_call_main` wraps ``fairseq.distributed.utils.call_main`` (which ``fairseq-train`` and
 ``fairseq-hydra-train`` hand the parsed config to) so that, before fairseq's own inference (under
 ``fairseq-hydra-train`` only when ``fairseq_ext`` is imported before that call, which fairseq's hydra
 entry point does not do: it loads ``common.user_dir`` later, in each process, so there fairseq's own
@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
-import io
 import logging
 import os
 import random
@@ -51,9 +50,9 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 from fairseq_ext.errors import UserError
+from fairseq_ext.runtime import precision
 
 logger = logging.getLogger(__name__)
 
@@ -276,46 +275,33 @@ def _distributed_data_parallel(module, *args, device_ids=None, output_device=Non
     return DistributedDataParallel(module, *args, device_ids=device_ids, output_device=output_device, **kwargs)
 
 
-def _broadcast_object_slow(obj: Any, src_rank: int, group, dist_device):
-    """fairseq's ``_broadcast_object_slow`` with the receiving ranks' ``torch.load`` behind the allow-list."""
-    import torch
+def torch_with_safe_broadcast_load(_torch):
+    """The ``torch`` of ``fairseq.distributed.utils``, whose one ``torch.load`` is in ``_broadcast_object_slow``
+    (rank 0 sends the checkpoint it read to the other ranks on resume): that load goes through the
+    allow-list, plus fairseq's own placeholder for the tensors it sends apart."""
     from fairseq.distributed import utils as distributed_utils
 
+    from fairseq_ext.runtime.checkpoint_loading import TorchWithLoad
     from fairseq_ext.serialization import safe_torch_load
 
-    if distributed_utils.get_rank(group) == src_rank:
-        buffer = io.BytesIO()
-        torch.save(obj, buffer)
-        data = torch.ByteTensor(buffer.getbuffer()).to(dist_device)
-        length = torch.LongTensor([len(data)]).to(dist_device)
-        distributed_utils.broadcast(length, src=src_rank, group=group)
-        distributed_utils.broadcast(data, src=src_rank, group=group)
-        return obj
-    length = torch.LongTensor([0]).to(dist_device)
-    distributed_utils.broadcast(length, src=src_rank, group=group)
-    data = torch.ByteTensor(int(length.item())).to(dist_device)
-    distributed_utils.broadcast(data, src=src_rank, group=group)
-    return safe_torch_load(io.BytesIO(data.cpu().numpy()), map_location="cpu",
-                           extra_globals=[distributed_utils._TensorPlaceholder])
+    return TorchWithLoad(functools.partial(safe_torch_load, extra_globals=[distributed_utils._TensorPlaceholder]))
 
 
-def install() -> None:
-    """Patch fairseq's distributed set-up as described above (idempotent)."""
-    from fairseq.distributed import utils as distributed_utils
-    from fairseq.models import distributed_fairseq_model
-
-    distributed_fairseq_model.DistributedDataParallel = _distributed_data_parallel
-    distributed_utils._broadcast_object_slow = _broadcast_object_slow
-    original = distributed_utils.call_main
-    if getattr(original, "_fairseq_ext_distributed", False):
-        return
+def launching_call_main(original):
+    """fairseq's ``call_main`` that first unties ``--bf16`` from ``--tpu`` (:mod:`fairseq_ext.runtime.precision`),
+    then sets the distributed config from the launcher or spawns the ranks itself (see the module's doc)."""
 
     @functools.wraps(original)
     def call_main(cfg, main, **kwargs):
+        precision.untie_if_implied(cfg)  # first: everything below reads common.tpu
         nprocs = prepare(cfg)
         if nprocs:
             return _spawn(cfg, main, kwargs, nprocs)
         return original(cfg, main, **kwargs)
 
-    call_main._fairseq_ext_distributed = True
-    distributed_utils.call_main = call_main
+    return call_main
+
+
+def ddp_that_accepts_cpu_modules(_ddp):
+    """The ``DistributedDataParallel`` fairseq's model wrapper builds."""
+    return _distributed_data_parallel

@@ -8,10 +8,10 @@ trainer casts the model and the float tensors of every batch to
 ``torch.bfloat16`` and builds ``FP16Optimizer`` (fp32 master weights) or
 ``MemoryEfficientFP16Optimizer``, both of which skip loss scaling for bf16.
 
-:func:`install` wraps ``fairseq.distributed.utils.call_main``, the one function
-that ``fairseq-train`` (and ``fairseq-hydra-train``) hands the parsed config to
-before anything reads ``common.tpu`` (distributed set-up, spawned workers, the
-trainer, the optimizer). There, when the command line has ``--bf16`` (or
+:func:`untie_if_implied` runs first in the wrapper of ``fairseq.distributed.utils.call_main``
+(:mod:`fairseq_ext.runtime.launch`), the one function that ``fairseq-train`` (and
+``fairseq-hydra-train``) hands the parsed config to before anything reads ``common.tpu``
+(distributed set-up, spawned workers, the trainer, the optimizer). There, when the command line has ``--bf16`` (or
 ``--memory-efficient-bf16``) but not ``--tpu``, ``tpu`` is set back to False in
 every config group. ``--fp16``, an explicit ``--tpu`` and Hydra configs (where
 ``common.bf16=true`` never implied a TPU) are left as they are.
@@ -20,7 +20,6 @@ every config group. ``--fp16``, an explicit ``--tpu`` and Hydra configs (where
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import sys
 
@@ -62,19 +61,8 @@ def untie_bf16_from_tpu(cfg) -> None:
     logger.info("--bf16: training in torch.bfloat16 on %s, not on a TPU (pass --tpu for a TPU)", device)
 
 
-def install() -> None:
-    """Wrap ``fairseq.distributed.utils.call_main`` once (idempotent)."""
-    from fairseq.distributed import utils as distributed_utils
-
-    original = distributed_utils.call_main
-    if getattr(original, "_fairseq_ext_bf16", False):
-        return
-
-    @functools.wraps(original)
-    def call_main(cfg, main, **kwargs):
-        if bf16_implied_tpu(sys.argv[1:]):
-            untie_bf16_from_tpu(cfg)
-        return original(cfg, main, **kwargs)
-
-    call_main._fairseq_ext_bf16 = True
-    distributed_utils.call_main = call_main
+def untie_if_implied(cfg) -> None:
+    """Undo ``tpu`` where fairseq's argument parsing set it for ``--bf16`` (this command line's).
+    Called first by the ``call_main`` of :mod:`fairseq_ext.runtime.launch`, before anything reads ``common.tpu``."""
+    if bf16_implied_tpu(sys.argv[1:]):
+        untie_bf16_from_tpu(cfg)

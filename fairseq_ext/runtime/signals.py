@@ -23,7 +23,8 @@ A cluster stops jobs with a warning signal (``sbatch --signal=USR1@180``) or SIG
 The handlers are installed only in a process that runs fairseq's training loop (``fairseq-train``,
 ``python -m fairseq_cli.train``, ``fairseq-hydra-train``, a spawned rank of these), never for the
 ``fairseq-ext`` verbs nor a plain ``import fairseq_ext`` (a notebook keeps its own signal handling).
-A script that imports ``fairseq_cli.train`` after ``fairseq_ext`` calls :func:`install` itself.
+A script that imports ``fairseq_cli.train`` after ``fairseq_ext`` calls ``fairseq_ext.register()``
+again (the table of :mod:`fairseq_ext.runtime.patches`, entry ``fairseq_cli.train:validate_and_save``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -89,28 +89,10 @@ def install_handlers() -> bool:
     return True
 
 
-def training_modules() -> list:
-    """The loaded copies of ``fairseq_cli.train`` (imported, or run as ``__main__`` by ``python -m``)."""
-    found = [sys.modules.get("fairseq_cli.train")]
-    main = sys.modules.get("__main__")
-    if getattr(getattr(main, "__spec__", None), "name", None) == "fairseq_cli.train":
-        found.append(main)
-    return [m for m in dict.fromkeys(found) if m is not None and hasattr(m, "validate_and_save")]
+def stop_on_signal(validate_and_save):
+    """fairseq_cli.train's ``validate_and_save`` that saves and stops at the first update boundary after
+    SIGUSR1/SIGTERM; the handlers that record the signal are installed with it (:func:`install_handlers`)."""
 
-
-def install() -> bool:
-    """Make fairseq's training loop stop and save on SIGUSR1/SIGTERM, when one is loaded (idempotent).
-
-    Returns whether a training loop was found (and the handlers installed).
-    """
-    modules = training_modules()
-    for module in modules:
-        if not getattr(module.validate_and_save, "fairseq_ext_signals", False):
-            module.validate_and_save = _stop_on_signal(module.validate_and_save)
-    return bool(modules) and install_handlers()
-
-
-def _stop_on_signal(validate_and_save):
     @functools.wraps(validate_and_save)
     def wrapper(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch):
         signum = agreed_signal(trainer)
@@ -119,7 +101,7 @@ def _stop_on_signal(validate_and_save):
         save_and_stop(cfg, trainer, epoch_itr, signum)
         return [None], True
 
-    wrapper.fairseq_ext_signals = True
+    install_handlers()
     return wrapper
 
 

@@ -19,29 +19,31 @@ _COMMAND = os.path.basename(sys.argv[0] if sys.argv else "") == "fairseq-ext"
 _torchaudio_checked = False
 
 
-def ignore_broken_torchaudio() -> None:
-    """If torchaudio is installed but cannot be imported, make it look absent (once per process).
+def absent_if_broken(current):
+    """What ``sys.modules["torchaudio"]`` should hold: None (absent) when torchaudio is installed but cannot
+    be imported, else ``current`` (decided once per process; the table entry ``sys:modules['torchaudio']``
+    of :mod:`fairseq_ext.runtime.patches`).
 
-    ``sys.modules["torchaudio"] = None`` makes ``importlib.util.find_spec`` return
-    None (transformers' availability check) and ``import torchaudio`` raise
-    ImportError (what optional-audio code expects). One log line names the versions
-    and the error: a warning in Python sessions and ``fairseq-train``, where other
-    code might want audio; an INFO line under ``fairseq-ext``, whose verbs never do.
+    None makes ``importlib.util.find_spec`` return None (transformers' availability check) and ``import
+    torchaudio`` raise ImportError (what optional-audio code expects). One log line names the versions
+    and the error: a warning in Python sessions and ``fairseq-train``, where other code might want audio;
+    an INFO line under ``fairseq-ext``, whose verbs never do.
     """
     global _torchaudio_checked
-    if _torchaudio_checked:
-        return
+    if _torchaudio_checked or "torchaudio" in sys.modules or importlib.util.find_spec("torchaudio") is None:
+        _torchaudio_checked = True
+        return current  # already imported (it works) or marked absent, or not installed
     _torchaudio_checked = True
-    if "torchaudio" in sys.modules or importlib.util.find_spec("torchaudio") is None:
-        return  # already imported (it works) or marked absent, or not installed
     try:
         import torchaudio  # noqa: F401  (imports torch first, which registering needs anyway)
     except Exception as exc:  # OSError from its C++ extension; ImportError/RuntimeError from other mismatches
-        _hide_torchaudio(f"{type(exc).__name__}: {_reason(exc)}")
+        _forget_torchaudio(f"{type(exc).__name__}: {_reason(exc)}")
+        return None
+    return current
 
 
 def ignore_mismatched_torchaudio() -> None:
-    """The cheap half of :func:`ignore_broken_torchaudio`, run when the package is imported, before
+    """The cheap half of :func:`absent_if_broken`, run when the package is imported, before
     anything can import transformers: a torchaudio built for another torch release (its version
     X.Y must match torch's, 0.Y for torch 1.Y) cannot load, so it is made absent without importing
     torch. This matters under the ``fairseq-ext`` command, which imports transformers (tokenizers)
@@ -69,11 +71,16 @@ def _release(version: str):
 
 
 def _hide_torchaudio(reason: str) -> None:
+    _forget_torchaudio(reason)
+    sys.modules["torchaudio"] = None
+
+
+def _forget_torchaudio(reason: str) -> None:
+    """Drop what an import of torchaudio left in ``sys.modules``, and say why in one line."""
     global _torchaudio_checked
     _torchaudio_checked = True
     for name in [n for n in sys.modules if n == "torchaudio" or n.startswith("torchaudio.")]:
         del sys.modules[name]
-    sys.modules["torchaudio"] = None
     logging.getLogger(__name__).log(
         logging.INFO if _COMMAND else logging.WARNING,
         "torchaudio %s cannot be loaded beside torch %s (%s); ignoring it, as no text model uses audio "

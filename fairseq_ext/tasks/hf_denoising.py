@@ -89,7 +89,8 @@ class HFDenoisingTask(TokenizerDataTask):
         args = getattr(model, "args", None)
         if args is not None and getattr(args, "task", None) is None:
             # fairseq's BART reads args.task whenever it loads a checkpoint; fairseq-hydra-train's model
-            # settings have none, so a hydra run could not resume ("... ensure that the architectures match")
+            # settings have none, so a hydra run could not resume ("... ensure that the architectures match").
+            # The settings of the model built here, not a change to fairseq (see fairseq_ext/runtime/patches.py).
             args.task = "hf_denoising"
         return model
 

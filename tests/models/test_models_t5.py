@@ -112,6 +112,20 @@ def test_presets_have_the_advertised_sizes(arch, preset):
                        "encoder_ffn_embed_dim": 3072}
 
 
+@pytest.mark.parametrize("arch, preset", [("t5_encoder", T5_SMALL), ("t5_encoder_small", T5_SMALL),
+                                          ("t5_encoder_base", T5_BASE)])
+def test_command_line_presets_fill_what_the_user_left_unset(data, arch, preset):
+    """``--arch t5_encoder`` is t5-small's size as ``t5_encoder_small`` is: the preset's sizes are in the command
+    line's settings (what a checkpoint's ``cfg.model`` records), the user's own flags kept."""
+    argv = [str(data), "--user-dir", "fairseq_ext", "--task", "hf_masked_lm", "--tokens-per-sample", "64",
+            "--arch", arch]
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), argv)).model
+    assert {k: cfg[k] for k in preset} == preset and cfg._name == arch and cfg.max_positions == 64
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(
+        options.get_training_parser(), [*argv, "--encoder-layers", "3"])).model
+    assert cfg.encoder_layers == 3 and cfg.encoder_embed_dim == preset["encoder_embed_dim"]
+
+
 def test_small_preset_builds_through_fairseq_train_as_large_as_transformers_t5_small(data):
     task, model = build(data, "--arch", "t5_encoder_small", "--dropout", "0.0")
     rows = len(task.source_dictionary)

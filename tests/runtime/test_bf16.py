@@ -20,9 +20,11 @@ from fairseq.data import Dictionary
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import run_cli
+from fairseq_ext import runtime
 from fairseq_ext.criterions.cross_entropy_with_accuracy import CrossEntropyWithAccuracy
 from fairseq_ext.criterions.masked_lm_with_accuracy import MaskedLMWithAccuracy, MaskedLMWithAccuracyConfig
 from fairseq_ext.runtime import precision
+from fairseq_ext.runtime.patching import patched
 from fairseq_ext.serialization import safe_torch_load
 from support.code_data import make_code_dataset
 from support.tiny import RUNS
@@ -76,9 +78,10 @@ def test_install_wraps_call_main_once():
     from fairseq.distributed import utils as distributed_utils
 
     wrapped = distributed_utils.call_main
-    assert wrapped._fairseq_ext_bf16  # installed by importing fairseq_ext
-    precision.install()
+    assert patched(wrapped) == "fairseq.distributed.utils:call_main"  # installed by importing fairseq_ext
+    runtime.install(training=False)
     assert distributed_utils.call_main is wrapped
+    assert patched(wrapped.__wrapped__) is None  # one wrapper: bf16 untied, then the launcher's set-up
 
 
 # --- unit: no host-device synchronisation in the criterions' forward ---------------------------------

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from fairseq.file_io import PathManager
 from fairseq.trainer import Trainer
 
 from conftest import REPO, binarized_documents
+from fairseq_ext import runtime
 from fairseq_ext.runtime import checkpoint_files
 from fairseq_ext.runtime.checkpoint_files import (
     atomic_copy,
@@ -28,6 +30,7 @@ from fairseq_ext.runtime.checkpoint_files import (
     choose_checkpoint,
     remove_temporaries,
 )
+from fairseq_ext.runtime.patching import patched
 from fairseq_ext.serialization import CheckpointRefusedError, safe_torch_load
 from support.training import JSON_LOG, TrainLog
 
@@ -53,14 +56,16 @@ def tear(path: Path, how: str) -> None:
 
 
 def test_install_patches_fairseq_once():
-    checkpoint_files.install()
-    checkpoint_files.install()
-    assert checkpoint_utils.torch_persistent_save.fairseq_ext_atomic
-    assert checkpoint_utils.PathManager.fairseq_ext_atomic
+    runtime.install(training=False)
+    runtime.install(training=False)
+    assert patched(checkpoint_utils.torch_persistent_save) == "fairseq.checkpoint_utils:torch_persistent_save"
+    assert patched(checkpoint_utils.PathManager) == "fairseq.checkpoint_utils:PathManager"
     assert checkpoint_utils.PathManager.__mro__[1:] == PathManager.__mro__  # wrapped once, not twice
-    assert checkpoint_utils.load_checkpoint.fairseq_ext_fallback
-    assert Trainer.load_checkpoint.fairseq_ext_fallback
-    assert not getattr(checkpoint_utils.load_checkpoint.__wrapped__, "fairseq_ext_fallback", False)
+    assert patched(Trainer.load_checkpoint) == "fairseq.trainer:Trainer.load_checkpoint"
+    assert patched(Trainer.load_checkpoint.__wrapped__) is None  # one wrapper (resume choice and task check)
+    # fairseq's library function is fairseq's: a resume at --max-update ends in the training loop instead
+    assert patched(checkpoint_utils.load_checkpoint) is None and not hasattr(checkpoint_utils.load_checkpoint,
+                                                                             "__wrapped__")
 
 
 def test_atomic_save_replaces_whole_or_not_at_all(tmp_path):
@@ -172,11 +177,13 @@ def test_a_refused_checkpoint_is_not_skipped(tmp_path):
 
 
 class StubTrainer(Trainer):
-    """Just what checkpoint_utils.load_checkpoint asks of a trainer that starts fresh."""
+    """Just what checkpoint_utils.load_checkpoint (and the resume choice, its settings) asks of a trainer
+    that starts fresh."""
 
     checkpoint_suffix, data_parallel_rank, data_parallel_world_size = "", 0, 1
 
-    def __init__(self):
+    def __init__(self, cfg=None):
+        self.cfg = types.SimpleNamespace(checkpoint=cfg)
         self.epochs = []
 
     def get_train_iterator(self, epoch, **kwargs):
@@ -192,12 +199,34 @@ def test_fairseq_load_checkpoint_starts_fresh_when_nothing_reads(tmp_path, caplo
 
     tear(save(tmp_path / "checkpoint_last.pt", 6, 300), "empty")
     (tmp_path / ".checkpoint_last.pt.a1b2.tmp").write_bytes(b"half")
-    trainer = StubTrainer()
+    cfg = CheckpointConfig(save_dir=str(tmp_path))
+    trainer = StubTrainer(cfg)
     with caplog.at_level(logging.INFO, logger="fairseq_ext.runtime.checkpoint_files"):
-        extra_state, itr = checkpoint_utils.load_checkpoint(CheckpointConfig(save_dir=str(tmp_path)), trainer)
+        extra_state, itr = checkpoint_utils.load_checkpoint(cfg, trainer)
     assert extra_state is None and itr.epoch == 1 and trainer.epochs == [1]
     assert not (tmp_path / ".checkpoint_last.pt.a1b2.tmp").exists()
     assert any("training starts fresh" in r.getMessage() for r in caplog.records)
+
+
+def test_a_resume_at_max_update_trains_nothing(caplog):
+    """fairseq_cli.train's epoch loop, resumed from a checkpoint at --max-update: the run ends before an update
+    (fairseq would train one more and overwrite checkpoint_last.pt); otherwise fairseq's own ``train`` runs."""
+    from fairseq.dataclass.configs import CheckpointConfig, OptimizationConfig
+
+    calls = []
+    train = checkpoint_files.stop_when_nothing_to_train(lambda *args: calls.append(args) or ([1.0], False))
+    trainer = types.SimpleNamespace(get_num_updates=lambda: 14)
+    for restore_file, max_update, expected in (("checkpoint_last.pt", 14, ([None], True)),
+                                               ("checkpoint_last.pt", 15, ([1.0], False)),
+                                               ("checkpoint_last.pt", 0, ([1.0], False)),  # 0: no limit
+                                               ("other.pt", 14, ([1.0], False))):  # not a resume: fairseq's rules
+        cfg = types.SimpleNamespace(checkpoint=CheckpointConfig(save_dir="ck", restore_file=restore_file),
+                                    optimization=OptimizationConfig(max_update=max_update))
+        with caplog.at_level(logging.INFO, logger="fairseq_ext.runtime.checkpoint_files"):
+            assert train(cfg, trainer, None, None) == expected
+    assert len(calls) == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "ck: the checkpoint is at 14 updates, --max-update 14 is reached; nothing to train"]
 
 
 # ---- the issue's test: kill -9 a real fairseq-train at random moments, then run the same command again

@@ -221,8 +221,9 @@ def test_installed_only_where_the_training_loop_runs():
         "print(signal.getsignal(signal.SIGTERM) is signals._handle, 'fairseq_cli.train' in sys.modules)\n"
         "import fairseq_cli.train\n"
         "fairseq_ext.register()\n"
+        "from fairseq_ext.runtime.patching import patched\n"
         "print(all(signal.getsignal(s) is signals._handle for s in (signal.SIGTERM, signal.SIGUSR1)),\n"
-        "      fairseq_cli.train.validate_and_save.fairseq_ext_signals)\n"
+        "      patched(fairseq_cli.train.validate_and_save) == 'fairseq_cli.train:validate_and_save')\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

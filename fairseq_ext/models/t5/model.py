@@ -35,7 +35,6 @@ from typing import Optional
 import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import (
-    ARCH_CONFIG_REGISTRY,
     FairseqEncoder,
     FairseqEncoderModel,
     register_model,
@@ -261,5 +260,5 @@ def _architecture(preset: dict):
 
 t5_encoder_small_architecture = register_model_architecture("t5_encoder", "t5_encoder_small")(_architecture(T5_SMALL))
 t5_encoder_base_architecture = register_model_architecture("t5_encoder", "t5_encoder_base")(_architecture(T5_BASE))
-# register_model(dataclass=...) registered the architecture "t5_encoder" as a no-op; it is t5-small's size.
-t5_encoder_architecture = ARCH_CONFIG_REGISTRY["t5_encoder"] = _architecture(T5_SMALL)
+# register_model(dataclass=...) registered the architecture "t5_encoder" as a no-op; it is t5-small's size: the
+# table of fairseq_ext.runtime.patches makes it the t5_encoder_small preset (fairseq has no API to re-register it).
