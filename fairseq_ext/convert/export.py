@@ -63,12 +63,12 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
     if target.embed_key not in weights:
         raise ConversionError(f"{checkpoint}: no {target.embed_key} in the weights of a {args.model} checkpoint")
     dictionary = dictionary_for_rows(tok, weights[target.embed_key].shape[0], tok_name, checkpoint, state)
-    fs_model = build_fairseq_model(args.args, dictionary, weights)
+    fs_model = build_fairseq_model(args.args, dictionary, weights, checkpoint)
     one_args, one_weights, one_model, separate = args, weights, fs_model, False
     if target.towers is not None:  # the tower alone, as a one-tower model: the same conversion and parity check
         one_args, one_weights, separate = target.towers(args, weights, tower or "query")
-        one_model = build_fairseq_model(one_args.args, dictionary, one_weights)
-    hf_model = target.to_hf(one_args, dictionary, one_weights)
+        one_model = build_fairseq_model(one_args.args, dictionary, one_weights, checkpoint)
+    hf_model = target.to_hf(one_args, dictionary, one_weights, checkpoint)
     diff = target.parity(one_model, hf_model, dictionary, args.positions)
     if not diff <= TOLERANCE:
         raise ConversionError(f"{checkpoint}: fairseq and transformers outputs differ by {diff:.2e} "

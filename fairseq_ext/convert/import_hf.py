@@ -111,7 +111,7 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, pad_to_mult
     fs = family.to_fairseq(loaded, config, dictionary)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         args = training_args(str(Path(out_dir).resolve()), family, fs.flags, pad_to_multiple, fs.positions)
-        fs_model = build_fairseq_model(args, dictionary, fs.weights)
+        fs_model = build_fairseq_model(args, dictionary, fs.weights, hf_dir)
         diff = family.parity(fs_model, loaded.model, dictionary, fs.positions)
         if not diff <= TOLERANCE:
             raise ConversionError(f"{hf_dir}: fairseq and transformers outputs differ by {diff:.2e}; nothing written")

@@ -82,7 +82,7 @@ def load_hf(hf_dir, config, seed: int) -> LoadedHF:
     if body or info["mismatched_keys"]:
         raise ConversionError(f"{hf_dir}: weights missing or of the wrong shape for {model_cls.__name__}: "
                               f"{(body or [str(k) for k in info['mismatched_keys']])[:5]}")
-    return LoadedHF(model.eval(), missing, sorted(info["unexpected_keys"]))
+    return LoadedHF(model.eval(), missing, sorted(info["unexpected_keys"]), seed=seed)
 
 
 def to_fairseq(loaded: LoadedHF, config, dictionary) -> FairseqSide:
@@ -96,7 +96,8 @@ def to_fairseq(loaded: LoadedHF, config, dictionary) -> FairseqSide:
     positions = config.max_position_embeddings - (0 if family == "bert" else dictionary.pad() + 1)
     flags = encoder_flags(config, family, positions, keep_types)
     weights = encoder.hf_to_fairseq_state(state, family, config.num_hidden_layers, len(dictionary),
-                                          dictionary.pad(), keep_types, tied=config.tie_word_embeddings)
+                                          dictionary.pad(), keep_types, tied=config.tie_word_embeddings,
+                                          seed=loaded.seed)
     dropped = []
     if not torch.equal(state[names["bias"]], state[names["decoder_bias"]]):
         dropped.append(f"{names['bias']} (unused beside the untied {names['decoder_bias']}; exported equal to it)")
@@ -120,7 +121,8 @@ def _family(name: str, title: str, hf_class: str, default_for: tuple[str, ...], 
         train_flags=("--task", "hf_masked_lm", "--criterion", "masked_lm_with_accuracy"),
         embed_key=f"{encoder.FS}embed_tokens.weight", pipeline_tag="fill-mask", input_names=input_names,
         fill_settings=fill_settings, positions_setting="max_positions", load_hf=load_hf, to_fairseq=to_fairseq,
-        to_hf=lambda args, dictionary, weights: encoder.hf_encoder_from_fairseq(args, name, dictionary, weights),
+        to_hf=lambda args, dictionary, weights, where: encoder.hf_encoder_from_fairseq(args, name, dictionary,
+                                                                                      weights, where),
         parity=encoder.encoder_parity, card=card,
     )
 
