@@ -103,7 +103,8 @@ def test_export_refuses_a_weight_of_the_wrong_shape(converted, tmp_path):
 def test_export_refuses_an_unknown_weight(converted, tmp_path):
     family, _hf, checkpoint = converted
     arch = WEIGHTS[family][2]
-    bad = edited_checkpoint(checkpoint, tmp_path / "bad.pt", lambda w: w.update({"encoder.extra.weight": torch.ones(3)}))
+    bad = edited_checkpoint(checkpoint, tmp_path / "bad.pt",
+                            lambda w: w.update({"encoder.extra.weight": torch.ones(3)}))
     with pytest.raises(ConversionError) as exc:
         export_hf(bad, tmp_path / "out")
     assert one_line(exc) == f"{bad}: unexpected weight 'encoder.extra.weight' (3,): the fairseq {arch} model has " \
