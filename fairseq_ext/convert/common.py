@@ -139,3 +139,11 @@ def largest_difference(dictionary, max_len: int,
         ours, theirs, keep = outputs(src, prev)
         worst = max(worst, float((ours.float() - theirs.float()).abs()[keep].max()))
     return worst
+
+
+def check_parity(diff: float, where) -> float:
+    """``diff`` (a family's parity figure) when within :data:`TOLERANCE`; else export and import write nothing."""
+    if not diff <= TOLERANCE:  # a NaN fails too
+        raise ConversionError(f"{where}: fairseq and transformers outputs differ by {diff:.2e} (> {TOLERANCE:g}); "
+                              "nothing written")
+    return diff

@@ -21,7 +21,7 @@ from fairseq_ext.convert.checkpoint_io import (
     dictionary_for_rows,
     load_checkpoint,
 )
-from fairseq_ext.convert.common import TOLERANCE, ConversionError
+from fairseq_ext.convert.common import TOLERANCE, ConversionError, check_parity
 from fairseq_ext.convert.embedding_card import embedding_section
 from fairseq_ext.convert.registry import FAMILIES, checkpoint_model_settings, export_family
 from fairseq_ext.convert.settings import CheckpointModelSettings, section, task_data_dir
@@ -69,10 +69,7 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
         one_args, one_weights, separate = target.towers(args, weights, tower or "query")
         one_model = build_fairseq_model(one_args.args, dictionary, one_weights, checkpoint)
     hf_model = target.to_hf(one_args, dictionary, one_weights, checkpoint)
-    diff = target.parity(one_model, hf_model, dictionary, args.positions)
-    if not diff <= TOLERANCE:
-        raise ConversionError(f"{checkpoint}: fairseq and transformers outputs differ by {diff:.2e} "
-                              f"(> {TOLERANCE:g}); nothing written")
+    diff = check_parity(target.parity(one_model, hf_model, dictionary, args.positions), checkpoint)
     pooled = None if target.pooled is None else target.pooled(one_args, one_weights)
     if pooled is not None and fmt == FORMATS[0] and tower is None and not st.is_contrastive(state):
         pooled = None  # an MLM checkpoint's pooler was never trained: the export is the encoder alone
