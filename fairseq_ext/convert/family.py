@@ -9,9 +9,10 @@ is a field here, filled in by the family's own module.
 from __future__ import annotations
 
 from argparse import Namespace
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 
 @dataclass

@@ -7,8 +7,8 @@ continuations with ``##``. Special tokens and fairseq's padding rows always star
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from fairseq_ext.vocab.tokenizer import TokenizerError, special_token_ids
 

@@ -101,7 +101,8 @@ def test_sigterm_saves_exits_0_and_resumes_at_that_update_and_batch(data, tmp_pa
     env = {**fake_scontrol(tmp_path), "SLURM_JOB_ID": "4242"}  # SIGTERM (scancel) must not requeue
     rc, log = run_and_signal(train_command(data, tmp_path / "ckpt", 10**6), signal.SIGTERM, env)
     assert rc == 0, log[-3000:]
-    stop = re.search(r"fairseq_ext\.signals \| received SIGTERM: stopped after update (\d+), saved (\S+); exiting", log)
+    stop = re.search(r"fairseq_ext\.runtime\.signals \| received SIGTERM: stopped after update (\d+), saved (\S+); "
+                     r"exiting", log)
     assert stop, log[-3000:]
     stopped = int(stop.group(1))
     assert stop.group(2) == str(tmp_path / "ckpt" / "checkpoint_last.pt")
