@@ -126,10 +126,12 @@ def parity_batches(vocab_size: int, roles, special_ids, max_len: int, seed: int 
         yield src, prev
 
 
+# (src, prev) -> (fairseq's outputs, transformers' outputs, the positions compared)
+Outputs = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
 @torch.no_grad()
-def largest_difference(dictionary, max_len: int,
-                       outputs: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-                       ) -> float:
+def largest_difference(dictionary, max_len: int, outputs: Outputs) -> float:
     """The parity check every family runs: the largest |difference| between the two models' outputs over
     :func:`parity_batches`. ``outputs(src, prev)`` gives (fairseq's, transformers', the positions compared),
     the first two ``(B, T, ...)``, the last a ``(B, T)`` mask of the real (non-pad) positions.

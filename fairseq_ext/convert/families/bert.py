@@ -16,7 +16,7 @@ from argparse import Namespace
 
 import torch
 
-from fairseq_ext.convert.common import ConversionError, load_weights, task_summary
+from fairseq_ext.convert.common import ConversionError, check_loaded, load_weights, task_summary
 from fairseq_ext.convert.families import bert_weights as encoder
 from fairseq_ext.convert.family import CardLines, FairseqSide, Family, LoadedHF
 
@@ -73,16 +73,15 @@ def fill_settings(values: dict, model: str, task: dict) -> Namespace:
 
 
 def load_hf(hf_dir, config, seed: int) -> LoadedHF:
-    """``{Bert,Roberta}ForMaskedLM`` from the directory; a missing MLM head is initialised from ``seed``."""
+    """``{Bert,Roberta}ForMaskedLM`` from the directory; a missing MLM head is initialised from ``seed``, and
+    what the masked-LM model does not use (a pooler, a next-sentence or classifier head) is dropped, both
+    reported."""
     _config_cls, model_cls = encoder.hf_classes(config.model_type)
     torch.manual_seed(seed)
     model, info = load_weights(model_cls, hf_dir, output_loading_info=True)
-    missing = sorted(info["missing_keys"])
-    body = [k for k in missing if not k.startswith(HEAD_PREFIX[config.model_type])]
-    if body or info["mismatched_keys"]:
-        raise ConversionError(f"{hf_dir}: weights missing or of the wrong shape for {model_cls.__name__}: "
-                              f"{(body or [str(k) for k in info['mismatched_keys']])[:5]}")
-    return LoadedHF(model.eval(), missing, sorted(info["unexpected_keys"]), seed=seed)
+    head = sorted(k for k in info["missing_keys"] if k.startswith(HEAD_PREFIX[config.model_type]))
+    dropped = check_loaded(hf_dir, model, info, may_lack=head, may_drop=("",))
+    return LoadedHF(model.eval(), head, dropped, seed=seed)
 
 
 def to_fairseq(loaded: LoadedHF, config, dictionary) -> FairseqSide:
