@@ -1,7 +1,8 @@
 """Masked-LM data speed: fairseq_ext's HFMaskedLMDataset vs fairseq's MaskTokensDataset.
 
 Both mask the very same token blocks (512 tokens, bos prepended) of text binarized
-from this machine, with mask 0.15 and 80/10/10, plain (subword) and with
+from this machine, with hf_masked_lm's defaults (MaskConfig in fairseq_ext/data/masking.py:
+15% chosen, 80/10/10), plain (subword) and with
 whole-word masking (fairseq gets the same word-start table). One thread: the
 figures are per core.
 
@@ -35,9 +36,10 @@ def datasets(data: Path, whole_words: bool):
     ours = task.datasets["train"]
     d = task.source_dictionary
     wwm = torch.ByteTensor(d.word_starts().astype("uint8")) if whole_words else None
+    m = ours.mask
     src, tgt = MaskTokensDataset.apply_mask(ours.blocks, d, pad_idx=d.pad(), mask_idx=d.mask_index, seed=1,
-                                            mask_prob=0.15, leave_unmasked_prob=0.1, random_token_prob=0.1,
-                                            mask_whole_words=wwm)
+                                            mask_prob=m.mask_prob, leave_unmasked_prob=m.leave_unmasked_prob,
+                                            random_token_prob=m.random_token_prob, mask_whole_words=wwm)
     return ours, _Pair(src, tgt)
 
 

@@ -2,9 +2,10 @@
 
 Both wrap the very same token blocks (tokens-per-sample 512, complete_doc, bos/eos
 added) of text binarized from this machine (Python docstrings and Debian docs),
-with the same settings: mask 0.3, span-poisson lambda 3.5, whole-word masking
-(fairseq gets the same word-start table), replace-length 1, permute-sentences 1.0,
-mask-random 0.1. One thread (`torch.set_num_threads(1)`): the figures are per core.
+with the same settings: BART's, hf_denoising's defaults (NoiseConfig in
+fairseq_ext/data/noising.py: span-poisson whole-word masking, sentence permutation),
+fairseq given the same word-start table. One thread (`torch.set_num_threads(1)`): the
+figures are per core.
 
     python benchmarks/noising.py [--samples 3000]
 """
@@ -47,11 +48,12 @@ def datasets(data: Path):
                                                         dataset_impl=None))
     task.load_dataset("train")
     ours = task.datasets["train"]
-    d = task.source_dictionary
+    d, noise = task.source_dictionary, ours.noise
     theirs = DenoisingDataset(
         ours.blocks, ours.sizes, d, d.mask_index, torch.ByteTensor(ours.is_word_start.astype("uint8")),
-        shuffle=False, seed=1, mask=0.3, mask_random=0.1, insert=0.0, rotate=0.0, permute_sentences=1.0,
-        bpe="hf_tokenizer", replace_length=1, mask_length="span-poisson", poisson_lambda=3.5,
+        shuffle=False, seed=1, mask=noise.mask_ratio, mask_random=noise.random_ratio, insert=noise.insert_ratio,
+        rotate=noise.rotate_ratio, permute_sentences=noise.permute_sentence_ratio, bpe="hf_tokenizer",
+        replace_length=noise.replace_length, mask_length=noise.mask_length, poisson_lambda=noise.poisson_lambda,
     )
     return ours, theirs
 

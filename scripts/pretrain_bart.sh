@@ -45,11 +45,11 @@ if [ "$SHARDS" -gt 1 ]; then   # data-bin/shard0:data-bin/shard1:...
     DATA=${DATA%:}
 fi
 
+# The noise is BART's: hf_denoising's defaults (fairseq_ext/data/noising.py, NoiseConfig); change a
+# setting through EXTRA_TRAIN_ARGS, e.g. "--mask 0.4 --rotate 0.1".
 fairseq-train "$DATA" --user-dir "$ROOT/fairseq_ext" \
     --task hf_denoising --arch "$ARCH" --criterion cross_entropy_with_accuracy \
     --tokens-per-sample "$TOKENS_PER_SAMPLE" --sample-break-mode complete_doc \
-    --mask 0.3 --mask-length span-poisson --poisson-lambda 3.5 --replace-length 1 \
-    --permute-sentences 1.0 --rotate 0.0 --mask-random 0.1 --insert 0.0 \
     --share-all-embeddings --layernorm-embedding \
     --optimizer adam --adam-betas "(0.9,0.98)" --adam-eps 1e-6 --weight-decay 0.01 --clip-norm 0.1 \
     --lr "$LR" --lr-scheduler polynomial_decay --warmup-updates "$WARMUP" --total-num-update "$MAX_UPDATE" \

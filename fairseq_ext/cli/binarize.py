@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from fairseq_ext.cli.arguments import (
-    OneLineParser,
     int_at_least,
     positive_float,
     positive_int,
@@ -136,20 +134,3 @@ def set_thread_count(workers: int) -> None:
     os.environ["RAYON_RS_NUM_CPUS"] = str(workers)
     if workers == 1:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="fairseq-ext binarize", description=__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return p
-
-
-def main(argv=None) -> int:
-    from fairseq_ext.cli.main import main as cli_main
-
-    return cli_main(["binarize", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

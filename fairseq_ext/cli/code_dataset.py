@@ -34,7 +34,6 @@ example:
 from __future__ import annotations
 
 import argparse
-import sys
 
 from fairseq_ext.cli.arguments import nonnegative_int, positive_float, positive_int, ratio, refuse_output_over_inputs
 
@@ -140,22 +139,3 @@ def summary(stats: dict) -> str:
         lines.append(f"{split}: {s['files']:,} files in {s['projects']:,} projects, {s['bytes']:,} bytes, "
                      f"{s['tokens']:,} tokens ({langs})")
     return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from fairseq_ext.cli.arguments import OneLineParser
-
-    p = OneLineParser(prog="fairseq-ext code-dataset", description=__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return p
-
-
-def main(argv=None) -> int:
-    from fairseq_ext.cli.main import main as cli_main
-
-    return cli_main(["code-dataset", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

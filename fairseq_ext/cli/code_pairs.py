@@ -41,7 +41,6 @@ example:
 from __future__ import annotations
 
 import argparse
-import sys
 
 from fairseq_ext.cli.arguments import nonnegative_int, positive_int
 from fairseq_ext.cli.code_dataset import add_source_arguments, counts_text, dataset_config_from_args
@@ -105,22 +104,3 @@ def summary(stats: dict) -> str:
         lines.append(f"{split}: {s['pairs']:,} pairs ({kinds}) from {s['files']:,} files in {s['projects']:,} "
                      f"projects; {s['query_tokens']:,} query and {s['key_tokens']:,} key tokens")
     return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from fairseq_ext.cli.arguments import OneLineParser
-
-    p = OneLineParser(prog="fairseq-ext code-pairs", description=__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return p
-
-
-def main(argv=None) -> int:
-    from fairseq_ext.cli.main import main as cli_main
-
-    return cli_main(["code-pairs", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -38,7 +38,6 @@ examples:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from fairseq_ext.cli.arguments import int_at_least, positive_float, positive_int
@@ -85,13 +84,3 @@ def run(args: argparse.Namespace) -> int:
     from fairseq_ext.recipes import bart
 
     return bart.run(args)
-
-
-def main(argv=None) -> int:
-    from fairseq_ext.cli.main import main as cli_main
-
-    return cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,7 +20,6 @@ example:
 from __future__ import annotations
 
 import argparse
-import sys
 
 from fairseq_ext.cli.binarize import add_encoding_arguments, set_thread_count, summary_line
 
@@ -52,22 +51,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {result['lines']:,} lines ({result['lines'] - result['separators']:,} of pieces, "
           f"{result['separators']:,} blank between documents), {result['pieces']:,} pieces")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from fairseq_ext.cli.arguments import OneLineParser
-
-    p = OneLineParser(prog="fairseq-ext encode", description=__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return p
-
-
-def main(argv=None) -> int:
-    from fairseq_ext.cli.main import main as cli_main
-
-    return cli_main(["encode", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

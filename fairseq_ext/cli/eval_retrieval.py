@@ -27,7 +27,6 @@ example:
 from __future__ import annotations
 
 import argparse
-import sys
 
 from fairseq_ext.cli.arguments import int_at_least, positive_int
 
@@ -138,22 +137,3 @@ def summary(r: dict) -> str:
                      "var_N:")
         lines += table(rn["scores"]) if rn["scores"] else ["  (no docstring pair to rename)"]
     return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from fairseq_ext.cli.arguments import OneLineParser
-
-    p = OneLineParser(prog="fairseq-ext eval-retrieval", description=__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return p
-
-
-def main(argv=None) -> int:
-    from fairseq_ext.cli.main import main as cli_main
-
-    return cli_main(["eval-retrieval", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

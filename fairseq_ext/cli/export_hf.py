@@ -113,13 +113,3 @@ def run(args: argparse.Namespace) -> int:
         files += ", pooler.safetensors"
     print(f"wrote {args.output}: {files}")
     return 0
-
-
-def main(argv=None) -> int:
-    from fairseq_ext.cli.main import main as cli_main
-
-    return cli_main(["export-hf", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

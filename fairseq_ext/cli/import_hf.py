@@ -30,7 +30,6 @@ example:
 from __future__ import annotations
 
 import argparse
-import sys
 
 from fairseq_ext.cli.arguments import positive_int, refuse_output_over_inputs
 
@@ -76,13 +75,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"continue with: fairseq-train DATA --user-dir fairseq_ext $(cat {args.output}/model_args.txt) "
           f"--restore-file {args.output}/checkpoint.pt --reset-optimizer --reset-dataloader --reset-meters ...")
     return 0
-
-
-def main(argv=None) -> int:
-    from fairseq_ext.cli.main import main as cli_main
-
-    return cli_main(["import-hf", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,6 @@ examples:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from fairseq_ext.cli.arguments import fraction, nonnegative_int, ratio, refuse_output_over_inputs
@@ -119,13 +118,3 @@ def summary(s: dict) -> str:
         f"{s['documents_emptied_by_filtering']:,} documents left empty\n"
         f"{splits}"
     )
-
-
-def main(argv=None) -> int:
-    from fairseq_ext.cli.main import main as cli_main
-
-    return cli_main(["prepare", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

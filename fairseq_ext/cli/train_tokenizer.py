@@ -24,7 +24,6 @@ examples:
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 
 from fairseq_ext.cli.arguments import positive_int, refuse_output_over_inputs
@@ -78,13 +77,3 @@ def run(args: argparse.Namespace) -> int:
         for line, pieces in zip(lines := first_lines(files[0], 5), pieces_preview(tok, lines)):
             print(f"> {line}\n  {pieces}")
     return 0
-
-
-def main(argv=None) -> int:
-    from fairseq_ext.cli.main import main as cli_main
-
-    return cli_main(["train-tokenizer", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

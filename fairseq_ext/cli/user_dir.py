@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 HELP = "print the path to give fairseq-train --user-dir"
 
@@ -24,13 +23,3 @@ def run(args: argparse.Namespace) -> int:
 
     print(os.path.dirname(os.path.abspath(fairseq_ext.__file__)))
     return 0
-
-
-def main(argv=None) -> int:
-    from fairseq_ext.cli.main import main as cli_main
-
-    return cli_main(["user-dir", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

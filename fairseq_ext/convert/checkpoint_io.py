@@ -6,7 +6,7 @@ import os
 from argparse import Namespace
 from pathlib import Path
 
-from fairseq_ext.convert.common import ConversionError
+from fairseq_ext.convert.common import ConversionError, check_weights
 from fairseq_ext.convert.settings import task_data_dir
 from fairseq_ext.vocab.dict_txt import tokenizer_path_for
 from fairseq_ext.vocab.dictionary import TokenizerDictionary
@@ -97,13 +97,20 @@ class _DictionaryTask:
         self.source_dictionary = self.target_dictionary = dictionary
 
 
-def build_fairseq_model(args: Namespace, dictionary, weights: dict):
-    """The fairseq model of ``args`` (every setting, as fairseq-train parses them) holding ``weights``."""
+def build_fairseq_model(args: Namespace, dictionary, weights: dict, where="the converted weights"):
+    """The fairseq model of ``args`` (every setting, as fairseq-train parses them) holding ``weights``.
+
+    The weights are checked against the model first (names and shapes, :func:`check_weights`), after
+    fairseq's own upgrade of old names, so a mismatch is one line naming the weight and ``where``.
+    """
     from fairseq.models import ARCH_MODEL_REGISTRY
 
     args = Namespace(**vars(args))
     if getattr(args, "task", None) is None:  # fairseq's BART reads args.task on load; hydra's settings lack it
         args.task = None
     model = ARCH_MODEL_REGISTRY[args.arch].build_model(args, _DictionaryTask(dictionary))
+    upgraded = dict(weights)  # what load_state_dict compares: the names after fairseq's upgrade_state_dict
+    model.upgrade_state_dict(upgraded)
+    check_weights(model.state_dict(), upgraded, where, f"the fairseq {args.arch} model")
     model.load_state_dict(weights, strict=True)
     return model.eval()

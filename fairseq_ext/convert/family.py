@@ -78,8 +78,8 @@ class Family:
     load_hf: Callable[[Path, Any, int], LoadedHF]
     # (loaded, config, dictionary) -> fairseq flags and weights
     to_fairseq: Callable[[LoadedHF, Any, Any], FairseqSide]
-    # (settings, dictionary, fairseq weights) -> the transformers model holding them
-    to_hf: Callable[[Any, Any, dict], Any]
+    # (settings, dictionary, fairseq weights, the checkpoint for messages) -> the transformers model holding them
+    to_hf: Callable[[Any, Any, dict, Any], Any]
     # (fairseq model, transformers model, dictionary, positions) -> largest |difference| on padded batches
     parity: Callable[[Any, Any, Any, int], float]
     # (settings, task settings) -> the model card's rows

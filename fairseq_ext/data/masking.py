@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from fairseq_ext.data.noising import NoiseConfig, span_lengths
+from fairseq_ext.data.spans import covered, poisson_span_lengths, word_starts_at
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,7 @@ def choose_positions(tokens: np.ndarray, cfg: MaskConfig, is_word_start: np.ndar
     if cfg.unit == "subword":
         starts = candidates
     else:  # a word starts at a word-start token, or right after a special token
-        starts = is_word_start[tokens].copy()
-        starts[1:] |= special[tokens[:-1]]
+        starts = word_starts_at(tokens, is_word_start, special)
         starts[0] = True
         starts &= candidates
     word_pos = np.flatnonzero(starts)
@@ -52,20 +51,17 @@ def choose_positions(tokens: np.ndarray, cfg: MaskConfig, is_word_start: np.ndar
         return np.zeros(tokens.size, dtype=bool)
     # as fairseq: the expected count, rounded at random
     n = min(word_pos.size, int(cfg.mask_prob * word_pos.size + rng.random()))
-    if n == 0:  # a short sample can round to nothing (noising.span_lengths cannot draw 0 words)
+    if n == 0:  # a short sample can round to nothing (poisson_span_lengths cannot draw 0 words)
         return np.zeros(tokens.size, dtype=bool)
     if cfg.unit == "span":
-        lengths = span_lengths(n, NoiseConfig(mask_length="span-poisson", poisson_lambda=cfg.span_lambda), rng)
+        lengths = poisson_span_lengths(n, cfg.span_lambda, rng)
         lengths = lengths[lengths > 0]
     else:
         lengths = np.ones(n, dtype=np.int64)
     first = rng.permutation(word_pos.size)[: lengths.size]
     # a chosen unit covers its words up to the next word start (or the next special token)
     bounds = np.append(word_pos, tokens.size)
-    delta = np.zeros(tokens.size + 1, dtype=np.int64)
-    np.add.at(delta, word_pos[first], 1)
-    np.add.at(delta, bounds[np.minimum(first + lengths, word_pos.size)], -1)
-    return (np.cumsum(delta[:-1]) > 0) & candidates
+    return covered(tokens.size, word_pos[first], bounds[np.minimum(first + lengths, word_pos.size)]) & candidates
 
 
 IDENTIFIER_START = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -156,13 +152,15 @@ def choose_identifiers(tokens: np.ndarray, mask_prob: float, vocab: IdentifierVo
         return chosen
     groups, inverse = np.unique(rows, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    covered = np.bincount(inverse[run[run >= 0]], minlength=groups.shape[0])  # tokens per identifier
+    per_identifier = np.bincount(inverse[run[run >= 0]], minlength=groups.shape[0])  # tokens per identifier
     target = mask_prob * int((~special[tokens]).sum())
     order = rng.permutation(groups.shape[0])
-    total = np.cumsum(covered[order])
+    total = np.cumsum(per_identifier[order])
     n = int(np.searchsorted(total, target, side="right"))  # identifiers that fit entirely
-    if n < order.size and rng.random() * covered[order[n]] < target - (total[n] - covered[order[n]]):
-        n += 1
+    if n < order.size:  # the one that would cross the target: taken with the probability that makes it exact
+        crossing = per_identifier[order[n]]
+        if rng.random() * crossing < target - (total[n] - crossing):
+            n += 1
     picked = np.zeros(groups.shape[0], dtype=bool)
     picked[order[:n]] = True
     chosen[run >= 0] = picked[inverse[run[run >= 0]]]

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fairseq_ext.data.spans import covered, poisson_span_lengths, word_starts_at
+
 
 @dataclass(frozen=True)
 class NoiseConfig:
@@ -38,8 +40,7 @@ def word_start_positions(tokens: np.ndarray, is_word_start: np.ndarray, special:
     >>> word_start_positions(np.array([0, 4, 3, 1, 3, 2, 1]), ws, sp).astype(int).tolist()
     [0, 1, 0, 1, 1, 1, 0]
     """
-    starts = is_word_start[tokens].copy()
-    starts[1:] |= special[tokens[:-1]]  # after bos/eos a new word begins
+    starts = word_starts_at(tokens, is_word_start, special)
     starts[0] = starts[-1] = False
     return starts
 
@@ -71,14 +72,7 @@ def span_lengths(n_words: int, cfg: NoiseConfig, rng: np.random.Generator) -> np
     """Span lengths in words whose sum is ``n_words``; zeros are insertions (span-poisson)."""
     if cfg.mask_length != "span-poisson":
         return np.ones(n_words, dtype=np.int64)
-    draws = rng.poisson(cfg.poisson_lambda, size=n_words)
-    while draws.sum() < n_words:
-        draws = np.concatenate([draws, rng.poisson(cfg.poisson_lambda, size=n_words)])
-    cum = np.cumsum(draws)
-    last = int(np.searchsorted(cum, n_words))  # first span reaching the budget
-    draws = draws[: last + 1].copy()
-    draws[last] = n_words - (cum[last - 1] if last > 0 else 0)
-    return draws
+    return poisson_span_lengths(n_words, cfg.poisson_lambda, rng)
 
 
 def mask_spans(tokens: np.ndarray, starts: np.ndarray, cfg: NoiseConfig, mask_idx: int,
@@ -102,24 +96,18 @@ def mask_spans(tokens: np.ndarray, starts: np.ndarray, cfg: NoiseConfig, mask_id
     bounds = np.append(word_pos, tokens.size - 1)
     span_start = word_pos[chosen]
     span_end = bounds[np.minimum(chosen + lengths, word_pos.size)]
-    delta = np.zeros(tokens.size + 1, dtype=np.int64)
-    np.add.at(delta, span_start, 1)
-    np.add.at(delta, span_end, -1)
-    covered = np.cumsum(delta[:-1]) > 0
-    delta_inner = np.zeros(tokens.size + 1, dtype=np.int64)
-    np.add.at(delta_inner, span_start + 1, 1)
-    np.add.at(delta_inner, span_end, -1)
-    inner = np.cumsum(delta_inner[:-1]) > 0  # covered, but not the head of a span
-    head = covered & ~inner
+    spanned = covered(tokens.size, span_start, span_end)
+    inner = covered(tokens.size, span_start + 1, span_end)  # covered, but not the head of a span
+    head = spanned & ~inner
     out = tokens.copy()
     if cfg.replace_length == 0:
-        keep = ~covered
+        keep = ~spanned
     elif cfg.replace_length == 1:
         keep = ~inner
         _mask_positions(out, np.flatnonzero(head), cfg.random_ratio, mask_idx, random_tokens, rng)
     else:  # -1: every covered token becomes mask / random
         keep = np.ones(tokens.size, dtype=bool)
-        _mask_positions(out, np.flatnonzero(covered), cfg.random_ratio, mask_idx, random_tokens, rng)
+        _mask_positions(out, np.flatnonzero(spanned), cfg.random_ratio, mask_idx, random_tokens, rng)
     return out[keep], inserts
 
 

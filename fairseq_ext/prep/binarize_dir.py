@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fairseq_ext.io_utils import atomic_output_dir
 from fairseq_ext.prep.binarizer import BinarizeError, LineEncoder, best_dtype, binarize_text, check_text_file
+from fairseq_ext.prep.progress import progress_bar
 from fairseq_ext.prep.shards import binarize_text_sharded, check_open_files, data_path, shard_dirs
 from fairseq_ext.vocab.dict_txt import write_dict_txt
 from fairseq_ext.vocab.tokenizer import (
@@ -57,7 +58,7 @@ def binarize_directory(
         return binarize_shards(tok, symbols, encoder, files, out_dir, shards, result, max_line_tokens=max_line_tokens,
                                batch_bytes=batch_bytes, overwrite=overwrite, progress=progress, total_bytes=total)
     # the bar closes (and clears its line) before an error is printed
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, _progress_bar(total, progress) as bar:
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(total, progress) as bar:
         for split, path in files.items():
             bar.set_description(split)
             stats = binarize_text(path, tmp / split, encoder, dtype, batch_bytes, progress=bar.update)
@@ -84,7 +85,7 @@ def binarize_shards(tok, symbols: list[str], encoder: LineEncoder, files: Mappin
     """
     dtype = best_dtype(len(symbols))
     check_open_files(shards)
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, _progress_bar(total_bytes, progress) as bar:
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(total_bytes, progress) as bar:
         dirs = shard_dirs(tmp, shards)
         for d in dirs:
             d.mkdir()
@@ -131,10 +132,3 @@ def load_line_encoder(tokenizer: str | os.PathLike, max_line_tokens: int) -> tup
     roles = special_roles(tok)
     roles.require("eos", source=str(tokenizer))
     return tok, symbols, LineEncoder(tok, roles.eos, roles.unk, special_token_ids(tok), max_line_tokens)
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled,
-                dynamic_ncols=True, leave=False)

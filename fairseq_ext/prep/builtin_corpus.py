@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
+from fairseq_ext.prep.file_walk import sorted_walk
+
 _DOCTEST = re.compile(r"^\s*(>>>|\.\.\.)")
 _MARKUP = re.compile(r":\w+:`([^`]*)`|``([^`]*)``|`([^`]*)`")
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "tkinter", "turtledemo", "__pycache__"}
@@ -28,11 +30,9 @@ def stdlib_dir() -> Path:
 def stdlib_sources(root: Optional[Path] = None) -> Iterator[Path]:
     """The standard library's .py files, in a stable order."""
     root = root or stdlib_dir()
-    for dirpath, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
-        for name in sorted(files):
-            if name.endswith(".py"):
-                yield Path(dirpath) / name
+    for directory, _rel, names in sorted_walk(root, lambda d, _rel: d.name not in _SKIP_DIRS
+                                              and not d.name.startswith(".")):
+        yield from (directory / name for name in names if name.endswith(".py"))
 
 
 def docstring_paragraphs(source: str) -> list[str]:

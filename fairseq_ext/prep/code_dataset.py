@@ -38,6 +38,7 @@ from fairseq_ext.prep.code_files import (
     walk_sources,
 )
 from fairseq_ext.prep.code_splits import split_files
+from fairseq_ext.prep.progress import progress_bar
 
 FORMATS = ("arrow", "mmap", "both")
 
@@ -278,10 +279,3 @@ def _file_digest(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()[:16]
-
-
-def progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled,
-                dynamic_ncols=True, leave=False)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from fairseq_ext.errors import UserError
+from fairseq_ext.prep.file_walk import sorted_walk
 
 # Why a file was not kept, in the order the checks run ("symlink": a link or anything not a regular file).
 SKIP_REASONS = ("hidden", "symlink", "gitignored", "not_selected", "no_language", "too_large", "empty",
@@ -198,26 +199,16 @@ def walk_sources(src: Path, selection: Selection, max_bytes: int, stats: WalkSta
         raise UserError(f"{src}: {'is a file' if src.exists() else 'no such directory'}; "
                         "SRC is a directory of source files")
     ignores = _GitIgnores()
-    for root, dirs, names in os.walk(src):
-        root_path = Path(root)
-        rel_dir = root_path.relative_to(src).as_posix()
-        rel_dir = "" if rel_dir == "." else rel_dir
+
+    def keep_dir(path: Path, rel: str) -> bool:
+        reason = _dir_reason(path, rel, ignores)
+        if reason is not None:
+            stats.pruned_dirs[reason] += 1
+        return reason is None
+
+    for root_path, rel_dir, names in sorted_walk(src, keep_dir):
         ignores.enter(rel_dir, root_path)
-        kept_dirs = []
-        for d in sorted(dirs):
-            rel = f"{rel_dir}/{d}" if rel_dir else d
-            if d in VENDORED_DIRS or (root_path / d / "pyvenv.cfg").is_file():
-                stats.pruned_dirs["vendored"] += 1
-            elif (root_path / d).is_symlink():
-                stats.pruned_dirs["symlink"] += 1
-            elif ignores.ignored(rel, is_dir=True):
-                stats.pruned_dirs["gitignored"] += 1
-            elif d.startswith("."):
-                stats.pruned_dirs["hidden"] += 1
-            else:
-                kept_dirs.append(d)
-        dirs[:] = kept_dirs
-        for name in sorted(names):
+        for name in names:
             stats.files_seen += 1
             path = root_path / name
             rel = f"{rel_dir}/{name}" if rel_dir else name
@@ -231,6 +222,19 @@ def walk_sources(src: Path, selection: Selection, max_bytes: int, stats: WalkSta
                 stats.skipped[reason] += 1
                 continue
             yield SourceFile(path, f"{src.name}/{rel}", tuple(rel_dir.split("/")) if rel_dir else (), size, language)
+
+
+def _dir_reason(path: Path, rel: str, ignores: _GitIgnores) -> Optional[str]:
+    """Why a directory is not walked (vendored, symlink, gitignored, hidden), or None."""
+    if path.name in VENDORED_DIRS or (path / "pyvenv.cfg").is_file():
+        return "vendored"
+    if path.is_symlink():
+        return "symlink"
+    if ignores.ignored(rel, is_dir=True):
+        return "gitignored"
+    if path.name.startswith("."):
+        return "hidden"
+    return None
 
 
 def _name_reason(path: Path, name: str, rel: str, ignores: _GitIgnores) -> Optional[str]:

@@ -29,7 +29,6 @@ from fairseq_ext.prep.code_dataset import (
     file_counts,
     finish_dataset_dict,
     plan_splits,
-    progress_bar,
     read_files,
     skips_text,
 )
@@ -43,9 +42,10 @@ from fairseq_ext.prep.code_pair_extract import (
     span_pairs,
     span_seed,
 )
+from fairseq_ext.prep.progress import progress_bar
+from fairseq_ext.vocab.tokenizer import FALLBACK_MASK_TOKEN
 
 KINDS = ("docstring", "span", "both")
-FALLBACK_MASK_TOKEN = "<extra_id_0>"  # as code_mlm: T5's first sentinel when the tokenizer names no mask
 # Why a file gives no pair of a kind (besides code-dataset's reasons, which drop it for every kind).
 FILE_SKIPS = {"docstring": ("not_python", "unparsable"), "span": ("too_few_lines", "mask_token_in_file")}
 

@@ -26,8 +26,9 @@ from typing import TextIO
 import numpy as np
 
 from fairseq_ext.errors import UserError
-from fairseq_ext.prep.binarize_dir import _progress_bar, load_line_encoder
+from fairseq_ext.prep.binarize_dir import load_line_encoder
 from fairseq_ext.prep.binarizer import encode_items
+from fairseq_ext.prep.progress import progress_bar
 
 _WHITESPACE = re.compile(r"\s")  # what fairseq's tokenize_line splits on
 
@@ -115,7 +116,7 @@ def encode_to_pieces(
     output = Path(output)
     _check_paths(inputs, output, overwrite)
     tok, symbols, encoder = load_line_encoder(tokenizer, max_line_tokens)
-    bar = _progress_bar(sum(p.stat().st_size for p in inputs), progress)
+    bar = progress_bar(sum(p.stat().st_size for p in inputs), progress)
     result: dict = {"tokenizer": str(tokenizer), "output": str(output), "max_line_tokens": max_line_tokens,
                     "inputs": []}
     with _atomic_text_file(output) as fd:

@@ -15,6 +15,7 @@ import numpy as np
 
 from fairseq_ext.errors import UserError
 from fairseq_ext.io_utils import atomic_output_dir
+from fairseq_ext.prep.progress import progress_bar
 from fairseq_ext.prep.text_prep import (
     ReadStats,
     SentenceFilter,
@@ -57,7 +58,7 @@ def prepare_corpus(
     seen: set[bytes] = set()
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         all_path = tmp / "all.tmp"
-        with open(all_path, "w", encoding="utf-8") as out, _bar(files, progress) as bar:
+        with open(all_path, "w", encoding="utf-8") as out, progress_bar(len(files), progress, unit="file") as bar:
             for doc in iter_documents(_tick(files, bar), doc_sep, read):
                 counts["documents in"] += 1
                 if normalize is not None:
@@ -150,12 +151,6 @@ def _write_splits(all_path: Path, out: Path, split: np.ndarray) -> dict:
         for h in handles.values():
             h.close()
     return per
-
-
-def _bar(files: list[Path], enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=len(files), unit="file", disable=not enabled, leave=False, dynamic_ncols=True)
 
 
 def _tick(files: list[Path], bar):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fairseq_ext.errors import UserError
+from fairseq_ext.prep.file_walk import sorted_walk
 
 # Words that end with a full stop without ending a sentence.
 ABBREVIATIONS = frozenset(
@@ -109,10 +110,8 @@ def find_input_files(inputs: Sequence[str | os.PathLike], pattern: str = "*") ->
             files.append(path)
         elif path.is_dir():
             found = []
-            for root, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [Path(root) / n for n in sorted(names)
-                          if not n.startswith(".") and fnmatch.fnmatch(n, pattern)]
+            for directory, _rel, names in sorted_walk(path, lambda d, _rel: not d.name.startswith(".")):
+                found += [directory / n for n in names if not n.startswith(".") and fnmatch.fnmatch(n, pattern)]
             if not found:
                 raise UserError(f"{path}: directory holds no files matching {pattern!r}")
             files += found

@@ -22,6 +22,7 @@ import torch
 from fairseq_ext.criterions.ranking import chance_metrics, embedding_rank_counts, metrics_from_counts
 from fairseq_ext.errors import UserError
 from fairseq_ext.io_utils import write_file_atomically
+from fairseq_ext.prep.progress import progress_bar
 
 KINDS = ("docstring", "span")
 
@@ -98,8 +99,6 @@ def _scores(model_counts, bm25_counts, n: int) -> dict:
 
 def evaluate(model, pool: Pool, batch_size: int, device: str, rename: bool = False, progress: bool = True) -> dict:
     """Every figure ``eval-retrieval`` prints, as a dict (what ``--json`` writes)."""
-    from tqdm import tqdm
-
     from fairseq_ext.data.pair_dataset import PairDataset
     from fairseq_ext.retrieval.bm25 import BM25Pool
 
@@ -108,10 +107,10 @@ def evaluate(model, pool: Pool, batch_size: int, device: str, rename: bool = Fal
     data = PairDataset(pool.directory, pool.split, d, model.max_query_tokens, model.max_key_tokens,
                        None if mask is None or mask < 0 else int(mask), shuffle=False)
     n = len(pool)
-    with tqdm(total=2 * n, desc="embed", unit="side", disable=not progress, leave=False) as bar:
+    with progress_bar(2 * n, progress, unit="side", desc="embed") as bar:
         q = embed_sides(model, [data.side(i, "query") for i in pool.rows], "query", batch_size, device, bar)
         k = embed_sides(model, [data.side(i, "key") for i in pool.rows], "key", batch_size, device, bar)
-    with tqdm(total=n, desc="BM25", unit="query", disable=not progress, leave=False) as bar:
+    with progress_bar(n, progress, unit="query", desc="BM25") as bar:
         bm25 = BM25Pool(pool.keys).rank_counts(pool.queries, progress=bar)
     extra = 1 + (d.bos_index is not None)  # bos, eos around the ids
     report = {"pool": {"pairs": n, "scores": _scores(embedding_rank_counts(q, k), bm25, n)},
@@ -123,8 +122,6 @@ def evaluate(model, pool: Pool, batch_size: int, device: str, rename: bool = Fal
 
 
 def _renamed(model, pool: Pool, q: torch.Tensor, k: torch.Tensor, batch_size: int, device: str, progress: bool) -> dict:
-    from tqdm import tqdm
-
     from fairseq_ext.data.pair_dataset import side_tokens
     from fairseq_ext.prep.binarize_dir import load_line_encoder
     from fairseq_ext.prep.rename import RENAME_SKIPS, rename_definition
@@ -151,7 +148,7 @@ def _renamed(model, pool: Pool, q: torch.Tensor, k: torch.Tensor, batch_size: in
     d = model.dictionary
     sides = [side_tokens(ids, model.max_key_tokens, d.bos_index, d.eos())
              for ids in np.split(flat, np.cumsum(lengths)[:-1])]
-    with tqdm(total=n, desc="embed renamed", unit="key", disable=not progress, leave=False) as bar:
+    with progress_bar(n, progress, unit="key", desc="embed renamed") as bar:
         k_renamed = embed_sides(model, sides, "key", batch_size, device, bar)
     queries = [pool.queries[j] for j in keep]
     q_sub, original_k = q[torch.as_tensor(keep)], k[torch.as_tensor(keep)]

@@ -92,7 +92,7 @@ def _fairseq_checkpoint(path: Path, tok, tokenizer_path: Path, device: str) -> E
     weights = state["model"]
     dictionary = dictionary_for_rows(tok, weights["encoder.embed_tokens.weight"].shape[0], tokenizer_path, path,
                                      state)
-    module = build_fairseq_model(settings.args, dictionary, weights)
+    module = build_fairseq_model(settings.args, dictionary, weights, path)
     similarity = str(section(state, "criterion").get("similarity") or "cosine")
     return EmbeddingModel(
         name=str(path), kind="fairseq checkpoint", module=module, similarity=similarity, dictionary=dictionary,

@@ -16,17 +16,20 @@ from the first directory, and every directory must hold the first one's
 tokenizer (checked once, at start).
 """
 
+import dataclasses
 import filecmp
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, TypeVar
 
-from fairseq.data import data_utils
+from fairseq.data import AppendTokenDataset, PrependTokenDataset, data_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask
 from omegaconf import II, MISSING
 
+from fairseq_ext.data.block_dataset import check_sentence_lengths, token_blocks
 from fairseq_ext.models.init import init_normal_
 from fairseq_ext.vocab.dict_txt import tokenizer_path_for
 from fairseq_ext.vocab.dictionary import TokenizerDictionary
@@ -36,6 +39,7 @@ from fairseq_ext.vocab.tokenizer import TokenizerError
 logger = logging.getLogger(__name__)
 
 BREAK_MODES = ChoiceEnum(["none", "complete", "complete_doc", "eos"])
+Settings = TypeVar("Settings")
 
 
 @dataclass
@@ -117,6 +121,21 @@ class TokenizerDataTask(FairseqTask):
         self.check_same_vocabulary(data_path)
         return dataset, split_path
 
+    def load_blocks(self, split: str, epoch: int, combine: bool, append_eos: bool):
+        """(samples ``bos tokens ...`` [+ ``eos``], the split's path): ``split``'s sentences packed as
+        ``--sample-break-mode`` says into at most ``--tokens-per-sample`` tokens, bos (and, with
+        ``append_eos``, a final eos) included. The task's config has both settings.
+
+        A sentence longer than a sample is refused for the modes that keep sentences whole
+        (:func:`~fairseq_ext.data.block_dataset.check_sentence_lengths`).
+        """
+        dataset, split_path = self.load_split(split, epoch, combine)
+        d, mode, tokens = self.dictionary, str(self.cfg.sample_break_mode), self.cfg.tokens_per_sample
+        room = tokens - 1 - int(append_eos)  # room for bos (and the final eos)
+        check_sentence_lengths(dataset.sizes, room, mode, split_path, tokens)
+        blocks = PrependTokenDataset(token_blocks(dataset, room, d.pad(), d.eos(), mode), d.bos())
+        return (AppendTokenDataset(blocks, d.eos()) if append_eos else blocks), split_path
+
     def check_same_vocabulary(self, data_path: str) -> None:
         """A later data directory (``DATA1:DATA2``) must hold the first one's tokenizer.
 
@@ -176,6 +195,20 @@ class TokenizerDataTask(FairseqTask):
     @property
     def target_dictionary(self):
         return self.dictionary
+
+
+def data_config(cls: type[Settings], cfg, renamed: Mapping[str, str]) -> Settings:
+    """The data layer's frozen settings ``cls`` (``NoiseConfig``, ``MaskConfig``) from a task's config.
+
+    Each field is read from the task setting of the same name, or of the name ``renamed`` gives it
+    (``{"mask_ratio": "mask"}``: the flag is ``--mask``); a choice (``ChoiceEnum``) becomes a plain
+    string. The task's defaults are ``cls``'s, so the numbers are written once, in ``cls``.
+    """
+    values = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(cfg, renamed.get(f.name, f.name))
+        values[f.name] = str(value) if isinstance(f.default, str) else value
+    return cls(**values)
 
 
 def data_paths(data: str) -> list[str]:

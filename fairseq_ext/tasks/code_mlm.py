@@ -28,15 +28,14 @@ from fairseq_ext.data.arrow_dataset import ArrowTokenDataset, CodeDataError, Fil
 from fairseq_ext.data.block_dataset import token_blocks
 from fairseq_ext.data.masked_lm_dataset import HFMaskedLMDataset
 from fairseq_ext.data.masking import IdentifierVocab, identifier_vocab
-from fairseq_ext.tasks.hf_masked_lm import HFMaskedLMConfig, HFMaskedLMTask
-from fairseq_ext.vocab.tokenizer import TokenizerError
+from fairseq_ext.tasks.hf_masked_lm import BERT, HFMaskedLMConfig, HFMaskedLMTask
+from fairseq_ext.vocab.tokenizer import FALLBACK_MASK_TOKEN, TokenizerError
 
 logger = logging.getLogger(__name__)
 
 CODE_BREAK_MODES = ChoiceEnum(["none", "file_truncate", "file_split"])
 CODE_MASK_UNITS = ChoiceEnum(["subword", "word", "span", "identifier"])
 DATA_FORMATS = ChoiceEnum(["auto", "arrow", "mmap"])
-FALLBACK_MASK_TOKEN = "<extra_id_0>"  # T5's first sentinel
 
 
 @dataclass
@@ -51,7 +50,7 @@ class CodeMLMConfig(HFMaskedLMConfig):
         "help": "'none' packs the files' tokens into full blocks; 'file_truncate' makes one sample per file, "
         "cut at --tokens-per-sample (the files cut and tokens dropped are logged); 'file_split' one file "
         "per sample, a longer file split into several samples"})
-    mask_unit: CODE_MASK_UNITS = field(default="subword", metadata={
+    mask_unit: CODE_MASK_UNITS = field(default=BERT.unit, metadata={
         "help": "what is chosen: 'subword' tokens, whole 'word's, 'span's of words (--span-lambda), or "
         "'identifier's: every occurrence of randomly chosen identifiers (Python keywords never)"})
     mask_token: Optional[str] = field(default=None, metadata={

@@ -6,12 +6,12 @@ with eos), so sentence permutation works with any tokenizer; whole-word
 masking works for byte-level BPE, SentencePiece and WordPiece alike.
 """
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
 import torch
 from fairseq.data import (
-    AppendTokenDataset,
     IdDataset,
     ListDataset,
     NestedDictionaryDataset,
@@ -23,14 +23,17 @@ from fairseq.data import (
 from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 
-from fairseq_ext.data.block_dataset import check_sentence_lengths, token_blocks
 from fairseq_ext.data.denoising_dataset import HFDenoisingDataset
 from fairseq_ext.data.noising import NoiseConfig
-from fairseq_ext.tasks.base import BREAK_MODES, TokenizerDataConfig, TokenizerDataTask
+from fairseq_ext.tasks.base import BREAK_MODES, TokenizerDataConfig, TokenizerDataTask, data_config
 
 logger = logging.getLogger(__name__)
 
 MASK_LENGTHS = ChoiceEnum(["subword", "word", "span-poisson"])
+# NoiseConfig field -> the HFDenoisingConfig setting (fairseq's denoising flag) where the names differ
+NOISE_SETTINGS = {"mask_ratio": "mask", "random_ratio": "mask_random", "insert_ratio": "insert",
+                  "rotate_ratio": "rotate", "permute_sentence_ratio": "permute_sentences"}
+BART = NoiseConfig()  # BART's noise (the paper's), the defaults below
 
 
 @dataclass
@@ -41,19 +44,20 @@ class HFDenoisingConfig(TokenizerDataConfig):
         "help": "how sentences become samples: 'complete_doc' packs whole sentences of one document, "
         "'complete' packs whole sentences across documents, 'none' cuts the token stream into equal blocks, "
         "'eos' makes one sample per sentence"})
-    mask: float = field(default=0.3, metadata={"help": "share of words (or subwords) to mask"})
-    mask_random: float = field(default=0.1, metadata={
+    mask: float = field(default=BART.mask_ratio, metadata={"help": "share of words (or subwords) to mask"})
+    mask_random: float = field(default=BART.random_ratio, metadata={
         "help": "share of masked spans replaced by a random token instead of the mask token"})
-    insert: float = field(default=0.0, metadata={
+    insert: float = field(default=BART.insert_ratio, metadata={
         "help": "insert this share (of the sample length) of extra mask/random tokens"})
-    permute_sentences: float = field(default=1.0, metadata={"help": "share of sentences to shuffle in a sample"})
-    rotate: float = field(default=0.0, metadata={
+    permute_sentences: float = field(default=BART.permute_sentence_ratio, metadata={
+        "help": "share of sentences to shuffle in a sample"})
+    rotate: float = field(default=BART.rotate_ratio, metadata={
         "help": "probability of rotating a sample to start at a random token"})
-    poisson_lambda: float = field(default=3.5, metadata={
+    poisson_lambda: float = field(default=BART.poisson_lambda, metadata={
         "help": "mean span length (in words) for --mask-length span-poisson"})
-    mask_length: MASK_LENGTHS = field(default="span-poisson", metadata={
+    mask_length: MASK_LENGTHS = field(default=BART.mask_length, metadata={
         "help": "unit of masking: 'subword' tokens, whole 'word's, or spans of whole words with Poisson lengths"})
-    replace_length: int = field(default=1, metadata={
+    replace_length: int = field(default=BART.replace_length, metadata={
         "help": "what a masked span becomes: 1 one mask token, 0 nothing (deleted), -1 one mask per token"})
     max_source_positions: int = field(default=1024, metadata={"help": "max number of tokens in the source"})
     max_target_positions: int = field(default=1024, metadata={"help": "max number of tokens in the target"})
@@ -64,20 +68,10 @@ class HFDenoisingTask(TokenizerDataTask):
     cfg: HFDenoisingConfig
 
     def noise_config(self) -> NoiseConfig:
-        cfg = self.cfg
-        return NoiseConfig(
-            mask_ratio=cfg.mask, random_ratio=cfg.mask_random, insert_ratio=cfg.insert, rotate_ratio=cfg.rotate,
-            permute_sentence_ratio=cfg.permute_sentences, replace_length=cfg.replace_length,
-            mask_length=str(cfg.mask_length), poisson_lambda=cfg.poisson_lambda,
-        )
+        return data_config(NoiseConfig, self.cfg, NOISE_SETTINGS)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        dataset, split_path = self.load_split(split, epoch, combine)
-        check_sentence_lengths(dataset.sizes, self.cfg.tokens_per_sample - 2, str(self.cfg.sample_break_mode),
-                               split_path, self.cfg.tokens_per_sample)
-        blocks = token_blocks(dataset, self.cfg.tokens_per_sample - 2,  # room for bos and the final eos
-                              self.dictionary.pad(), self.dictionary.eos(), str(self.cfg.sample_break_mode))
-        blocks = AppendTokenDataset(PrependTokenDataset(blocks, self.dictionary.bos()), self.dictionary.eos())
+        blocks, split_path = self.load_blocks(split, epoch, combine, append_eos=True)
         self.datasets[split] = HFDenoisingDataset(
             blocks, blocks.sizes, self.dictionary, self.noise_config(), seed=self.cfg.seed,
             shuffle=split != "test",
@@ -109,3 +103,14 @@ class HFDenoisingTask(TokenizerDataTask):
 
     def max_positions(self):
         return (self.cfg.max_source_positions, self.cfg.max_target_positions)
+
+
+def noise_flags(noise: NoiseConfig = BART) -> list[str]:
+    """``noise`` as fairseq-train flags (``--mask 0.3 ...``), which fairseq's own ``denoising`` task takes too
+    (a whole number is written as one: its ``--permute-sentences`` is an integer)."""
+    flags = []
+    for f in dataclasses.fields(noise):
+        value = getattr(noise, f.name)
+        text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+        flags += [f"--{NOISE_SETTINGS.get(f.name, f.name).replace('_', '-')}", text]
+    return flags

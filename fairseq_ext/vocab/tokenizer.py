@@ -34,6 +34,9 @@ _ROLE_NAMES = {
     "unk": ("<unk>", "[UNK]"),
     "mask": ("<mask>", "[MASK]"),
 }
+# The mask of a tokenizer that names none (T5's SentencePiece), when --mask-token does not say:
+# T5's first sentinel (code_mlm's masking, code-pairs' span queries).
+FALLBACK_MASK_TOKEN = "<extra_id_0>"
 
 
 class TokenizerError(UserError):

@@ -99,3 +99,26 @@ def test_export_and_import_never_name_a_family():
     for rel in GENERIC:
         text = (PACKAGE / rel).read_text(encoding="utf-8")
         assert not pattern.findall(text), f"{rel} names a family: {pattern.findall(text)}"
+
+
+def test_one_tolerance_for_every_family_and_direction():
+    """export-hf and import-hf refuse the same way when the two models' outputs differ (a NaN included)."""
+    from fairseq_ext.convert.common import TOLERANCE, check_parity
+
+    assert check_parity(TOLERANCE, "ckpt.pt") == TOLERANCE
+    for diff in (2 * TOLERANCE, float("nan")):
+        with pytest.raises(ConversionError, match=r"^ckpt.pt: fairseq and transformers outputs differ by .* "
+                                                  r"\(> 0.0001\); nothing written$"):
+            check_parity(diff, "ckpt.pt")
+
+
+def test_padding_rows_are_seeded():
+    """fairseq's vocabulary padding is the same for the same seed in every family (export drops it again)."""
+    import torch
+
+    from fairseq_ext.convert.common import pad_rows
+
+    emb = torch.randn(5, 4)
+    a, b, c = pad_rows(emb, 8, 0.02, seed=3), pad_rows(emb, 8, 0.02, seed=3), pad_rows(emb, 8, 0.02, seed=4)
+    assert torch.equal(a[:5], emb) and torch.equal(a, b) and not torch.equal(a[5:], c[5:])
+    assert float(a[5:].std()) < 0.1 and pad_rows(emb, 5, 0.02) is emb

@@ -14,6 +14,26 @@ from fairseq_ext.tasks.hf_denoising import HFDenoisingConfig, HFDenoisingTask
 from fairseq_ext.vocab.tokenizer import TokenizerError
 
 
+def test_noise_settings_map_onto_noise_config_and_default_to_barts():
+    """Every NoiseConfig field comes from one task setting (a changed flag reaches the noise); the task's
+    defaults are NoiseConfig's (BART's, written once)."""
+    from dataclasses import fields
+
+    from fairseq_ext.data.noising import NoiseConfig
+    from fairseq_ext.tasks.base import data_config
+    from fairseq_ext.tasks.hf_denoising import NOISE_SETTINGS, noise_flags
+
+    assert data_config(NoiseConfig, HFDenoisingConfig(), NOISE_SETTINGS) == NoiseConfig()
+    changed = dict(mask=0.4, mask_random=0.2, insert=0.05, permute_sentences=0.5, rotate=0.25,
+                   poisson_lambda=2.0, mask_length="word", replace_length=-1)
+    noise = data_config(NoiseConfig, HFDenoisingConfig(**changed), NOISE_SETTINGS)
+    assert noise == NoiseConfig(0.4, 0.2, 0.05, 0.25, 0.5, -1, "word", 2.0)
+    assert len(changed) == len(fields(NoiseConfig))
+    assert noise_flags() == ["--mask", "0.3", "--mask-random", "0.1", "--insert", "0", "--rotate", "0",
+                             "--permute-sentences", "1", "--replace-length", "1", "--mask-length", "span-poisson",
+                             "--poisson-lambda", "3.5"]
+
+
 def test_bart_small_preset_and_user_overrides():
     from argparse import Namespace
 

@@ -15,6 +15,17 @@ from fairseq_ext.tasks.hf_masked_lm import HFMaskedLMConfig, HFMaskedLMTask
 from support.training import JSON_LOG, TrainLog, fairseq_train
 
 
+def test_mask_settings_map_onto_mask_config_and_default_to_berts():
+    from fairseq_ext.data.masking import MaskConfig
+    from fairseq_ext.tasks.base import data_config
+    from fairseq_ext.tasks.hf_masked_lm import MASK_SETTINGS
+
+    assert data_config(MaskConfig, HFMaskedLMConfig(), MASK_SETTINGS) == MaskConfig()
+    cfg = HFMaskedLMConfig(mask_prob=0.2, leave_unmasked_prob=0.05, random_token_prob=0.15, mask_unit="span",
+                           span_lambda=2.5)
+    assert data_config(MaskConfig, cfg, MASK_SETTINGS) == MaskConfig(0.2, 0.05, 0.15, "span", 2.5)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, bert_dir):
     return binarized_documents(tmp_path_factory.mktemp("mlm"), bert_dir, 300, seed=8)

@@ -17,9 +17,11 @@ import torch
 
 from fairseq_ext.convert.common import (
     ConversionError,
+    check_loaded,
+    largest_difference,
     load_hf_state,
     load_weights,
-    parity_batches,
+    pad_rows,
     task_summary,
 )
 from fairseq_ext.convert.family import CardLines, FairseqSide, Family, LoadedHF
@@ -112,8 +114,8 @@ def fairseq_to_hf_state(state: dict, args: CheckpointModelSettings, vocab_size: 
     return out
 
 
-def hf_to_fairseq_state(state: dict, vocab_rows: int, pad: int, max_positions: int) -> dict:
-    """The inverse of :func:`fairseq_to_hf_state`; embeddings padded to ``vocab_rows`` rows."""
+def hf_to_fairseq_state(state: dict, vocab_rows: int, pad: int, max_positions: int, seed: int = 0) -> dict:
+    """The inverse of :func:`fairseq_to_hf_state`; embeddings padded to ``vocab_rows`` rows (from ``seed``)."""
     shared = state["model.shared.weight"]
     tied = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight")
     for name in tied:
@@ -132,9 +134,7 @@ def hf_to_fairseq_state(state: dict, vocab_rows: int, pad: int, max_positions: i
     if bias is not None and bias.abs().max() > 0:
         raise ConversionError("final_logits_bias is not zero: fairseq's BART has no output bias")
     emb = out.pop("encoder.embed_tokens.weight")
-    if vocab_rows > emb.size(0):  # fairseq's vocabulary padding: fresh rows after the last id
-        extra = emb.new_empty(vocab_rows - emb.size(0), emb.size(1)).normal_(0, emb.size(1) ** -0.5)
-        emb = torch.cat([emb, extra])
+    emb = pad_rows(emb, vocab_rows, emb.size(1) ** -0.5, seed)  # as fairseq's BART initialises embeddings
     out["encoder.embed_tokens.weight"] = emb
     out["decoder.embed_tokens.weight"] = emb
     out["decoder.output_projection.weight"] = emb
@@ -153,7 +153,7 @@ def _hf_name_to_fairseq(name: str) -> str:
     return f"{found.group(1)}.{found.group(2)}"
 
 
-def hf_bart_from_fairseq(args: CheckpointModelSettings, dictionary, weights):
+def hf_bart_from_fairseq(args: CheckpointModelSettings, dictionary, weights, where):
     from transformers import BartConfig, BartForConditionalGeneration
 
     roles = dictionary.roles
@@ -162,25 +162,22 @@ def hf_bart_from_fairseq(args: CheckpointModelSettings, dictionary, weights):
     gen = hf.generation_config  # as the released BART checkpoints generate
     gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = roles.bos, roles.eos, roles.pad
     gen.decoder_start_token_id, gen.forced_bos_token_id, gen.forced_eos_token_id = roles.eos, roles.bos, roles.eos
-    return load_hf_state(hf, fairseq_to_hf_state(weights, args, dictionary.tokenizer_size, roles.pad))
+    return load_hf_state(hf, fairseq_to_hf_state(weights, args, dictionary.tokenizer_size, roles.pad), where)
 
 
-@torch.no_grad()
 def bart_parity(fs_model, hf_model, dictionary, max_positions: int) -> float:
     """Largest |logit difference| between the two models over real (non-pad) decoder positions."""
-    worst = 0.0
-    vocab = dictionary.tokenizer_size
-    max_len = min(48, max_positions)
-    for src, prev in parity_batches(vocab, dictionary.roles, dictionary.special_ids, max_len):
-        lengths = src.ne(dictionary.pad()).sum(1)
+    vocab, pad = dictionary.tokenizer_size, dictionary.pad()
+
+    def outputs(src, prev):
         with warnings.catch_warnings():  # fairseq mixes mask dtypes; torch warns, results are exact
             warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
-            fs_logits = fs_model(src, lengths, prev)[0][..., :vocab]
-        hf_logits = hf_model(input_ids=src, attention_mask=src.ne(dictionary.pad()).long(),
-                             decoder_input_ids=prev, decoder_attention_mask=prev.ne(dictionary.pad()).long()).logits
-        keep = prev.ne(dictionary.pad())
-        worst = max(worst, float((fs_logits - hf_logits).abs()[keep].max()))
-    return worst
+            fs_logits = fs_model(src, src.ne(pad).sum(1), prev)[0][..., :vocab]  # (B, T, V)
+        hf_logits = hf_model(input_ids=src, attention_mask=src.ne(pad).long(), decoder_input_ids=prev,
+                             decoder_attention_mask=prev.ne(pad).long()).logits
+        return fs_logits, hf_logits, prev.ne(pad)
+
+    return largest_difference(dictionary, min(48, max_positions), outputs)
 
 
 def bart_flags(config) -> list[str]:
@@ -219,12 +216,15 @@ def load_hf(hf_dir, config, seed: int) -> LoadedHF:
     from transformers import BartForConditionalGeneration
 
     bart_flags(config)  # an unconvertible config is reported before the weights are read
-    return LoadedHF(load_weights(BartForConditionalGeneration, hf_dir).eval())
+    model, info = load_weights(BartForConditionalGeneration, hf_dir, output_loading_info=True)
+    check_loaded(hf_dir, model, info, may_lack=("final_logits_bias",))  # zero: fairseq's BART has no output bias
+    return LoadedHF(model.eval(), seed=seed)
 
 
 def to_fairseq(loaded: LoadedHF, config, dictionary) -> FairseqSide:
     positions = config.max_position_embeddings
-    weights = hf_to_fairseq_state(loaded.model.state_dict(), len(dictionary), dictionary.pad(), positions)
+    weights = hf_to_fairseq_state(loaded.model.state_dict(), len(dictionary), dictionary.pad(), positions,
+                                  loaded.seed)
     return FairseqSide(bart_flags(config), weights, positions, f"{config.encoder_layers}+{config.decoder_layers}",
                        config.d_model)
 

@@ -16,7 +16,7 @@ from argparse import Namespace
 
 import torch
 
-from fairseq_ext.convert.common import ConversionError, load_weights, task_summary
+from fairseq_ext.convert.common import ConversionError, check_loaded, load_weights, task_summary
 from fairseq_ext.convert.families import bert_weights as encoder
 from fairseq_ext.convert.family import CardLines, FairseqSide, Family, LoadedHF
 
@@ -73,16 +73,15 @@ def fill_settings(values: dict, model: str, task: dict) -> Namespace:
 
 
 def load_hf(hf_dir, config, seed: int) -> LoadedHF:
-    """``{Bert,Roberta}ForMaskedLM`` from the directory; a missing MLM head is initialised from ``seed``."""
+    """``{Bert,Roberta}ForMaskedLM`` from the directory; a missing MLM head is initialised from ``seed``, and
+    what the masked-LM model does not use (a pooler, a next-sentence or classifier head) is dropped, both
+    reported."""
     _config_cls, model_cls = encoder.hf_classes(config.model_type)
     torch.manual_seed(seed)
     model, info = load_weights(model_cls, hf_dir, output_loading_info=True)
-    missing = sorted(info["missing_keys"])
-    body = [k for k in missing if not k.startswith(HEAD_PREFIX[config.model_type])]
-    if body or info["mismatched_keys"]:
-        raise ConversionError(f"{hf_dir}: weights missing or of the wrong shape for {model_cls.__name__}: "
-                              f"{(body or [str(k) for k in info['mismatched_keys']])[:5]}")
-    return LoadedHF(model.eval(), missing, sorted(info["unexpected_keys"]))
+    head = sorted(k for k in info["missing_keys"] if k.startswith(HEAD_PREFIX[config.model_type]))
+    dropped = check_loaded(hf_dir, model, info, may_lack=head, may_drop=("",))
+    return LoadedHF(model.eval(), head, dropped, seed=seed)
 
 
 def to_fairseq(loaded: LoadedHF, config, dictionary) -> FairseqSide:
@@ -96,7 +95,8 @@ def to_fairseq(loaded: LoadedHF, config, dictionary) -> FairseqSide:
     positions = config.max_position_embeddings - (0 if family == "bert" else dictionary.pad() + 1)
     flags = encoder_flags(config, family, positions, keep_types)
     weights = encoder.hf_to_fairseq_state(state, family, config.num_hidden_layers, len(dictionary),
-                                          dictionary.pad(), keep_types, tied=config.tie_word_embeddings)
+                                          dictionary.pad(), keep_types, tied=config.tie_word_embeddings,
+                                          seed=loaded.seed)
     dropped = []
     if not torch.equal(state[names["bias"]], state[names["decoder_bias"]]):
         dropped.append(f"{names['bias']} (unused beside the untied {names['decoder_bias']}; exported equal to it)")
@@ -120,7 +120,8 @@ def _family(name: str, title: str, hf_class: str, default_for: tuple[str, ...], 
         train_flags=("--task", "hf_masked_lm", "--criterion", "masked_lm_with_accuracy"),
         embed_key=f"{encoder.FS}embed_tokens.weight", pipeline_tag="fill-mask", input_names=input_names,
         fill_settings=fill_settings, positions_setting="max_positions", load_hf=load_hf, to_fairseq=to_fairseq,
-        to_hf=lambda args, dictionary, weights: encoder.hf_encoder_from_fairseq(args, name, dictionary, weights),
+        to_hf=lambda args, dictionary, weights, where: encoder.hf_encoder_from_fairseq(args, name, dictionary,
+                                                                                      weights, where),
         parity=encoder.encoder_parity, card=card,
     )
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from fairseq_ext.convert.common import ConversionError, load_hf_state, parity_batches
+from fairseq_ext.convert.common import ConversionError, largest_difference, load_hf_state, pad_rows
 from fairseq_ext.convert.settings import CheckpointModelSettings
 
 FAMILIES = ("bert", "roberta")
@@ -137,12 +137,12 @@ def fairseq_to_hf_state(state: dict, args: CheckpointModelSettings, family: str,
 
 
 def hf_to_fairseq_state(state: dict, family: str, layers: int, vocab_rows: int, pad: int,
-                        keep_types: bool, tied: bool = True) -> dict:
+                        keep_types: bool, tied: bool = True, seed: int = 0) -> dict:
     """The inverse of :func:`fairseq_to_hf_state`; embeddings and output bias padded to ``vocab_rows`` rows.
 
     ``keep_types``: the target is the ``hf_bert`` model (carries the token-type table); otherwise the
     table must be a single zero row (fairseq's ``roberta`` has none). ``tied``: the output
-    projection is the word embedding table (``tie_word_embeddings``).
+    projection is the word embedding table (``tie_word_embeddings``). The padding rows come from ``seed``.
     """
     inverse = {hf: fs for fs, hf in rename_table(family, layers).items()}
     names = embedding_names(family)
@@ -153,7 +153,7 @@ def hf_to_fairseq_state(state: dict, family: str, layers: int, vocab_rows: int, 
         elif name not in names.values():
             raise ConversionError(f"unknown transformers weight {name!r}: not in the {family} conversion table")
     emb = state[names["tokens"]]
-    padded = _pad_rows(emb, vocab_rows)
+    padded = _pad_rows(emb, vocab_rows, seed)
     out[f"{FS}embed_tokens.weight"] = padded
     positions = state[names["positions"]]
     if family == "bert":  # BERT's position p -> fairseq row p + pad + 1; rows up to pad are never used
@@ -170,7 +170,7 @@ def hf_to_fairseq_state(state: dict, family: str, layers: int, vocab_rows: int, 
         if tied:
             raise ConversionError(f"{names['decoder_bias']} differs from {names['bias']} although they are tied")
         bias = dec_bias  # untied (transformers 5): the decoder's bias is the one the forward pass adds
-    out["encoder.lm_head.bias"] = _pad_rows(bias, vocab_rows)
+    out["encoder.lm_head.bias"] = _pad_rows(bias, vocab_rows, seed)
     decoder = state.get(names["decoder_weight"], emb)
     if tied:
         if not torch.equal(decoder, emb):
@@ -178,18 +178,14 @@ def hf_to_fairseq_state(state: dict, family: str, layers: int, vocab_rows: int, 
                                   "although tie_word_embeddings is set")
         out["encoder.lm_head.weight"] = padded
     else:  # untied output projection (--untie-weights-roberta)
-        out["encoder.lm_head.weight"] = _pad_rows(decoder, vocab_rows)
+        out["encoder.lm_head.weight"] = _pad_rows(decoder, vocab_rows, seed)
     out[f"{FS}version"] = torch.tensor([3.0])
     return out
 
 
-def _pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
-    """fairseq's vocabulary padding: rows after the last id, initialised as fairseq's RoBERTa does
-    (embeddings N(0, 0.02), output bias 0)."""
-    fresh = tensor.new_zeros(rows - tensor.size(0), *tensor.shape[1:])
-    if tensor.dim() > 1:
-        fresh.normal_(0, 0.02)
-    return torch.cat([tensor, fresh]) if fresh.size(0) else tensor
+def _pad_rows(tensor: torch.Tensor, rows: int, seed: int) -> torch.Tensor:
+    """fairseq's vocabulary padding, initialised as fairseq's RoBERTa does (embeddings N(0, 0.02), output bias 0)."""
+    return pad_rows(tensor, rows, 0.02, seed)
 
 
 def hf_classes(family: str):
@@ -198,7 +194,7 @@ def hf_classes(family: str):
     return {"bert": (BertConfig, BertForMaskedLM), "roberta": (RobertaConfig, RobertaForMaskedLM)}[family]
 
 
-def hf_encoder_from_fairseq(args: CheckpointModelSettings, family: str, dictionary, weights: dict):
+def hf_encoder_from_fairseq(args: CheckpointModelSettings, family: str, dictionary, weights: dict, where):
     """A ``{Bert,Roberta}ForMaskedLM`` holding a fairseq encoder's weights."""
     types = weights.get(f"{FS}embed_token_types.weight")
     if types is not None:  # the hf_bert model: its own type table and epsilon
@@ -211,17 +207,15 @@ def hf_encoder_from_fairseq(args: CheckpointModelSettings, family: str, dictiona
     config = config_cls(**hf_config_from_fairseq(args, family, dictionary.tokenizer_size, roles, rows, type_vocab,
                                                   eps))
     return load_hf_state(model_cls(config), fairseq_to_hf_state(weights, args, family, dictionary.tokenizer_size,
-                                                                 roles.pad))
+                                                                 roles.pad), where)
 
 
-@torch.no_grad()
 def encoder_parity(fs_model, hf_model, dictionary, max_positions: int) -> float:
     """Largest |MLM logit difference| between the two models over real (non-pad) positions."""
-    worst = 0.0
     vocab = dictionary.tokenizer_size
-    for src, _prev in parity_batches(vocab, dictionary.roles, dictionary.special_ids, min(48, max_positions)):
-        keep = src.ne(dictionary.pad())
-        fs_logits = fs_model(src)[0][..., :vocab]
-        hf_logits = hf_model(input_ids=src, attention_mask=keep.long()).logits
-        worst = max(worst, float((fs_logits - hf_logits).abs()[keep].max()))
-    return worst
+
+    def outputs(src, _prev):
+        keep = src.ne(dictionary.pad())  # (B, T)
+        return fs_model(src)[0][..., :vocab], hf_model(input_ids=src, attention_mask=keep.long()).logits, keep
+
+    return largest_difference(dictionary, min(48, max_positions), outputs)

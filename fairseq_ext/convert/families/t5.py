@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from argparse import Namespace
 
-from fairseq_ext.convert.common import ConversionError, load_hf_state, load_weights, task_summary
+from fairseq_ext.convert.common import ConversionError, check_loaded, load_hf_state, load_weights, task_summary
 from fairseq_ext.convert.families import t5_weights as t5
 from fairseq_ext.convert.family import CardLines, FairseqSide, Family, LoadedHF, PooledEmbedding
 from fairseq_ext.models.t5.model import DEFAULT_MAX_POSITIONS, resolved_settings
@@ -56,21 +56,23 @@ def load_hf(hf_dir, config, seed: int) -> LoadedHF:
         raise ConversionError(f"{hf_dir}: {exc}") from None
     if WHOLE_MODEL not in (config.architectures or []):
         model, info = load_weights(T5EncoderModel, hf_dir, output_loading_info=True)
-        if info["missing_keys"] or info["mismatched_keys"]:
-            raise ConversionError(f"{hf_dir}: weights missing or of the wrong shape for T5EncoderModel: "
-                                  f"{(sorted(info['missing_keys']) or [str(k) for k in info['mismatched_keys']])[:5]}")
-        return LoadedHF(model.eval(), seed=seed)
-    whole = load_weights(T5ForConditionalGeneration, hf_dir).eval()
+        dropped = check_loaded(hf_dir, model, info, may_drop=t5.HF_DROPPED)
+        return LoadedHF(model.eval(), dropped=_summary(dropped), seed=seed)
+    whole, info = load_weights(T5ForConditionalGeneration, hf_dir, output_loading_info=True)
+    check_loaded(hf_dir, whole, info, [k for k in info["missing_keys"] if k.startswith(t5.HF_DROPPED)])
+    whole.eval()
     state = whole.state_dict()
     dropped = t5.hf_dropped(state)
     encoder_config = type(config).from_dict({**config.to_dict(), "is_encoder_decoder": False, "use_cache": False})
-    encoder = load_hf_state(T5EncoderModel(encoder_config), {k: v for k, v in state.items() if k not in dropped})
+    encoder = load_hf_state(T5EncoderModel(encoder_config), {k: v for k, v in state.items() if k not in dropped},
+                            hf_dir)
     return LoadedHF(encoder, dropped=_summary(dropped), seed=seed)
 
 
 def to_fairseq(loaded: LoadedHF, config, dictionary) -> FairseqSide:
     """Flags and weights; the MLM head, which transformers' T5 encoder lacks, is new (seeded by ``--seed``)."""
-    weights = t5.hf_to_fairseq_state(loaded.model.state_dict(), config, len(dictionary), dictionary.pad())
+    weights = t5.hf_to_fairseq_state(loaded.model.state_dict(), config, len(dictionary), dictionary.pad(),
+                                     loaded.seed)
     head = t5.fresh_head(weights[t5.FS_EMBEDDINGS], loaded.seed)
     weights.update(head)
     positions = getattr(config, "n_positions", None) or DEFAULT_MAX_POSITIONS  # T5 has no table: only a limit
@@ -79,11 +81,12 @@ def to_fairseq(loaded: LoadedHF, config, dictionary) -> FairseqSide:
     return FairseqSide(flags, weights, positions, str(config.num_layers), config.d_model, fresh_head=fresh)
 
 
-def to_hf(args, dictionary, weights: dict):
+def to_hf(args, dictionary, weights: dict, where):
     from transformers import T5EncoderModel
 
     config = t5.hf_t5_config(args.args, dictionary.tokenizer_size, dictionary.pad(), dictionary.eos())
-    return load_hf_state(T5EncoderModel(config), t5.fairseq_to_hf_state(weights, args.args, dictionary.tokenizer_size))
+    return load_hf_state(T5EncoderModel(config), t5.fairseq_to_hf_state(weights, args.args, dictionary.tokenizer_size),
+                         where)
 
 
 def towers(args, weights: dict, tower: str):

@@ -5,7 +5,7 @@ Pure functions over state dicts and configs; the model's own layout is in
 table of :func:`rename_table`; beyond renaming:
 
 * vocabulary: fairseq's padding rows (after the last tokenizer id) are cut on export and
-  appended on import (drawn from N(0, 1) like T5's embeddings, from a fixed seed);
+  appended on import (drawn from N(0, 1) like T5's embeddings, from the import's seed);
 * dropped on import (:data:`HF_DROPPED`): ``T5ForConditionalGeneration``'s decoder and ``lm_head``;
 * dropped on export (:data:`FAIRSEQ_DROPPED`): the fairseq MLM head and the pooler, which
   ``T5EncoderModel`` has no place for;
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from fairseq_ext.convert.common import ConversionError, parity_batches
+from fairseq_ext.convert.common import ConversionError, largest_difference, pad_rows
 from fairseq_ext.models.t5.model import resolved_settings
 from fairseq_ext.models.t5.modules import FEED_FORWARD_PROJ
 
@@ -135,11 +135,12 @@ def fresh_head(embeddings: torch.Tensor, seed: int = 0) -> dict:
             "lm_head.weight": embeddings}
 
 
-def hf_to_fairseq_state(hf_state: dict, hf_config, n_rows: int, pad: int) -> dict:
+def hf_to_fairseq_state(hf_state: dict, hf_config, n_rows: int, pad: int, seed: int = 0) -> dict:
     """transformers T5 encoder weights -> a ``t5_encoder`` state dict with ``n_rows`` vocabulary rows.
 
     ``pad``: the dictionary's pad id, which must be the config's ``pad_token_id``. The MLM head
-    is fresh (:func:`fresh_head`); the pooler is absent (``t5_flags`` asks for none).
+    is fresh (:func:`fresh_head`) and the padding rows too, both from ``seed``; the pooler is absent
+    (``t5_flags`` asks for none).
     """
     proj = check_hf_config(hf_config)
     if hf_config.pad_token_id is not None and hf_config.pad_token_id != pad:
@@ -160,11 +161,9 @@ def hf_to_fairseq_state(hf_state: dict, hf_config, n_rows: int, pad: int) -> dic
     if n_rows < emb.size(0):
         raise ConversionError(f"the dictionary has {n_rows} rows, fewer than the checkpoint's {emb.size(0)} "
                               "embedding rows")
-    g = torch.Generator().manual_seed(0)
-    extra = torch.randn(n_rows - emb.size(0), emb.size(1), generator=g).to(emb.dtype)  # T5's N(0, 1)
-    padded = torch.cat([emb, extra]) if extra.size(0) else emb
+    padded = pad_rows(emb, n_rows, 1.0, seed)  # T5's N(0, 1)
     out[FS_EMBEDDINGS] = padded
-    out.update(fresh_head(padded))
+    out.update(fresh_head(padded, seed))
     return out
 
 
@@ -210,15 +209,13 @@ def hf_t5_config(cfg, vocab_size: int, pad_id: int, eos_id: int | None):
     )
 
 
-@torch.no_grad()
 def t5_parity(fs_model, hf_model, dictionary) -> float:
     """Largest |final hidden state difference| between the two models (both in eval mode) over the
     real (non-pad) positions of padded batches; works for tokenizers without bos."""
-    worst = 0.0
-    max_len = min(48, fs_model.max_positions())
-    for src, _prev in parity_batches(dictionary.tokenizer_size, dictionary.roles, dictionary.special_ids, max_len):
+
+    def outputs(src, _prev):
         keep = src.ne(dictionary.pad())  # (B, T)
         fs_hidden = fs_model(src, features_only=True)[0]  # (B, T, C)
-        hf_hidden = hf_model(input_ids=src, attention_mask=keep.long()).last_hidden_state
-        worst = max(worst, float((fs_hidden.float() - hf_hidden.float()).abs()[keep].max()))
-    return worst
+        return fs_hidden, hf_model(input_ids=src, attention_mask=keep.long()).last_hidden_state, keep
+
+    return largest_difference(dictionary, min(48, fs_model.max_positions()), outputs)
