@@ -75,10 +75,8 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
         pooled = None  # an MLM checkpoint's pooler was never trained: the export is the encoder alone
     info = None if pooled is None else st.embedding_info(state, args.positions, pooled, tower or "query", separate,
                                                          tok, dictionary)
-    history = state.get("optimizer_history") or [{}]
-    extra = state.get("extra_state") or {}
-    result = ExportResult(str(out_dir), target.name, diff, history[-1].get("num_updates"),
-                          _as_float(extra.get("val_loss")), sum(p.numel() for p in hf_model.parameters()), fmt, info)
+    result = ExportResult(str(out_dir), target.name, diff, *_training_figures(state),
+                          sum(p.numel() for p in hf_model.parameters()), fmt, info)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         hf_model.save_pretrained(str(tmp), safe_serialization=True)
         if target.input_names is not None:
@@ -97,15 +95,27 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
 
             save_file({"dense.weight": pooled.dense.detach().contiguous()}, str(tmp / "pooler.safetensors"))
         (tmp / "README.md").write_text(model_card(checkpoint, state, args, tok_name, result), encoding="utf-8")
-        record = {k: v for k, v in result.__dict__.items() if k != "embedding"}
-        if info is not None:
-            record["embedding"] = {k: v for k, v in info.__dict__.items() if k != "token_example"}
-            task_cfg = section(state, "task")
-            limits = {k: task_cfg[k] for k in ("max_query_tokens", "max_key_tokens") if task_cfg.get(k)}
-            if limits:  # what eval-retrieval gives this directory's model, as training did
-                record["embedding"]["pair_limits"] = limits
-        (tmp / "fairseq_ext_export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        (tmp / "fairseq_ext_export.json").write_text(json.dumps(export_record(result, state), indent=2) + "\n",
+                                                     encoding="utf-8")
     return result
+
+
+def _training_figures(state: dict) -> tuple[int | None, float | None]:
+    """(updates, last validation loss) a checkpoint records."""
+    history = state.get("optimizer_history") or [{}]
+    return history[-1].get("num_updates"), _as_float((state.get("extra_state") or {}).get("val_loss"))
+
+
+def export_record(result: ExportResult, state: dict) -> dict:
+    """``fairseq_ext_export.json``: what was exported, and for an embedding the pair limits it trained with."""
+    record = {k: v for k, v in result.__dict__.items() if k != "embedding"}
+    if result.embedding is not None:
+        record["embedding"] = {k: v for k, v in result.embedding.__dict__.items() if k != "token_example"}
+        task_cfg = section(state, "task")
+        limits = {k: task_cfg[k] for k in ("max_query_tokens", "max_key_tokens") if task_cfg.get(k)}
+        if limits:  # what eval-retrieval gives this directory's model, as training did
+            record["embedding"]["pair_limits"] = limits
+    return record
 
 
 def _check_embedding_options(target, checkpoint, tower: str | None, fmt: str) -> None:

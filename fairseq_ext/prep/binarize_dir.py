@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fairseq_ext.io_utils import atomic_output_dir
-from fairseq_ext.prep.binarizer import BinarizeError, LineEncoder, best_dtype, binarize_text, check_text_file
+from fairseq_ext.prep.binarizer import binarize_text, check_text_file
+from fairseq_ext.prep.line_encoder import BinarizeError, LineEncoder
+from fairseq_ext.prep.mmap_writer import best_dtype
 from fairseq_ext.prep.progress import progress_bar
 from fairseq_ext.prep.shards import binarize_text_sharded, check_open_files, data_path, shard_dirs
 from fairseq_ext.vocab.dict_txt import write_dict_txt

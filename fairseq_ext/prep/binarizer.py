@@ -18,27 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import os
-import struct
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Optional
 
 import numpy as np
 
-from fairseq_ext.errors import UserError
-
-MMAP_MAGIC = b"MMIDIDX\x00\x00"
-# fairseq's indexed_dataset._code_to_dtype, for the dtypes we write.
-DTYPE_CODES = {np.dtype(np.uint16): 8, np.dtype(np.uint32): 9, np.dtype(np.int64): 5}
-
-
-class BinarizeError(UserError):
-    """Bad input to the binarizer: the message names the file and line."""
+from fairseq_ext.prep.line_encoder import BinarizeError, LineEncoder
+from fairseq_ext.prep.mmap_writer import ItemSink, MMapWriter
 
 
 @dataclass
@@ -71,137 +62,6 @@ class BinarizeStats:
         d = asdict(self)
         d.update(unk_rate=self.unk_rate, tokens_per_second=self.tokens_per_second)
         return d
-
-
-def best_dtype(vocab_size: int) -> np.dtype:
-    """The dtype fairseq's ``best_fitting_int_dtype`` picks for this vocabulary."""
-    if vocab_size < 65500:
-        return np.dtype(np.uint16)
-    if vocab_size < 4294967295:
-        return np.dtype(np.uint32)
-    return np.dtype(np.int64)
-
-
-class LineEncoder:
-    """Encodes batches of text lines to flat id arrays with a fast tokenizer."""
-
-    def __init__(self, tok, eos: int, unk: Optional[int], special_ids, max_line_tokens: int):
-        from tokenizers import Tokenizer
-
-        if max_line_tokens < 2:
-            raise BinarizeError(f"--max-line-tokens must be at least 2 (one token and eos), got {max_line_tokens}")
-        backend = Tokenizer.from_str(tok.backend_tokenizer.to_str())
-        backend.no_padding()
-        backend.no_truncation()
-        # Special-token text ("<s>", "[CLS]") is split like any other text.
-        backend.encode_special_tokens = True
-        self.backend = backend
-        self._encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-        self.eos, self.unk = eos, unk
-        # unk is what the model emits for unknown text: legitimate, not special-token text.
-        self.special_ids = np.asarray(sorted(set(special_ids) - {unk}), dtype=np.int64)
-        self.chunk = max_line_tokens - 1  # room for eos
-
-    def encode(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
-        """ids (flat), per-line lengths, and how many lines needed special-text repair."""
-        encs = self._encode(lines, add_special_tokens=False)
-        id_lists = [e.ids for e in encs]
-        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
-        flat = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=np.int64, count=int(lengths.sum()))
-        hits = np.isin(flat, self.special_ids)
-        if not hits.any():
-            return flat, lengths, 0
-        # A vocabulary can hold a special token's string as a learned merge;
-        # re-encode those lines character by character around the hit.
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        bad_lines = np.unique(np.searchsorted(offsets, np.flatnonzero(hits), side="right") - 1)
-        for i in bad_lines:
-            id_lists[i] = self._spell_out(id_lists[i])
-        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
-        flat = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=np.int64, count=int(lengths.sum()))
-        return flat, lengths, len(bad_lines)
-
-    def _spell_out(self, ids: list[int]) -> list[int]:
-        out: list[int] = []
-        specials = set(self.special_ids.tolist())
-        for i in ids:
-            if i not in specials:
-                out.append(i)
-                continue
-            for ch in self.backend.id_to_token(i):
-                piece = [p for p in self.backend.encode(ch, add_special_tokens=False).ids if p not in specials]
-                out.extend(piece if piece else ([self.unk] if self.unk is not None else []))
-        return out
-
-    def items(self, flat: np.ndarray, lengths: np.ndarray, is_sep: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """Lay out one batch as items: sentences cut to ``chunk`` tokens + eos, separators empty.
-
-        Returns (tokens with eos inserted, item sizes, number of lines cut).
-        Lines with no token and no separator flag produce no item.
-        """
-        n_chunks = np.where(is_sep, 1, -(-lengths // self.chunk))  # ceil; 0 for empty lines
-        item_line = np.repeat(np.arange(len(lengths)), n_chunks)
-        first_item = np.cumsum(n_chunks) - n_chunks
-        k = np.arange(len(item_line)) - first_item[item_line]  # chunk number within its line
-        item_tokens = np.minimum(lengths[item_line] - k * self.chunk, self.chunk)
-        text_item = ~is_sep[item_line]
-        sizes = np.where(text_item, item_tokens + 1, 0)
-        out = np.full(int(sizes.sum()), self.eos, dtype=np.int64)
-        if flat.size:
-            # token t of line i sits at t + (number of eos written before it)
-            tok_line = np.repeat(np.arange(len(lengths)), lengths)
-            pos_in_line = np.arange(flat.size) - (np.cumsum(lengths) - lengths)[tok_line]
-            tok_item = first_item[tok_line] + pos_in_line // self.chunk
-            eos_before = np.cumsum(text_item) - text_item
-            out[np.arange(flat.size) + eos_before[tok_item]] = flat
-        return out, sizes, int((n_chunks > 1).sum())
-
-
-class ItemSink(Protocol):
-    """Where encoded items go: :class:`MMapWriter`, or ``fairseq-ext encode``'s piece writer."""
-
-    def add(self, tokens: np.ndarray, sizes: np.ndarray) -> None: ...
-
-
-class MMapWriter:
-    """Writes ``PREFIX.bin`` and ``PREFIX.idx`` as fairseq's MMapIndexedDataset reads them.
-
-    Sizes go to a side file while streaming, so memory stays flat; the index
-    is assembled from it in chunks at the end.
-    """
-
-    def __init__(self, prefix: str | os.PathLike, dtype: np.dtype):
-        self.prefix = str(prefix)
-        self.dtype = np.dtype(dtype)
-        self._bin = open(self.prefix + ".bin", "wb")
-        self._sizes = open(self.prefix + ".sizes.tmp", "wb")
-        self.count = 0
-
-    def add(self, tokens: np.ndarray, sizes: np.ndarray) -> None:
-        tokens.astype(self.dtype, copy=False).tofile(self._bin)
-        sizes.astype(np.int32, copy=False).tofile(self._sizes)
-        self.count += len(sizes)
-
-    def close(self, chunk: int = 1 << 20) -> None:
-        self._bin.close()
-        self._sizes.close()
-        sizes_path = self.prefix + ".sizes.tmp"
-        with open(self.prefix + ".idx", "wb") as idx:
-            idx.write(MMAP_MAGIC)
-            idx.write(struct.pack("<Q", 1))
-            idx.write(struct.pack("<B", DTYPE_CODES[self.dtype]))
-            idx.write(struct.pack("<Q", self.count))
-            sizes = np.memmap(sizes_path, dtype=np.int32, mode="r") if self.count else np.zeros(0, np.int32)
-            for start in range(0, self.count, chunk):
-                idx.write(np.ascontiguousarray(sizes[start : start + chunk]).tobytes())
-            address = 0
-            for start in range(0, self.count, chunk):
-                block = sizes[start : start + chunk].astype(np.int64) * self.dtype.itemsize
-                pointers = np.cumsum(block) - block + address
-                idx.write(pointers.tobytes())
-                address += int(block.sum())
-            del sizes
-        os.remove(sizes_path)
 
 
 def read_line_batches(path: Path, batch_bytes: int) -> Iterator[tuple[list[str], int, int]]:

@@ -173,7 +173,7 @@ class _SplitWriter:
     def __init__(self, split: str, arrow_dir: Optional[Path], mmap_dir: Optional[Path], symbols: list[str], encoder):
         from datasets.arrow_writer import ArrowWriter
 
-        from fairseq_ext.prep.binarizer import MMapWriter, best_dtype
+        from fairseq_ext.prep.mmap_writer import MMapWriter, best_dtype
 
         self.split, self.encoder = split, encoder
         self.arrow = None

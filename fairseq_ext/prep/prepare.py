@@ -46,68 +46,95 @@ def prepare_corpus(
     Documents go whole to one split, chosen by a permutation drawn from
     ``seed``: the same inputs and seed always give the same split.
     """
-    for name, ratio in (("valid", valid_ratio), ("test", test_ratio)):
-        if not 0.0 <= ratio < 1.0:
-            raise UserError(f"--{name}-ratio must be in [0, 1), got {ratio}")
-    if valid_ratio + test_ratio >= 1.0:
-        raise UserError(f"--valid-ratio + --test-ratio must be < 1, got {valid_ratio + test_ratio}")
+    _check_ratios(valid_ratio, test_ratio)
     files = find_input_files(inputs, pattern)
-    read = ReadStats()
-    dropped: Counter = Counter()
-    counts = Counter()
-    seen: set[bytes] = set()
+    read, kept = ReadStats(), _KeptSentences(sentence_filter)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         all_path = tmp / "all.tmp"
         with open(all_path, "w", encoding="utf-8") as out, progress_bar(len(files), progress, unit="file") as bar:
             for doc in iter_documents(_tick(files, bar), doc_sep, read):
-                counts["documents in"] += 1
                 if normalize is not None:
                     doc = [[normalize(line) for line in para] for para in doc]
                 if split_sentences:
                     sentences = document_sentences(doc)
                 else:
                     sentences = [" ".join(line.split()) for para in doc for line in para if line.strip()]
-                kept = []
-                for s in sentences:
-                    reason = sentence_filter.reason(s) if sentence_filter else None
-                    if reason is None and (sentence_filter is None or sentence_filter.dedupe):
-                        key = hashlib.blake2b(s.encode("utf-8"), digest_size=12).digest()
-                        if key in seen:
-                            reason = "duplicate"
-                        else:
-                            seen.add(key)
-                    if reason:
-                        dropped[reason] += 1
-                    else:
-                        kept.append(s)
-                counts["sentences found"] += len(sentences)
-                if not kept:
-                    counts["documents emptied by filtering"] += 1
-                    continue
-                out.write("\n".join(kept) + "\n\n")
-                counts["documents kept"] += 1
+                document = kept.of(sentences)
+                if document:
+                    out.write("\n".join(document) + "\n\n")
         if read.files == 0:
             skipped = ", ".join(f"{n} {why}" for why, n in read.skipped.items())
             raise UserError(f"{', '.join(map(str, inputs))}: no text to read (skipped: {skipped})")
-        if counts["documents kept"] == 0:
+        if kept.counts["documents kept"] == 0:
             raise UserError(f"{', '.join(map(str, inputs))}: no sentence survived cleaning and filtering")
-        splits = _assign_splits(counts["documents kept"], valid_ratio, test_ratio, seed)
+        splits = _assign_splits(kept.counts["documents kept"], valid_ratio, test_ratio, seed)
         per_split = _write_splits(all_path, tmp, splits)
         all_path.unlink()
         stats = {
-            "inputs": [str(p) for p in inputs], "files_read": read.files,
-            "files_skipped": dict(read.skipped), "bytes": read.bytes, "lines": read.lines,
-            "repairs": {"invalid_utf8_sequences": read.invalid_utf8, "nul_bytes_removed": read.nul_bytes,
-                        "crlf_lines": read.crlf_lines, "control_chars_replaced": read.control_chars},
-            "documents_in": counts["documents in"],
-            "documents_emptied_by_filtering": counts["documents emptied by filtering"],
-            "sentences_found": counts["sentences found"], "sentences_dropped": dict(dropped),
-            "sentences_kept": counts["sentences found"] - sum(dropped.values()),
+            "inputs": [str(p) for p in inputs], **_read_counts(read), **kept.summary(),
             "splits": per_split, "seed": seed, "valid_ratio": valid_ratio, "test_ratio": test_ratio,
             "filter": asdict(sentence_filter) if sentence_filter else None, "doc_sep": doc_sep,
         }
         (tmp / "prepare.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     return stats
+
+
+def _check_ratios(valid_ratio: float, test_ratio: float) -> None:
+    for name, ratio in (("valid", valid_ratio), ("test", test_ratio)):
+        if not 0.0 <= ratio < 1.0:
+            raise UserError(f"--{name}-ratio must be in [0, 1), got {ratio}")
+    if valid_ratio + test_ratio >= 1.0:
+        raise UserError(f"--valid-ratio + --test-ratio must be < 1, got {valid_ratio + test_ratio}")
+
+
+def _read_counts(read: ReadStats) -> dict:
+    return {"files_read": read.files, "files_skipped": dict(read.skipped), "bytes": read.bytes, "lines": read.lines,
+            "repairs": {"invalid_utf8_sequences": read.invalid_utf8, "nul_bytes_removed": read.nul_bytes,
+                        "crlf_lines": read.crlf_lines, "control_chars_replaced": read.control_chars}}
+
+
+class _KeptSentences:
+    """The sentences of each document that pass the filter and were not seen before (exact duplicates,
+    across the whole corpus), with counts in and out: ``counts`` and the reasons in ``dropped``."""
+
+    def __init__(self, sentence_filter: Optional[SentenceFilter]):
+        self.filter = sentence_filter
+        self.dedupe = sentence_filter is None or sentence_filter.dedupe
+        self.seen: set[bytes] = set()
+        self.dropped: Counter = Counter()
+        self.counts: Counter = Counter()
+
+    def of(self, sentences: list[str]) -> list[str]:
+        """The document's sentences to keep (empty: the whole document is dropped, and counted)."""
+        self.counts["documents in"] += 1
+        self.counts["sentences found"] += len(sentences)
+        kept = []
+        for s in sentences:
+            reason = self.reason(s)
+            if reason:
+                self.dropped[reason] += 1
+            else:
+                kept.append(s)
+        self.counts["documents kept" if kept else "documents emptied by filtering"] += 1
+        return kept
+
+    def summary(self) -> dict:
+        """The counts prepare.json records, in its order."""
+        found = self.counts["sentences found"]
+        return {"documents_in": self.counts["documents in"],
+                "documents_emptied_by_filtering": self.counts["documents emptied by filtering"],
+                "sentences_found": found, "sentences_dropped": dict(self.dropped),
+                "sentences_kept": found - sum(self.dropped.values())}
+
+    def reason(self, sentence: str) -> Optional[str]:
+        """Why ``sentence`` is dropped (the filter's reason, or "duplicate"), None to keep it."""
+        reason = self.filter.reason(sentence) if self.filter else None
+        if reason is None and self.dedupe:
+            key = hashlib.blake2b(sentence.encode("utf-8"), digest_size=12).digest()
+            if key in self.seen:
+                return "duplicate"
+            self.seen.add(key)
+        return reason
 
 
 def _assign_splits(n_docs: int, valid_ratio: float, test_ratio: float, seed: int) -> np.ndarray:

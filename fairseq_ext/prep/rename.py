@@ -68,7 +68,7 @@ class _Scanner:
         if param:
             scope.params.add(name)
 
-    def visit(self, node, scope: _Scope) -> None:  # noqa: C901 - one branch per kind of binding
+    def visit(self, node, scope: _Scope) -> None:  # noqa: C901, PLR0912 - one branch per kind of binding
         for text in (getattr(node, a, None) for a in ("id", "arg", "name", "attr", "asname")):
             if isinstance(text, str):
                 self.identifiers.add(text)

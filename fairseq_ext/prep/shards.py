@@ -35,14 +35,9 @@ from typing import Optional
 
 import numpy as np
 
-from fairseq_ext.prep.binarizer import (
-    BinarizeError,
-    BinarizeStats,
-    ItemSink,
-    LineEncoder,
-    MMapWriter,
-    encode_items,
-)
+from fairseq_ext.prep.binarizer import BinarizeStats, encode_items
+from fairseq_ext.prep.line_encoder import BinarizeError, LineEncoder
+from fairseq_ext.prep.mmap_writer import ItemSink, MMapWriter
 
 FILES_PER_SHARD = 2  # an open shard writes PREFIX.bin and a side file of item sizes
 SPARE_FILES = 64  # the input, the tokenizer's files, Python's own

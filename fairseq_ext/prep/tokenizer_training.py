@@ -141,13 +141,7 @@ def train_tokenizer(
     files = text_files(files) if check_files else [Path(f) for f in files]
     layout = LAYOUTS[kind]
     vocab_size = layout.default_vocab if vocab_size is None else vocab_size
-    smallest = len(layout.specials) + (256 if kind == "bpe" else 1)  # byte-level BPE starts with 256 bytes
-    if vocab_size < smallest:
-        raise UserError(f"--vocab-size {vocab_size} is too small for a {kind} tokenizer: it needs at least "
-                        f"{smallest} ({len(layout.specials)} special tokens"
-                        f"{' + 256 bytes' if kind == 'bpe' else ' + 1'})")
-    if min_frequency < 0:
-        raise UserError(f"--min-frequency must be >= 0, got {min_frequency}")
+    _check_sizes(kind, layout, vocab_size, min_frequency)
     tok = build_untrained(kind, lowercase)
     trainer = _trainer(kind, vocab_size, min_frequency, show_progress)
     lines = _Counted(iter_text_lines(files))
@@ -170,6 +164,16 @@ def train_tokenizer(
         tok.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False, special=True)])
         assert tok.token_to_id("<mask>") == 4
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **layout.roles)
+
+
+def _check_sizes(kind: str, layout, vocab_size: int, min_frequency: int) -> None:
+    smallest = len(layout.specials) + (256 if kind == "bpe" else 1)  # byte-level BPE starts with 256 bytes
+    if vocab_size < smallest:
+        raise UserError(f"--vocab-size {vocab_size} is too small for a {kind} tokenizer: it needs at least "
+                        f"{smallest} ({len(layout.specials)} special tokens"
+                        f"{' + 256 bytes' if kind == 'bpe' else ' + 1'})")
+    if min_frequency < 0:
+        raise UserError(f"--min-frequency must be >= 0, got {min_frequency}")
 
 
 class _Counted:

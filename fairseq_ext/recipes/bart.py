@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import time
 from pathlib import Path
 
-from fairseq_ext.recipes.common import relocate_paths, step, train
+from fairseq_ext.recipes.common import export_checkpoint, finish, relocate_paths, step, train
 from fairseq_ext.recipes.report import InfillResult, held_out_sentences, infill_eval, parse_train_log, plot_curves
 
 TOKENS_PER_SAMPLE = 64
@@ -54,42 +53,28 @@ def model_args(max_update: int) -> list[str]:
     ]
 
 
+LISTING = [("raw/", "built-in corpus"), ("text/", "prepared train/valid text"),
+           ("tokenizer/", "AutoTokenizer.from_pretrained loads it"),
+           ("data-bin/", "fairseq data: train/valid .bin/.idx, dict.txt, tokenizer.json"),
+           ("checkpoints/checkpoint_last.pt", "fairseq checkpoint (resume with the same command)"),
+           ("hf-model/", "BartForConditionalGeneration.from_pretrained loads it; README.md is its card"),
+           ("train.log", "fairseq-train log"),
+           ("curves.png", "loss and accuracy by update, train and valid"),
+           ("demo.json", "every figure of this run: losses, accuracy, parity, infill scores"),
+           ("train.sh", "the fairseq-train command; rerun it with a higher --max-update to resume")]
+
+
 def run(args: argparse.Namespace) -> int:
-    import fairseq_ext
     from fairseq_ext.io_utils import atomic_output_dir
-    from fairseq_ext.prep.binarize_dir import binarize_directory
-    from fairseq_ext.prep.builtin_corpus import write_builtin_corpus
-    from fairseq_ext.prep.prepare import prepare_corpus
-    from fairseq_ext.prep.tokenizer_training import train_tokenizer
 
     out = Path(args.output)
     started = time.perf_counter()
     with atomic_output_dir(out, overwrite=args.overwrite) as tmp:
-        corpus = write_builtin_corpus(tmp / "raw", max_bytes=int(args.corpus_mb * 1e6))
-        step(1, f"corpus: {corpus['files']} stdlib modules, {corpus['paragraphs']:,} paragraphs, "
-             f"{corpus['bytes']:,} bytes")
-        prep = prepare_corpus([tmp / "raw"], tmp / "text", valid_ratio=0.05, doc_sep="file", progress=False)
-        step(2, f"prepare: {prep['sentences_found']:,} sentences -> {prep['sentences_kept']:,} kept; "
-             + ", ".join(f"{k} {v['documents']} docs" for k, v in prep["splits"].items()))
-        tok = train_tokenizer([tmp / "text" / "train.txt"], kind="bpe", vocab_size=args.vocab_size,
-                              show_progress=False)
-        tok.save_pretrained(str(tmp / "tokenizer"))
-        step(3, f"train-tokenizer: byte-level BPE, {len(tok):,} tokens")
-        stats = binarize_directory(tmp / "tokenizer", {"train": tmp / "text" / "train.txt",
-                                                       "valid": tmp / "text" / "valid.txt"},
-                                   tmp / "data-bin", max_line_tokens=TOKENS_PER_SAMPLE - 2, progress=False)
-        step(4, "binarize: " + ", ".join(f"{k} {v['tokens']:,} tokens" for k, v in stats["splits"].items()))
+        prepare_data(tmp, args)
         val_loss, val_acc = train(tmp, train_args(tmp, args.max_update))
         step(5, f"fairseq-train: {args.max_update} updates, validation loss {val_loss:.3f} (base 2), "
              f"accuracy {val_acc:.3f}")
-        fairseq_ext.register()
-        from transformers.utils import logging as hf_logging
-
-        from fairseq_ext.convert.export import export_hf
-
-        hf_logging.disable_progress_bar()
-
-        exported = export_hf(tmp / "checkpoints" / "checkpoint_last.pt", tmp / "hf-model")
+        exported = export_checkpoint(tmp)
         step(6, f"export-hf: max |logit difference| fairseq vs transformers {exported.max_abs_diff:.1e}")
         report = report_infills(tmp)
         step(7, f"transformers infills {report.sentences} held-out sentences, the middle word masked: "
@@ -100,21 +85,31 @@ def run(args: argparse.Namespace) -> int:
         write_summary(tmp, args, val_loss, val_acc, exported.max_abs_diff, report, time.perf_counter() - started)
     relocate_paths(out, tmp, ["hf-model/README.md", "hf-model/fairseq_ext_export.json", "text/prepare.json",
                               "data-bin/binarize.json"])
-    command = " ".join(shlex.quote(a) for a in ["fairseq-train", *train_args(out.resolve(), args.max_update)])
-    (out / "train.sh").write_text("#!/usr/bin/env bash\n# rerun (e.g. with a higher --max-update) to resume\n"
-                                  + command + ' "$@"\n', encoding="utf-8")
-    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; everything is in {out}/:")
-    for name, what in [("raw/", "built-in corpus"), ("text/", "prepared train/valid text"),
-                       ("tokenizer/", "AutoTokenizer.from_pretrained loads it"),
-                       ("data-bin/", "fairseq data: train/valid .bin/.idx, dict.txt, tokenizer.json"),
-                       ("checkpoints/checkpoint_last.pt", "fairseq checkpoint (resume with the same command)"),
-                       ("hf-model/", "BartForConditionalGeneration.from_pretrained loads it; README.md is its card"),
-                       ("train.log", "fairseq-train log"),
-                       ("curves.png", "loss and accuracy by update, train and valid"),
-                       ("demo.json", "every figure of this run: losses, accuracy, parity, infill scores"),
-                       ("train.sh", "the fairseq-train command; rerun it with a higher --max-update to resume")]:
-        print(f"  {out / name}  {what}")
+    finish(out, train_args(out.resolve(), args.max_update), started, LISTING)
     return 0
+
+
+def prepare_data(work: Path, args: argparse.Namespace) -> None:
+    """Steps 1-4: the built-in corpus, prepare, train-tokenizer, binarize, all in ``work``."""
+    from fairseq_ext.prep.binarize_dir import binarize_directory
+    from fairseq_ext.prep.builtin_corpus import write_builtin_corpus
+    from fairseq_ext.prep.prepare import prepare_corpus
+    from fairseq_ext.prep.tokenizer_training import train_tokenizer
+
+    corpus = write_builtin_corpus(work / "raw", max_bytes=int(args.corpus_mb * 1e6))
+    step(1, f"corpus: {corpus['files']} stdlib modules, {corpus['paragraphs']:,} paragraphs, "
+         f"{corpus['bytes']:,} bytes")
+    prep = prepare_corpus([work / "raw"], work / "text", valid_ratio=0.05, doc_sep="file", progress=False)
+    step(2, f"prepare: {prep['sentences_found']:,} sentences -> {prep['sentences_kept']:,} kept; "
+         + ", ".join(f"{k} {v['documents']} docs" for k, v in prep["splits"].items()))
+    tok = train_tokenizer([work / "text" / "train.txt"], kind="bpe", vocab_size=args.vocab_size,
+                          show_progress=False)
+    tok.save_pretrained(str(work / "tokenizer"))
+    step(3, f"train-tokenizer: byte-level BPE, {len(tok):,} tokens")
+    stats = binarize_directory(work / "tokenizer", {"train": work / "text" / "train.txt",
+                                                    "valid": work / "text" / "valid.txt"},
+                               work / "data-bin", max_line_tokens=TOKENS_PER_SAMPLE - 2, progress=False)
+    step(4, "binarize: " + ", ".join(f"{k} {v['tokens']:,} tokens" for k, v in stats["splits"].items()))
 
 
 def report_infills(work: Path) -> InfillResult:

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fairseq_ext.recipes.common import export_checkpoint, finish, relocate_paths, step, train
 
 TOKENS_PER_SAMPLE = 128
 EVAL_SAMPLES = 200  # held-out samples whose masked identifiers the model fills in
@@ -64,94 +65,98 @@ class IdentifierFill:
     examples: list[tuple[str, str, str]] = field(default_factory=list)  # (masked line, filled line, true line)
 
 
+LISTING = [("raw/", "built-in code corpus (stdlib packages)"),
+           ("tokenizer/", "AutoTokenizer.from_pretrained loads it"),
+           ("code-data/", "datasets.load_from_disk loads it; code_dataset.json has every count"),
+           ("checkpoints/checkpoint_last.pt", "fairseq checkpoint (resume with the same command)"),
+           ("hf-model/", "T5EncoderModel.from_pretrained loads it; README.md is its card"),
+           ("code-pairs/", "(docstring, code) pairs; code_pairs.json has every count"),
+           ("contrastive/checkpoint_best.pt", "the code-search model (fairseq checkpoint)"),
+           ("train.log", "fairseq-train log (code MLM; contrastive.log: the contrastive stage)"),
+           ("curves.png", "loss and accuracy by update, train and valid"),
+           ("demo.json", "every figure of this run"),
+           ("train.sh", "the fairseq-train command; rerun it with a higher --max-update to resume")]
+TOTAL = 9  # steps
+
+
 def run(args: argparse.Namespace, out: Path) -> int:
-    import fairseq_ext
     from fairseq_ext.errors import UserError
     from fairseq_ext.io_utils import atomic_output_dir
-    from fairseq_ext.prep.builtin_corpus import write_builtin_code
-    from fairseq_ext.prep.code_dataset import CodeDatasetConfig, build_code_dataset
-    from fairseq_ext.prep.code_pairs import CodePairsConfig, build_code_pairs
-    from fairseq_ext.prep.tokenizer_training import train_tokenizer
     from fairseq_ext.recipes import search as demo_search
-    from fairseq_ext.recipes.common import relocate_paths, step, train
 
     queries = list(demo_search.QUERIES) if args.query is None else [q.strip() for q in args.query]
     if not all(queries):
         raise UserError("--query: empty text; give words to search the code with")
-    contrastive_updates = args.contrastive_updates or 100
-    total = 9
     started = time.perf_counter()
     with atomic_output_dir(out, overwrite=args.overwrite) as tmp:
-        corpus = write_builtin_code(tmp / "raw", max_bytes=int(args.corpus_mb * 1e6))
-        step(1, f"corpus: {corpus['packages']} stdlib packages, {corpus['files']} files, {corpus['bytes']:,} bytes",
-             total)
-        tok = train_tokenizer([tmp / "raw"], kind="bpe", vocab_size=args.vocab_size, show_progress=False)
-        tok.save_pretrained(str(tmp / "tokenizer"))
-        step(2, f"train-tokenizer: byte-level BPE, {len(tok):,} tokens, on the source tree", total)
-        stats = build_code_dataset([tmp / "raw"], tmp / "code-data",
-                                   CodeDatasetConfig(tokenizer=str(tmp / "tokenizer"), valid_ratio=0.1),
-                                   progress=False)
-        skipped = ", ".join(f"{k} {v}" for k, v in stats["skipped"].items() if v) or "none"
-        step(3, "code-dataset: " + ", ".join(f"{k} {v['files']} files {v['tokens']:,} tokens"
-                                            for k, v in stats["splits"].items())
-             + f" (split by package; skipped: {skipped})", total)
+        stats = prepare_code(tmp, args)
         val_loss, val_acc = train(tmp, train_args(tmp, args.max_update))
         step(4, f"fairseq-train: {args.max_update} updates, validation loss {val_loss:.3f} (base 2), "
-             f"masked-identifier token accuracy {val_acc:.3f}", total)
-        fairseq_ext.register()
-        from transformers.utils import logging as hf_logging
-
-        from fairseq_ext.convert.export import export_hf
-
-        hf_logging.disable_progress_bar()
-        exported = export_hf(tmp / "checkpoints" / "checkpoint_last.pt", tmp / "hf-model")
+             f"masked-identifier token accuracy {val_acc:.3f}", TOTAL)
+        exported = export_checkpoint(tmp)
         step(5, f"export-hf: T5EncoderModel, max |hidden-state difference| fairseq vs transformers "
-             f"{exported.max_abs_diff:.1e}", total)
+             f"{exported.max_abs_diff:.1e}", TOTAL)
         fill = fill_identifiers(tmp, EVAL_SAMPLES)
         step(6, f"held-out packages, every occurrence of chosen identifiers masked ({fill.samples} samples, "
              f"{fill.identifiers} occurrences): {fill.identifier_accuracy:.0%} restored exactly "
              f"({fill.token_accuracy:.0%} of the masked tokens); transformers' T5EncoderModel gives the same "
-             f"hidden states (max |difference| {fill.hf_max_abs_diff:.1e}); for example", total)
+             f"hidden states (max |difference| {fill.hf_max_abs_diff:.1e}); for example", TOTAL)
         for masked, filled, truth in fill.examples:
             print(f"      in:   {masked}\n      out:  {filled}\n      true: {truth}")
-        pairs = build_code_pairs([tmp / "raw"], tmp / "code-pairs", CodePairsConfig(
-            CodeDatasetConfig(tokenizer=str(tmp / "tokenizer"), valid_ratio=0.1), kind="docstring"), progress=False)
-        step(7, "code-pairs: (docstring, code) " + ", ".join(f"{k} {v['pairs']} pairs from {v['projects']} packages"
-                                                            for k, v in pairs["splits"].items()), total)
-        contrastive_started = time.perf_counter()
-        contrastive = demo_search.contrastive_args(tmp, contrastive_updates, model_args(contrastive_updates))
-        train(tmp, contrastive, "contrastive.log")
-        step(8, f"fairseq-train --task code_contrastive: {contrastive_updates} updates from the code MLM "
-             f"checkpoint in {time.perf_counter() - contrastive_started:.0f} s", total)
-        found = demo_search.search(tmp, queries)
-        step(9, f"held-out packages, every docstring against every definition ({found.held_out_pairs} pairs): "
-             f"MRR {found.mrr:.3f} (chance {found.chance_mrr:.3f}), Recall@1 {found.recall_at_1:.3f}; "
-             f"search over all {found.searched} definitions of the corpus:", total)
-        for query, hits in found.hits.items():
-            print(f"      query: {query}")
-            for hit in hits:
-                print(f"        {hit.score:.3f}  {hit.name}  ({hit.where})")
+        found = contrastive_search(tmp, args.contrastive_updates or 100, queries)
         write_summary(tmp, args, val_loss, val_acc, exported.max_abs_diff, fill, stats,
                       time.perf_counter() - started, found)
     relocate_paths(out, tmp, ["hf-model/README.md", "hf-model/fairseq_ext_export.json",
                               "code-data/code_dataset.json", "code-pairs/code_pairs.json"])
-    command = " ".join(shlex.quote(a) for a in ["fairseq-train", *train_args(out.resolve(), args.max_update)])
-    (out / "train.sh").write_text("#!/usr/bin/env bash\n# rerun (e.g. with a higher --max-update) to resume\n"
-                                  + command + ' "$@"\n', encoding="utf-8")
-    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; everything is in {out}/:")
-    for name, what in [("raw/", "built-in code corpus (stdlib packages)"),
-                       ("tokenizer/", "AutoTokenizer.from_pretrained loads it"),
-                       ("code-data/", "datasets.load_from_disk loads it; code_dataset.json has every count"),
-                       ("checkpoints/checkpoint_last.pt", "fairseq checkpoint (resume with the same command)"),
-                       ("hf-model/", "T5EncoderModel.from_pretrained loads it; README.md is its card"),
-                       ("code-pairs/", "(docstring, code) pairs; code_pairs.json has every count"),
-                       ("contrastive/checkpoint_best.pt", "the code-search model (fairseq checkpoint)"),
-                       ("train.log", "fairseq-train log (code MLM; contrastive.log: the contrastive stage)"),
-                       ("curves.png", "loss and accuracy by update, train and valid"),
-                       ("demo.json", "every figure of this run"),
-                       ("train.sh", "the fairseq-train command; rerun it with a higher --max-update to resume")]:
-        print(f"  {out / name}  {what}")
+    finish(out, train_args(out.resolve(), args.max_update), started, LISTING)
     return 0
+
+
+def prepare_code(work: Path, args: argparse.Namespace) -> dict:
+    """Steps 1-3: the built-in code corpus, a tokenizer trained on it, code-dataset; its counts."""
+    from fairseq_ext.prep.builtin_corpus import write_builtin_code
+    from fairseq_ext.prep.code_dataset import CodeDatasetConfig, build_code_dataset
+    from fairseq_ext.prep.tokenizer_training import train_tokenizer
+
+    corpus = write_builtin_code(work / "raw", max_bytes=int(args.corpus_mb * 1e6))
+    step(1, f"corpus: {corpus['packages']} stdlib packages, {corpus['files']} files, {corpus['bytes']:,} bytes",
+         TOTAL)
+    tok = train_tokenizer([work / "raw"], kind="bpe", vocab_size=args.vocab_size, show_progress=False)
+    tok.save_pretrained(str(work / "tokenizer"))
+    step(2, f"train-tokenizer: byte-level BPE, {len(tok):,} tokens, on the source tree", TOTAL)
+    stats = build_code_dataset([work / "raw"], work / "code-data",
+                               CodeDatasetConfig(tokenizer=str(work / "tokenizer"), valid_ratio=0.1),
+                               progress=False)
+    skipped = ", ".join(f"{k} {v}" for k, v in stats["skipped"].items() if v) or "none"
+    step(3, "code-dataset: " + ", ".join(f"{k} {v['files']} files {v['tokens']:,} tokens"
+                                        for k, v in stats["splits"].items())
+         + f" (split by package; skipped: {skipped})", TOTAL)
+    return stats
+
+
+def contrastive_search(work: Path, updates: int, queries: list[str]):
+    """Steps 7-9: code-pairs, the contrastive stage from the code MLM checkpoint, held-out MRR and a search."""
+    from fairseq_ext.prep.code_dataset import CodeDatasetConfig
+    from fairseq_ext.prep.code_pairs import CodePairsConfig, build_code_pairs
+    from fairseq_ext.recipes import search as demo_search
+
+    pairs = build_code_pairs([work / "raw"], work / "code-pairs", CodePairsConfig(
+        CodeDatasetConfig(tokenizer=str(work / "tokenizer"), valid_ratio=0.1), kind="docstring"), progress=False)
+    step(7, "code-pairs: (docstring, code) " + ", ".join(f"{k} {v['pairs']} pairs from {v['projects']} packages"
+                                                        for k, v in pairs["splits"].items()), TOTAL)
+    started = time.perf_counter()
+    train(work, demo_search.contrastive_args(work, updates, model_args(updates)), "contrastive.log")
+    step(8, f"fairseq-train --task code_contrastive: {updates} updates from the code MLM "
+         f"checkpoint in {time.perf_counter() - started:.0f} s", TOTAL)
+    found = demo_search.search(work, queries)
+    step(9, f"held-out packages, every docstring against every definition ({found.held_out_pairs} pairs): "
+         f"MRR {found.mrr:.3f} (chance {found.chance_mrr:.3f}), Recall@1 {found.recall_at_1:.3f}; "
+         f"search over all {found.searched} definitions of the corpus:", TOTAL)
+    for query, hits in found.hits.items():
+        print(f"      query: {query}")
+        for hit in hits:
+            print(f"        {hit.score:.3f}  {hit.name}  ({hit.where})")
+    return found
 
 
 def fill_identifiers(work: Path, max_samples: int) -> IdentifierFill:

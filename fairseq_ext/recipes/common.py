@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -19,6 +21,30 @@ def relocate_paths(out: Path, tmp: Path, names: list[str]) -> None:
                 partial = path.with_name(path.name + ".tmp")
                 partial.write_text(text.replace(str(tmp), str(out)), encoding="utf-8")
                 partial.replace(path)
+
+
+def export_checkpoint(work: Path):
+    """``export-hf`` of ``work/checkpoints/checkpoint_last.pt`` to ``work/hf-model`` (parity checked), in this
+    process: fairseq is imported and the plugin registered only now, after the steps that do not need it."""
+    import fairseq_ext
+
+    fairseq_ext.register()
+    from transformers.utils import logging as hf_logging
+
+    from fairseq_ext.convert.export import export_hf
+
+    hf_logging.disable_progress_bar()
+    return export_hf(work / "checkpoints" / "checkpoint_last.pt", work / "hf-model")
+
+
+def finish(out: Path, train_command: list[str], started: float, listing: list[tuple[str, str]]) -> None:
+    """``out/train.sh`` (the fairseq-train command, which resumes when rerun), and what the run left where."""
+    command = " ".join(shlex.quote(a) for a in ["fairseq-train", *train_command])
+    (out / "train.sh").write_text("#!/usr/bin/env bash\n# rerun (e.g. with a higher --max-update) to resume\n"
+                                  + command + ' "$@"\n', encoding="utf-8")
+    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; everything is in {out}/:")
+    for name, what in listing:
+        print(f"  {out / name}  {what}")
 
 
 def step(n: int, text: str, total: int = 7) -> None:

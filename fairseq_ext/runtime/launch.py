@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 from fairseq_ext.errors import UserError
 from fairseq_ext.runtime import precision
+from fairseq_ext.runtime.spawn import spawn
 
 logger = logging.getLogger(__name__)
 
@@ -179,55 +180,6 @@ def _one_task_per_node_spawning_gpus(launch: Launch, cpu: bool, env=os.environ) 
             and env.get("SLURM_STEP_NUM_NODES") == str(launch.world_size))
 
 
-def _spawn(cfg, main, kwargs, nprocs: int) -> None:
-    """fairseq's spawn of one process per device (``nprocs`` counted without GPUs on CPU), with
-    SIGUSR1/SIGTERM sent to this parent process passed on to the ranks (see :mod:`fairseq_ext.runtime.signals`)."""
-    import torch
-    from fairseq.distributed import utils as distributed_utils
-
-    from fairseq_ext.runtime import signals
-
-    dt = cfg.distributed_training
-    start_rank = dt.distributed_rank
-    dt.distributed_rank = None  # distributed_main numbers the processes from start_rank
-    context = torch.multiprocessing.spawn(fn=distributed_utils.distributed_main,
-                                          args=(main, cfg, {**kwargs, "start_rank": start_rank}),
-                                          nprocs=nprocs, join=False)
-    signals.forward_to([p.pid for p in context.processes])
-    try:
-        while not context.join():
-            pass
-    except torch.multiprocessing.ProcessRaisedException as exc:
-        user_error = _user_error_in(str(exc))
-        if user_error is None:
-            raise
-        raise user_error from None  # one line, as in a single process, not the rank's traceback
-    finally:
-        signals.forward_to([])
-
-
-def _user_error_in(report: str) -> UserError | None:
-    """The :class:`UserError` a spawned rank raised, from the traceback torch passes to the parent.
-
-    >>> _user_error_in("Traceback ...\\nfairseq_ext.errors.UserError: data: no tokenizer.json\\n")
-    UserError('data: no tokenizer.json')
-    >>> _user_error_in("Traceback ...\\nRuntimeError: boom") is None
-    True
-    """
-    import importlib
-
-    lines = [ln for ln in report.strip().splitlines() if ln.strip()]
-    if not lines:
-        return None
-    name, _, message = lines[-1].partition(": ")
-    module, _, cls_name = name.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), cls_name) if module else None
-    except (ImportError, ValueError, AttributeError):  # not a class we can name: not a user error of ours
-        return None
-    return UserError(message) if isinstance(cls, type) and issubclass(cls, UserError) else None
-
-
 def prepare(cfg) -> int:
     """Fill in the distributed config from the launcher, or for a spawn; the number of processes this
     process must spawn (0: none, it is a rank itself or the only process)."""
@@ -296,7 +248,7 @@ def launching_call_main(original):
         precision.untie_if_implied(cfg)  # first: everything below reads common.tpu
         nprocs = prepare(cfg)
         if nprocs:
-            return _spawn(cfg, main, kwargs, nprocs)
+            return spawn(cfg, main, kwargs, nprocs)
         return original(cfg, main, **kwargs)
 
     return call_main

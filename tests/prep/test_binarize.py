@@ -10,7 +10,7 @@ from fairseq.data import MMapIndexedDataset, TokenBlockDataset
 
 from conftest import error_lines, run_cli
 from fairseq_ext.prep.binarize_dir import binarize_directory
-from fairseq_ext.prep.binarizer import BinarizeError
+from fairseq_ext.prep.line_encoder import BinarizeError
 from fairseq_ext.vocab.tokenizer import load_tokenizer
 
 TEXT = [

@@ -23,7 +23,7 @@ from fairseq.data.indexed_dataset import MMapIndexedDataset
 
 from conftest import REPO, make_text
 from fairseq_ext.cli.main import main
-from fairseq_ext.prep.binarizer import BinarizeError
+from fairseq_ext.prep.line_encoder import BinarizeError
 from fairseq_ext.prep.shards import ShardRouter, check_open_files
 from fairseq_ext.serialization import safe_torch_load
 from fairseq_ext.tasks.hf_masked_lm import HFMaskedLMConfig, HFMaskedLMTask

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fairseq_ext.prep.binarizer import MMapWriter, best_dtype
+from fairseq_ext.prep.mmap_writer import MMapWriter, best_dtype
 from fairseq_ext.vocab.dict_txt import write_dict_txt
 from fairseq_ext.vocab.tokenizer import load_tokenizer, save_tokenizer, special_roles, vocab_in_id_order
 

@@ -107,23 +107,13 @@ def fairseq_to_hf_state(state: dict, args: CheckpointModelSettings, family: str,
     table = rename_table(family, args.encoder_layers)
     names = embedding_names(family)
     tied = not args.untie_weights_roberta
+    special = _special_weights(names, family, vocab_size, pad, tied)
     out = {}
     for key, tensor in state.items():
         if key in table:
             out[table[key]] = tensor
-        elif key == f"{FS}embed_tokens.weight":
-            out[names["tokens"]] = tensor[:vocab_size]
-        elif key == f"{FS}embed_positions.weight":
-            out[names["positions"]] = tensor[pad + 1:] if family == "bert" else tensor
-        elif key == f"{FS}embed_token_types.weight":
-            out[names["types"]] = tensor
-        elif key == "encoder.lm_head.bias":
-            out[names["bias"]] = out[names["decoder_bias"]] = tensor[:vocab_size]
-        elif key == "encoder.lm_head.weight":
-            if not tied:
-                out[names["decoder_weight"]] = tensor[:vocab_size]
-        elif key == f"{FS}version":
-            continue  # fairseq bookkeeping
+        elif key in special:
+            out.update(special[key](tensor))
         elif key.startswith("classification_heads."):
             raise ConversionError(f"{key}: classification heads are not converted; export the pretrained model")
         else:
@@ -134,6 +124,20 @@ def fairseq_to_hf_state(state: dict, args: CheckpointModelSettings, family: str,
     if names["types"] not in out:  # fairseq's roberta has no token types: a zero table adds nothing
         out[names["types"]] = emb.new_zeros(2 if family == "bert" else 1, emb.size(1))
     return out
+
+
+def _special_weights(names: dict, family: str, vocab_size: int, pad: int, tied: bool) -> dict:
+    """fairseq weight -> (tensor -> {transformers name: tensor}) for the weights that are more than renamed:
+    rows cut to the tokenizer's size, BERT's positions without fairseq's padding offset, the head's shared
+    bias, an untied output projection, and fairseq's bookkeeping (dropped)."""
+    return {
+        f"{FS}embed_tokens.weight": lambda t: {names["tokens"]: t[:vocab_size]},
+        f"{FS}embed_positions.weight": lambda t: {names["positions"]: t[pad + 1:] if family == "bert" else t},
+        f"{FS}embed_token_types.weight": lambda t: {names["types"]: t},
+        "encoder.lm_head.bias": lambda t: dict.fromkeys((names["bias"], names["decoder_bias"]), t[:vocab_size]),
+        "encoder.lm_head.weight": lambda t: {} if tied else {names["decoder_weight"]: t[:vocab_size]},
+        f"{FS}version": lambda t: {},
+    }
 
 
 def hf_to_fairseq_state(state: dict, family: str, layers: int, vocab_rows: int, pad: int,
