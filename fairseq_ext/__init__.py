@@ -12,8 +12,8 @@ The one exception is the ``fairseq-ext`` command itself: its verbs prepare
 text and data without fairseq, so it skips importing fairseq and torch (seconds
 on every call); a verb that needs fairseq in-process calls :func:`register`.
 
-Where things go (one room per extension point; arrows point downwards only,
-``tests/test_layers.py`` keeps it so):
+Where things go (one room per extension point; arrows point downwards only, as the import-linter
+contracts in ``pyproject.toml`` require; docs/development.md says more):
 
 =====================  ===========================================================
 ``cli/``               a ``fairseq-ext`` verb: one thin module each (parser + call)

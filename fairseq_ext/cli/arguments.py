@@ -94,3 +94,15 @@ def refuse_output_over_inputs(output: str | os.PathLike, inputs: Iterable[str | 
         if path == out or out in path.parents:
             raise UserError(f"{option} {output}: the output directory would replace the input {raw}; "
                             "choose another output directory")
+
+
+def set_thread_count(workers: int) -> None:
+    """Rayon (the tokenizer's thread pool) reads these once, at first use."""
+    if workers < 1:
+        from fairseq_ext.errors import UserError
+
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    os.environ["RAYON_NUM_THREADS"] = str(workers)
+    os.environ["RAYON_RS_NUM_CPUS"] = str(workers)
+    if workers == 1:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"

@@ -35,6 +35,7 @@ from fairseq_ext.cli.arguments import (
     positive_float,
     positive_int,
     refuse_output_over_inputs,
+    set_thread_count,
 )
 
 HELP = "tokenize text files into a fairseq data directory (ids == tokenizer ids)"
@@ -124,13 +125,3 @@ def summary_line(split: str, s: dict) -> str:
     )
 
 
-def set_thread_count(workers: int) -> None:
-    """Rayon (the tokenizer's thread pool) reads these once, at first use."""
-    if workers < 1:
-        from fairseq_ext.errors import UserError
-
-        raise UserError(f"--workers must be at least 1, got {workers}")
-    os.environ["RAYON_NUM_THREADS"] = str(workers)
-    os.environ["RAYON_RS_NUM_CPUS"] = str(workers)
-    if workers == 1:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"

@@ -99,7 +99,7 @@ def dataset_config_from_args(args: argparse.Namespace, **extra):
     after the checks that need several of them; sets the tokenizer's thread count (--workers)."""
     import os
 
-    from fairseq_ext.cli.binarize import set_thread_count
+    from fairseq_ext.cli.arguments import set_thread_count
 
     set_thread_count(args.workers or os.cpu_count() or 1)
     from fairseq_ext.prep.code_dataset import CodeDatasetConfig

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import argparse
 
-from fairseq_ext.cli.binarize import add_encoding_arguments, set_thread_count, summary_line
+from fairseq_ext.cli.arguments import set_thread_count
+from fairseq_ext.cli.binarize import add_encoding_arguments, summary_line
 
 HELP = "write tokenizer pieces of text, one item a line (for fairseq-preprocess --srcdict)"
 

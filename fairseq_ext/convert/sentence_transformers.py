@@ -114,7 +114,8 @@ def _max_seq_length(task: dict, positions: int, tower: str, separate: bool) -> t
 
 
 def fairseq_input(ids, limit: int, dictionary) -> torch.Tensor:
-    """A side's model input as fairseq trains on it ([bos] ids [eos], cut to ``limit``); see :mod:`pair_dataset`."""
+    """A side's model input as fairseq trains on it ([bos] ids [eos], cut to ``limit``); see
+    :mod:`fairseq_ext.data.pair_dataset`."""
     from fairseq_ext.data.pair_dataset import side_tokens
 
     return side_tokens(np.asarray(ids, dtype=np.int64), limit, dictionary.bos_index, dictionary.eos())

@@ -3,7 +3,7 @@
 fairseq checkpoints hold their settings as an ``argparse.Namespace`` (``args``,
 older fairseq-train), a ``cfg.model`` Namespace or dict (fairseq-train 0.12),
 a plain dict with ``_name`` (fairseq-hydra-train), or an omegaconf
-``DictConfig``. :func:`checkpoint_model_settings` reads any of these in one
+``DictConfig``. :func:`fairseq_ext.convert.registry.checkpoint_model_settings` reads any of these in one
 place: the values the checkpoint lacks are filled by the architecture itself
 (its registered architecture function, then the builder's own defaults, as
 fairseq does when it builds the model), so they are the real fairseq defaults

@@ -91,7 +91,7 @@ def applies(patch: Patch, training: bool) -> bool:
 def slots(patch: Patch) -> list[Slot]:
     """The places ``patch.target`` names (none when a ``loaded_only`` module is not loaded); a missing
     attribute is a one-line :class:`UserError` naming it and the installed fairseq release."""
-    modules = loaded_copies(patch.module) if patch.loaded_only else [importlib.import_module(patch.module)]
+    modules = loaded_copies(patch.module) if patch.loaded_only else [_module(patch)]
     path = patch.target.partition(":")[2].split(".")
     found = []
     for owner in modules:
@@ -104,6 +104,16 @@ def slots(patch: Patch) -> list[Slot]:
             _attribute(owner, path[-1], patch)
             found.append(Slot(patch, owner, path[-1], item=False))
     return found
+
+
+def _module(patch: Patch):
+    try:
+        return importlib.import_module(patch.module)
+    except ImportError as exc:
+        dist, release = installed_fairseq()
+        raise UserError(f"{patch.target.replace(':', '.')}: module {patch.module} cannot be imported in fairseq "
+                        f"{release} ({dist}: {exc}); fairseq_ext replaces it ({patch.what}) and supports "
+                        f"{_supported()} only") from None
 
 
 def _attribute(owner, name: str, patch: Patch):

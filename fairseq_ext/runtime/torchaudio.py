@@ -47,7 +47,7 @@ def ignore_mismatched_torchaudio() -> None:
     anything can import transformers: a torchaudio built for another torch release (its version
     X.Y must match torch's, 0.Y for torch 1.Y) cannot load, so it is made absent without importing
     torch. This matters under the ``fairseq-ext`` command, which imports transformers (tokenizers)
-    long before a verb calls :func:`register`; transformers decides once, on its own import,
+    long before a verb calls :func:`fairseq_ext.register`; transformers decides once, on its own import,
     whether torchaudio is there.
     """
     if "torchaudio" in sys.modules or importlib.util.find_spec("torchaudio") is None:

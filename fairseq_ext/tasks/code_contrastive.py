@@ -32,6 +32,7 @@ import torch.distributed as dist
 from fairseq.tasks import register_task
 from omegaconf import MISSING
 
+from fairseq_ext.criterions.info_nce import InfoNCECriterion
 from fairseq_ext.criterions.ranking import RETRIEVAL_KEYS
 from fairseq_ext.data.arrow_dataset import CodeDataError, is_arrow_dataset_dir
 from fairseq_ext.data.pair_dataset import PairDataset
@@ -119,10 +120,10 @@ class CodeContrastiveTask(TokenizerDataTask):
 
     def build_criterion(self, cfg, from_checkpoint=False):
         criterion = super().build_criterion(cfg, from_checkpoint)
-        if self.cfg.grad_cache_chunk and not hasattr(criterion, "grad_cache_chunk"):  # only info_nce caches
+        if not isinstance(criterion, InfoNCECriterion):  # the loss, gradient caching and the pool's scoring
             name = getattr(cfg, "_name", None) or getattr(cfg, "criterion", None) or type(criterion).__name__
-            raise UserError(f"--grad-cache-chunk {self.cfg.grad_cache_chunk}: gradient caching is done by "
-                            f"--criterion info_nce, not {name}")
+            raise UserError(f"--criterion {name}: code_contrastive trains with --criterion info_nce (its loss "
+                            "scores the pairs, caches gradients with --grad-cache-chunk and ranks the valid pool)")
         return criterion
 
     def optimizer_step(self, optimizer, model, update_num):

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, REPO, binarized_documents
-from fairseq_ext.serialization import safe_torch_load
-from support.training import JSON_LOG, TrainLog
+from support.training import JSON_LOG, TrainLog, checkpoint_updates
 
 NTASKS = 2
 # One node without GPUs: two tasks of one CPU each; --gpus-per-node=0 drops the batch files' GPU request.
@@ -56,11 +55,6 @@ def is_next_batch(position: tuple[int, float], then: tuple[int, float], step: fl
     epoch, update = position
     expected = (epoch + 1, epoch + step) if update + step / 2 >= epoch else (epoch, update + step)
     return then[0] == expected[0] and abs(then[1] - expected[1]) <= 0.0015
-
-
-def updates_in(checkpoint: Path) -> int:
-    with open(checkpoint, "rb") as f:
-        return safe_torch_load(f, map_location="cpu")["optimizer_history"][-1]["num_updates"]
 
 
 class Job:
@@ -129,7 +123,7 @@ def test_pretrain_bart_runs_two_tasks(slurm, bart_data, tmp_path):
     job = Job(slurm, "pretrain_bart.sbatch", tmp_path / "work", bart_env(bart_data, 6))
     job.completed()
     check_two_ranks_trained(job.log, 6)
-    assert updates_in(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == 6
+    assert checkpoint_updates(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == 6
 
 
 @pytest.mark.slow
@@ -147,7 +141,7 @@ def test_pretrain_code_runs_two_tasks_in_bf16(slurm, bpe_dir, tmp_path):
     valid = TrainLog.parse(job.log).valid  # validation every 3 updates
     assert valid and all("accuracy" in r for r in valid), job.log[-3000:]
     ckpt = tmp_path / "work" / "checkpoints"
-    assert updates_in(ckpt / "checkpoint_last.pt") == 6 and (ckpt / "checkpoint_1_3.pt").exists()
+    assert checkpoint_updates(ckpt / "checkpoint_last.pt") == 6 and (ckpt / "checkpoint_1_3.pt").exists()
 
 
 @pytest.mark.slow
@@ -174,7 +168,7 @@ def test_continue_pretraining_imports_prepares_trains_and_exports(slurm, tmp_pat
     check_two_ranks_trained(job.log, 6)
     assert "imported bert as fairseq hf_bert" in job.log
     assert re.search(r"parity: max \|logit difference\| fairseq vs transformers = \S+", job.log), job.log[-3000:]
-    assert updates_in(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == 6
+    assert checkpoint_updates(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == 6
     assert (tmp_path / "work" / "hf-model" / "model.safetensors").exists()
 
 
@@ -217,7 +211,7 @@ def test_warning_signal_saves_requeues_and_resumes(slurm, bart_data, tmp_path):
     assert is_next_batch(positions(before)[-1], positions(after)[0], batch_step(before, after)), \
         (positions(before)[-3:], positions(after)[:3])
     check_two_ranks_trained(second, max_update)
-    assert updates_in(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == max_update
+    assert checkpoint_updates(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == max_update
 
 
 @pytest.mark.slow

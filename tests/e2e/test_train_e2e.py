@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from conftest import REPO, documents_text, run_cli
-from fairseq_ext.serialization import safe_torch_load
 from support.payload import Payload
-from support.training import TrainLog, fairseq_train
+from support.training import TrainLog, checkpoint_updates, fairseq_train
 
 pytestmark = pytest.mark.slow
 
@@ -41,15 +40,10 @@ def train(*args, cwd, check: bool = True) -> TrainLog:
     return fairseq_train(*args, cwd=cwd, check=check, console_script=False, env=dict(os.environ, PYTHONPATH=""))
 
 
-def last_updates(path) -> int:
-    with open(path, "rb") as f:
-        return safe_torch_load(f, map_location="cpu")["optimizer_history"][-1]["num_updates"]
-
-
 def test_train_then_resume_from_checkpoint_last(data_dir, tmp_path):
     save = tmp_path / "ckpt"
     train(data_dir, "--user-dir", "fairseq_ext", *TINY_BART, "--max-update", "4", "--save-dir", save, cwd=REPO)
-    assert last_updates(save / "checkpoint_last.pt") == 4
+    assert checkpoint_updates(save / "checkpoint_last.pt") == 4
 
     # Same command, higher --max-update, run from elsewhere with the installed package's path.
     user_dir = run_cli("user-dir").stdout.strip().splitlines()[-1]
@@ -57,7 +51,7 @@ def test_train_then_resume_from_checkpoint_last(data_dir, tmp_path):
                    cwd=tmp_path)
     assert "Loaded checkpoint" in second.text and "@ 4 updates" in second.text, second.text[-3000:]
     assert second.updates[0] == 5
-    assert last_updates(save / "checkpoint_last.pt") == 8
+    assert checkpoint_updates(save / "checkpoint_last.pt") == 8
 
 
 def test_fairseq_train_refuses_a_checkpoint_carrying_code(data_dir, tmp_path):

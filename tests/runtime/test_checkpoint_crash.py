@@ -32,7 +32,7 @@ from fairseq_ext.runtime.checkpoint_files import (
 )
 from fairseq_ext.runtime.patching import patched
 from fairseq_ext.serialization import CheckpointRefusedError, safe_torch_load
-from support.training import JSON_LOG, TrainLog
+from support.training import JSON_LOG, TrainLog, checkpoint_updates
 
 
 def state(updates: int) -> dict:
@@ -139,7 +139,7 @@ def test_torn_last_falls_back_to_the_newest_interval_checkpoint(tmp_path, caplog
               "bad_pickle": "its pickled data is corrupt"}[how]
     assert line.startswith(f"{last}: unreadable, {reason}") and "\n" not in line
     assert line.endswith("; resuming from checkpoint_1_4.pt (4 updates), copied to checkpoint_last.pt")
-    assert updates_in(last) == 4  # repaired for whoever reads it next
+    assert checkpoint_updates(last) == 4  # repaired for whoever reads it next
     # fairseq's own read of the chosen file gets the state already read, once
     with open(chosen, "rb") as f:
         assert checkpoint_files.take_already_read(f)["optimizer_history"][0]["num_updates"] == 4
@@ -281,10 +281,6 @@ def run_and_maybe_kill(cmd: list[str], log: Path, save_dir: Path, mode: str, arg
     return proc.wait(), during_save
 
 
-def updates_in(path: Path) -> int:
-    return safe_torch_load(path, map_location="cpu")["optimizer_history"][-1]["num_updates"]
-
-
 @pytest.mark.slow
 def test_kill_9_at_random_moments_always_ends_at_max_update(mlm_data, tmp_path):
     save_dir = tmp_path / "ckpt"
@@ -314,7 +310,7 @@ def test_kill_9_at_random_moments_always_ends_at_max_update(mlm_data, tmp_path):
             plan.insert(0, (mode, arg))
             retries += 1
         assert len(logs) < 12, "never finished"
-    assert updates_in(save_dir / "checkpoint_last.pt") == MAX_UPDATE
+    assert checkpoint_updates(save_dir / "checkpoint_last.pt") == MAX_UPDATE
     assert not [p.name for p in save_dir.iterdir() if p.name.endswith(".tmp")]
     # the first run reported the debris, one line per file, and started fresh
     first = logs[0]

@@ -102,11 +102,31 @@ def test_the_check_catches_every_form_of_patching(code, caught):
     assert bool(assignments_to_fairseq(code)) == caught
 
 
+# Values set on objects fairseq built for us, not changes to fairseq, with the reason (runtime/patches.py's
+# docstring says more); listed so that each stays visible, and the test fails when one moves or goes.
+SET_ON_OUR_OBJECTS = {
+    ("fairseq_ext/tasks/hf_denoising.py", 'args.task = "hf_denoising"'):
+        "the settings of the BART model this task has just built (fairseq's BART reads args.task on load)",
+}
+
+
 def test_nothing_outside_runtime_assigns_to_fairseq():
     outside = [p for p in sorted(PACKAGE.rglob("*.py")) if (PACKAGE / "runtime") not in p.parents]
     found = [f"{p.relative_to(REPO)} {line}" for p in outside for line in assignments_to_fairseq(p.read_text())]
     assert len(outside) > 90
     assert not found, "only fairseq_ext/runtime/ changes fairseq (an entry of runtime/patches.py):\n" + "\n".join(found)
+
+
+def test_the_values_set_on_objects_fairseq_built_are_the_listed_ones():
+    """An assignment in a task to the settings (``args``) of the model fairseq built for it is not caught by
+    the import-based check above: each is listed, with its reason, in SET_ON_OUR_OBJECTS."""
+    found = set()
+    for path in sorted((PACKAGE / "tasks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+                                                    and t.value.id == "args" for t in node.targets):
+                found.add((str(path.relative_to(REPO)), ast.unparse(node)))
+    assert found == {(path, code.replace('"', "'")) for path, code in SET_ON_OUR_OBJECTS}
 
 
 def test_one_sentinel_convention():
@@ -201,6 +221,26 @@ def test_a_missing_target_is_one_line_naming_it(monkeypatch, tmp_path):
                       "import fairseq_ext\n")
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [f"fairseq-train: error: {MISSING}"]
+
+
+def test_a_module_fairseq_lacks_is_one_line_naming_it(monkeypatch):
+    """A release that renames or drops a patched module: one line, before anything is patched."""
+    import importlib
+
+    real = importlib.import_module
+
+    def without_trainer(name, *args, **kwargs):
+        if name == "fairseq.trainer":
+            raise ModuleNotFoundError("No module named 'fairseq.trainer'")
+        return real(name, *args, **kwargs)
+
+    target = next(p for p in PATCHES if p.module == "fairseq.trainer")
+    monkeypatch.setattr(patching.importlib, "import_module", without_trainer)
+    with pytest.raises(UserError) as info:
+        patching.slots(target)
+    assert str(info.value).startswith(f"{target.target.replace(':', '.')}: module fairseq.trainer cannot be "
+                                      "imported in fairseq ")
+    assert "\n" not in str(info.value) and "No module named 'fairseq.trainer'" in str(info.value)
 
 
 def test_fairseqs_library_functions_keep_their_contract():

@@ -26,6 +26,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 DISTRIBUTION = "fairseq-fixed"
+# Python >= 3.11.4 (and 3.12) extract only what a data archive may hold; older 3.11 releases lack the filter
+SAFE_EXTRACT = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 HERE = Path(__file__).resolve().parent
 
 # A pytest plugin (-p) that records every test's outcome into $FAIRSEQ_OWN_TESTS_OUTCOMES as JSON:
@@ -100,7 +102,7 @@ def _download(release: str, root: Path) -> None:
         [archive] = Path(tmp).glob("*.tar.gz")
         with tarfile.open(archive) as tar:
             members = [m for m in tar.getmembers() if m.name.split("/")[1:2] == ["tests"] and m.isfile()]
-            tar.extractall(Path(tmp) / "x", members=members, filter="data")
+            tar.extractall(Path(tmp) / "x", members=members, **SAFE_EXTRACT)
         [top] = (Path(tmp) / "x").iterdir()
         os.replace(top / "tests", root / "tests")
 

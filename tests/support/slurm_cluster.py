@@ -7,7 +7,7 @@ everything (state, spool, logs, the munge key and socket) in one directory, wait
 shows the node idle, and stops them again. The directory is fixed (``STATE_DIR``) so that daemons
 left behind by a killed test session are found by their pid files and stopped before new ones start.
 
-    python tests/slurm_cluster.py        # bring it up by hand; prints the environment to use it
+    python tests/support/slurm_cluster.py   # bring it up by hand; prints the environment to use it
 """
 
 from __future__ import annotations

@@ -94,3 +94,10 @@ def fairseq_train(*args, launcher=(), check: bool = True, cwd=REPO, env: dict | 
     if check:
         assert proc.returncode == 0, log.text[-4000:]
     return log
+
+
+def checkpoint_updates(path) -> int:
+    """The number of updates a checkpoint was saved after (read through the plugin's safe loader)."""
+    from fairseq_ext.serialization import safe_torch_load
+
+    return safe_torch_load(path, map_location="cpu")["optimizer_history"][-1]["num_updates"]
