@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -61,18 +62,28 @@ class TrainLog:
         return self.of("valid")
 
 
+# fairseq-train's log lines: "TIME | INFO | TAG | {...}"; fairseq-hydra-train's: "[TIME][TAG][INFO] - {...}"
+_RECORD = re.compile(r"^(?:.* \| (?P<tag>[^|]+?) \| |\[[^\]]*\]\[(?P<hydra_tag>[^\]]+)\]\[[A-Z]+\] - )"
+                     r"(?P<json>\{.*\})\s*$")
+
+
 def parse_json_log(text: str) -> list[tuple[str, dict]]:
-    """(tag, stats) of every JSON progress line of a fairseq log (other lines are left out)."""
+    """(tag, stats) of every JSON progress line of a fairseq log, from fairseq-train or fairseq-hydra-train
+    (other lines are left out).
+
+    >>> parse_json_log('t | INFO | train_inner | {"loss": "9.1"}\\n[t][valid][INFO] - {"valid_loss": "8"}\\nx | {')
+    [('train_inner', {'loss': '9.1'}), ('valid', {'loss': '8'})]
+    """
     out = []
     for line in text.splitlines():
-        head, sep, payload = line.rpartition(" | {")
-        if not sep:
+        match = _RECORD.match(line)
+        if match is None:
             continue
         try:
-            stats = json.loads("{" + payload)
+            stats = json.loads(match["json"])
         except ValueError:
             continue
-        tag = head.rsplit(" | ", 1)[-1].strip()
+        tag = (match["tag"] or match["hydra_tag"]).strip()
         # end-of-epoch and validation records name their figures TAG_KEY ("valid_loss"): keep KEY
         prefix = f"{tag}_"
         out.append((tag, {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in stats.items()}))
