@@ -62,6 +62,7 @@ class Job:
 
     def __init__(self, slurm, script: str, work: Path, env: dict[str, str], options: tuple[str, ...] = ()):
         self.slurm = slurm
+        self.pending_since = None  # when it was first seen waiting out a requeue delay
         work.mkdir(parents=True, exist_ok=True)
         self.out = work / "job.out"
         command = ["sbatch", "--parsable", *CPU_JOB, *options, f"--output={self.out}", f"scripts/slurm/{script}"]
@@ -92,6 +93,21 @@ class Job:
         state = self.wait(lambda s: s["JobState"] == "COMPLETED", timeout, "to complete")
         assert state["ExitCode"] == "0:0", self.log[-5000:]
         return state
+
+
+REQUEUE_SETTLE_S = 5.0
+
+
+def start_now_when_eligible(slurm, job: Job, state: dict[str, str]) -> None:
+    """Start a requeued job that waits out Slurm's requeue delay (Reason=BeginTime) now, but only once it has
+    pended for REQUEUE_SETTLE_S: the node revokes the job's credential when it requeues it, and a launch of the
+    same job within that second is refused ("Job credential revoked") and fails the job."""
+    if state["JobState"] != "PENDING" or state.get("Reason") != "BeginTime":
+        return
+    if job.pending_since is None:
+        job.pending_since = time.monotonic()
+    if time.monotonic() - job.pending_since >= REQUEUE_SETTLE_S:
+        slurm.run(["scontrol", "update", f"JobId={job.id}", "StartTime=now"], check=False)  # again next poll
 
 
 def check_two_ranks_trained(log: str, max_update: int) -> None:
@@ -186,8 +202,7 @@ def test_warning_signal_saves_requeues_and_resumes(slurm, bart_data, tmp_path):
     def completed_without_delay(state: dict[str, str]) -> bool:
         """A requeued job may start only after Slurm's requeue delay (EligibleTime = requeue time + 121 s
         in Slurm 22.05): once it is pending for that reason, start it now instead of waiting."""
-        if state["JobState"] == "PENDING" and state.get("Reason") == "BeginTime":
-            slurm.run(["scontrol", "update", f"JobId={job.id}", "StartTime=now"], check=False)  # again next poll
+        start_now_when_eligible(slurm, job, state)
         return state["JobState"] == "COMPLETED"
 
     state = job.wait(completed_without_delay, timeout=540, what="to start again and complete")
@@ -227,8 +242,7 @@ def test_the_files_own_directives_save_and_requeue_before_the_time_limit(slurm, 
     assert stop, job.log[-5000:]
 
     def resumed(state: dict[str, str]) -> bool:
-        if state["JobState"] == "PENDING" and state.get("Reason") == "BeginTime":
-            slurm.run(["scontrol", "update", f"JobId={job.id}", "StartTime=now"], check=False)
+        start_now_when_eligible(slurm, job, state)
         starts = list(START.finditer(job.log))
         return len(starts) == 2 and bool(LOADED.search(job.log[starts[1].start():]))
 
