@@ -1,13 +1,8 @@
 """``fairseq-ext demo`` (``--recipe bart``): BART on English prose from the standard library's docstrings.
 
-  1. write the corpus             DIR/raw/           one file per stdlib module
-  2. fairseq-ext prepare          DIR/text/          sentences, documents, train/valid split
-  3. fairseq-ext train-tokenizer  DIR/tokenizer/     byte-level BPE, BART/RoBERTa specials
-  4. fairseq-ext binarize         DIR/data-bin/      ids == tokenizer ids, dict.txt, tokenizer.json
-  5. fairseq-train --user-dir fairseq_ext --task hf_denoising --arch bart_small (shrunk)
-                                  DIR/checkpoints/
-  6. fairseq-ext export-hf        DIR/hf-model/      BartForConditionalGeneration + tokenizer, parity checked
-  7. transformers                 load DIR/hf-model; fill a <mask> in 40 held-out sentences
+Steps 1-4 (corpus, prepare, train-tokenizer, binarize) are :func:`prepare_data`; then fairseq-train,
+export-hf and transformers' infills: the seven steps and the directories they write are listed in the
+verb's help (:mod:`fairseq_ext.cli.demo`).
 """
 
 from __future__ import annotations

@@ -78,14 +78,21 @@ def batches(steps: int = 2):
     return [(torch.randn(n, FEATURES, generator=g), torch.randn(n, FEATURES, generator=g)) for _ in range(steps)]
 
 
+def rows(rank: int, world: int) -> tuple[int, int]:
+    """The rows of every batch this worker takes: its share of SIZES, or all of them alone."""
+    if world == 1:
+        return 0, sum(SIZES)
+    lo = sum(SIZES[:rank])
+    return lo, lo + SIZES[rank]
+
+
 def run(options: dict, rank: int = 0, world: int = 1) -> list[dict]:
     """Train-mode steps on this worker's rows; per step: the loss summed over workers and every gradient
     summed over workers (what DDP's average times fairseq's workers / sample size amounts to)."""
     towers = Towers()
     criterion = InfoNCECriterion(None, **options)
     criterion.train()
-    lo = sum(SIZES[:rank]) if world > 1 else 0
-    hi = lo + SIZES[rank] if world > 1 else sum(SIZES)
+    lo, hi = rows(rank, world)
     out = []
     for xq, xk in batches():
         towers.zero_grad()
@@ -110,8 +117,7 @@ def run_forward(options: dict, rank: int = 0, world: int = 1) -> list[dict]:
     model = torch.nn.parallel.DistributedDataParallel(towers) if world > 1 else towers
     criterion = InfoNCECriterion(TASK, **options)
     criterion.train()
-    lo = sum(SIZES[:rank]) if world > 1 else 0
-    hi = lo + SIZES[rank] if world > 1 else sum(SIZES)
+    lo, hi = rows(rank, world)
     out = []
     for queries, keys in token_batches():
         towers.zero_grad()
