@@ -106,3 +106,39 @@ def set_thread_count(workers: int) -> None:
     os.environ["RAYON_RS_NUM_CPUS"] = str(workers)
     if workers == 1:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def add_table_arguments(p: argparse.ArgumentParser, dataset: bool = True) -> None:
+    """--text-key, --split, --skip-bad-rows (and --dataset ...): how JSON lines, Parquet, CSV and HF datasets
+    are read (:mod:`fairseq_ext.prep.tables`)."""
+    g = p.add_argument_group(
+        "table inputs", "JSON lines (.jsonl/.ndjson/.json, plain or .gz/.zst/.bz2/.xz), Parquet files or directories "
+        "of them, CSV/TSV with a header, and directories written by datasets' save_to_disk are recognised from "
+        "their names and contents; each row is one document")
+    g.add_argument("--text-key", default="text", metavar="KEY",
+                   help="the column or JSON key holding the text; a dotted path for nested keys (meta.text); "
+                   "default %(default)s")
+    g.add_argument("--split", metavar="NAME",
+                   help="the split of a saved DatasetDict (or of --dataset, default train) to read")
+    g.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip rows without the key, with a non-string value or malformed JSON (and the rest of a "
+                   "truncated compressed file) and count them, instead of stopping at the first")
+    if dataset:
+        g.add_argument("--dataset", metavar="NAME",
+                       help="also read datasets.load_dataset(NAME) streamed, offline only: a builder such as json, "
+                       "parquet, csv, text with --data-files, or a dataset in the local cache")
+        g.add_argument("--data-files", metavar="GLOB", help="the files --dataset reads (data_files=)")
+        g.add_argument("--dataset-config", metavar="C", help="the configuration of --dataset (its second argument)")
+
+
+def table_options(args: argparse.Namespace, split_candidates: tuple[str, ...] = ()):
+    """The :class:`fairseq_ext.prep.tables.TableOptions` the table arguments give."""
+    from fairseq_ext.prep.tables import TableOptions
+
+    if getattr(args, "dataset", None) is None and (getattr(args, "data_files", None)
+                                                   or getattr(args, "dataset_config", None)):
+        raise UserError("--data-files and --dataset-config need --dataset NAME")
+    if not args.text_key.strip() or any(not part for part in args.text_key.split(".")):
+        raise UserError(f"--text-key {args.text_key!r}: not a key (a name, or names joined by dots)")
+    return TableOptions(text_key=args.text_key, split=args.split, skip_bad_rows=args.skip_bad_rows,
+                        split_candidates=split_candidates)

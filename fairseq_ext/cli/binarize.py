@@ -20,8 +20,16 @@ of the whole text); validation and test go into shard0 only. Train on
 DIR/shard0:DIR/shard1:...: epoch k reads shard (k-1) mod N, validation reads
 shard0.
 
+Tables are read too, one row a document (its lines as the lines of text, a
+document boundary after it): JSON lines (.jsonl, .jsonl.zst, ...), Parquet,
+CSV/TSV, a datasets save_to_disk directory (--train DIR --valid DIR read its
+train and validation splits), or --dataset NAME streamed offline.
+
 examples:
   fairseq-ext binarize --tokenizer tok/ --train data/train.txt --valid data/valid.txt -o data-bin
+  fairseq-ext binarize --tokenizer tok/ --train pile/train.jsonl.zst --valid pile/val.jsonl.zst -o data-bin
+  fairseq-ext binarize --tokenizer tok/ --train fineweb/ --text-key text -o data-bin --skip-bad-rows
+  fairseq-ext binarize --tokenizer tok/ --dataset parquet --data-files 'c4/*.parquet' -o data-bin
   fairseq-ext binarize --tokenizer tok/ --train data/train.txt --valid data/valid.txt -o data-bin --shards 4
 """
 
@@ -31,11 +39,13 @@ import argparse
 import os
 
 from fairseq_ext.cli.arguments import (
+    add_table_arguments,
     int_at_least,
     positive_float,
     positive_int,
     refuse_output_over_inputs,
     set_thread_count,
+    table_options,
 )
 
 HELP = "tokenize text files into a fairseq data directory (ids == tokenizer ids)"
@@ -45,9 +55,11 @@ SPLITS = ("train", "valid", "test")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", required=True, metavar="TOK",
                    help="a tokenizer.json, a directory AutoTokenizer loads, or a SentencePiece .model")
-    p.add_argument("--train", required=True, metavar="FILE", help="training text, one sentence a line")
-    p.add_argument("--valid", metavar="FILE", help="validation text (optional)")
-    p.add_argument("--test", metavar="FILE", help="test text (optional)")
+    p.add_argument("--train", metavar="FILE",
+                   help="training text, one sentence a line; or a table (JSON lines, Parquet, CSV, a saved "
+                   "dataset), one row a document")
+    p.add_argument("--valid", metavar="FILE", help="validation text or table (optional)")
+    p.add_argument("--test", metavar="FILE", help="test text or table (optional)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="data directory to create")
     add_encoding_arguments(p, max_line_help="longest item written, eos included; longer lines are cut into "
                            "several items (default %(default)s: fits --tokens-per-sample 512 with bos and eos)")
@@ -56,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(validation and test in shard0); default %(default)s: DIR itself, no shards")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_table_arguments(p)
+    p.add_argument("--valid-split", metavar="NAME", help="with --dataset: validation from this split of it")
+    p.add_argument("--test-split", metavar="NAME", help="with --dataset: test data from this split of it")
 
 
 def add_encoding_arguments(p: argparse.ArgumentParser, max_line_help: str) -> None:
@@ -73,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
     set_thread_count(args.workers)
     from fairseq_ext.prep.binarize_dir import binarize_directory
 
-    files = {split: getattr(args, split) for split in SPLITS if getattr(args, split)}
-    refuse_output_over_inputs(args.output, files.values())
+    paths = {split: getattr(args, split) for split in SPLITS if getattr(args, split)}
+    refuse_output_over_inputs(args.output, paths.values())
+    files = split_inputs(args, paths)
     stats = binarize_directory(
         args.tokenizer, files, args.output,
         max_line_tokens=args.max_line_tokens, batch_bytes=max(1, int(args.batch_mb * (1 << 20))),
@@ -98,6 +114,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# a DatasetDict given to --valid without --split: the split it reads, the first of these it has
+SPLIT_NAMES = {"train": ("train",), "valid": ("validation", "valid", "dev"), "test": ("test",)}
+
+
+def split_inputs(args: argparse.Namespace, paths: dict) -> dict:
+    """{split: a text file's path, or a table's text} from --train/--valid/--test and --dataset."""
+    from fairseq_ext.errors import UserError
+    from fairseq_ext.prep.tables import TableStats, TableText, dataset_input, text_inputs
+
+    if args.dataset is None:
+        if args.valid_split or args.test_split:
+            raise UserError("--valid-split and --test-split need --dataset NAME")
+        if not paths.get("train"):
+            raise UserError("nothing to binarize: give --train FILE (or --dataset NAME)")
+    elif paths.get("train"):
+        raise UserError(f"--dataset {args.dataset} is the training data: give it or --train {paths['train']}, not both")
+    files = {}
+    for split in SPLITS:
+        if split in paths:
+            options = table_options(args, SPLIT_NAMES[split])
+            files[split] = text_inputs([paths[split]], options, TableStats())[0]
+        elif args.dataset is not None and (split == "train" or getattr(args, f"{split}_split")):
+            options = table_options(args)
+            options.split = args.split if split == "train" else getattr(args, f"{split}_split")
+            table = dataset_input(args.dataset, {"text": args.text_key}, options, TableStats(),
+                                  data_files=args.data_files, config=args.dataset_config)
+            files[split] = TableText(table)
+    return files
+
+
 def print_balance(stats: dict) -> None:
     """Explain shards of unequal size: documents are kept whole, so one large document makes its shard large."""
     tokens = [shard["tokens"] for shard in stats["shards"]]
@@ -118,6 +164,17 @@ def summary_line(split: str, s: dict) -> str:
     if s["empty_after_tokenization"]:
         extras.append(f"{s['empty_after_tokenization']:,} lines empty after tokenization (dropped)")
     extra = ("; " + ", ".join(extras)) if extras else ""
+    rows = s.get("extra", {}).get("rows")
+    if rows is not None:  # a table: rows in, and rows skipped by --skip-bad-rows, by reason
+        from fairseq_ext.prep.tables import TableStats
+
+        read = TableStats(rows=rows)
+        read.bad.update(s["extra"]["rows_skipped"])
+        return (
+            f"{split}: {read.describe()} -> {s['sentences']:,} lines in {s['documents']:,} documents, "
+            f"{s['items']:,} items, {s['tokens']:,} tokens (eos included), unk {100 * s['unk_rate']:.3f}%{extra}; "
+            f"{s['seconds']:.1f} s, {s['tokens_per_second']:,.0f} tokens/s"
+        )
     return (
         f"{split}: {s['lines_in']:,} lines -> {s['sentences']:,} sentences in {s['documents']:,} documents, "
         f"{s['items']:,} items, {s['tokens']:,} tokens (eos included), unk {100 * s['unk_rate']:.3f}%{extra}; "

@@ -7,6 +7,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Optional
 
 from fairseq_ext.io_utils import atomic_output_dir
 from fairseq_ext.prep.binarizer import binarize_text, check_text_file
@@ -36,7 +37,7 @@ def binarize_directory(
     progress: bool = True,
     shards: int = 1,
 ) -> dict:
-    """Binarize ``files`` ({split: path}) with ``tokenizer`` into ``out_dir``.
+    """Binarize ``files`` ({split: a text file, or a :class:`~fairseq_ext.prep.tables.TableText`}) into ``out_dir``.
 
     Returns ``{"splits": {split: counts}, "files": [names written]}``; the same
     goes to ``out_dir/binarize.json``. Nothing is left behind on failure.
@@ -47,14 +48,16 @@ def binarize_directory(
     if shards < 1:
         raise BinarizeError(f"--shards must be at least 1, got {shards}")
     for split, path in files.items():
-        check_text_file(Path(path), f"--{split}")
+        if not hasattr(path, "line_batches"):  # a table input's text was checked when it was opened
+            check_text_file(Path(path), f"--{split}")
     if max_line_tokens < 2:
         raise BinarizeError(f"--max-line-tokens must be at least 2 (one token and eos), got {max_line_tokens}")
     if batch_bytes < 1:
         raise BinarizeError(f"--batch-mb must be > 0 (batch_bytes {batch_bytes})")
     tok, symbols, encoder = load_line_encoder(tokenizer, max_line_tokens)
     dtype = best_dtype(len(symbols))
-    total = sum(Path(p).stat().st_size for p in files.values())
+    sizes = [p.size if hasattr(p, "line_batches") else Path(p).stat().st_size for p in files.values()]
+    total = None if None in sizes else sum(sizes)  # a streamed --dataset has no size: the bar counts up
     result: dict = {"tokenizer": str(tokenizer), "vocab_size": len(symbols), "splits": {}}
     if shards > 1:
         return binarize_shards(tok, symbols, encoder, files, out_dir, shards, result, max_line_tokens=max_line_tokens,
@@ -77,7 +80,7 @@ def binarize_directory(
 
 def binarize_shards(tok, symbols: list[str], encoder: LineEncoder, files: Mapping[str, str | os.PathLike],
                     out_dir: str | os.PathLike, shards: int, result: dict, *, max_line_tokens: int, batch_bytes: int,
-                    overwrite: bool, progress: bool, total_bytes: int) -> dict:
+                    overwrite: bool, progress: bool, total_bytes: Optional[int]) -> dict:
     """``out_dir/shard0 ... shard{N-1}``, each a whole data directory; valid and test only in shard0.
 
     The training documents are dealt out whole (see :mod:`fairseq_ext.prep.shards`).

@@ -98,20 +98,21 @@ def read_line_batches(path: Path, batch_bytes: int) -> Iterator[tuple[list[str],
 
 
 def binarize_text(
-    path: str | os.PathLike,
+    path,
     out_prefix: str | os.PathLike,
     encoder: LineEncoder,
     dtype: np.dtype,
     batch_bytes: int = 4 << 20,
     progress: Optional[Callable[[int], None]] = None,
 ) -> BinarizeStats:
-    """Binarize one text file to ``out_prefix.{bin,idx}`` and return its counts.
+    """Binarize one text file (or a table input's text) to ``out_prefix.{bin,idx}`` and return its counts.
 
     A two-stage pipeline: a thread encodes batch k+1 while this one lays out
     and writes batch k, so the order (and the bytes) never depend on timing.
     """
-    path = Path(path)
-    check_text_file(path)
+    if not _is_table(path):
+        path = Path(path)
+        check_text_file(path)
     if batch_bytes < 1:  # readlines(0) would read the whole file at once
         raise BinarizeError(f"--batch-mb must be > 0 (batch_bytes {batch_bytes})")
     writer = MMapWriter(out_prefix, dtype)
@@ -127,23 +128,27 @@ def binarize_text(
 
 
 def encode_items(
-    path: str | os.PathLike,
+    path,
     encoder: LineEncoder,
     sink: ItemSink,
     batch_bytes: int = 4 << 20,
     progress: Optional[Callable[[int], None]] = None,
 ) -> BinarizeStats:
-    """Encode one text file and hand its items, batch by batch, to ``sink.add(tokens, sizes)``.
+    """Encode one text file (or a :class:`~fairseq_ext.prep.tables.TableText`) and hand its items, batch by batch,
+    to ``sink.add(tokens, sizes)``.
 
     ``tokens`` is the batch's items laid end to end (each text item ends with
     eos; a document separator is an empty item), ``sizes`` their lengths. The
     binary writer and ``fairseq-ext encode``'s piece writer are both sinks, so
     they see exactly the same items.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise BinarizeError(f"{path}: no such file")
-    stats = BinarizeStats(file=str(path))
+    if _is_table(path):  # a table input (fairseq_ext.prep.tables.TableText): one row a document
+        stats = BinarizeStats(file=path.name)
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise BinarizeError(f"{path}: no such file")
+        stats = BinarizeStats(file=str(path))
     start = time.perf_counter()
     with _gc_paused(), ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
@@ -157,6 +162,8 @@ def encode_items(
             _write_batch(*pending, encoder, sink, stats, progress)
     stats.documents = stats.documents + (1 if stats.items else 0)
     stats.seconds = time.perf_counter() - start
+    if _is_table(path):
+        stats.extra.update(path.table.stats.as_dict())
     return stats
 
 
@@ -169,6 +176,11 @@ def check_text_file(path: Path, option: str = "") -> None:
         raise BinarizeError(f"{path}: no such file{where}")
     if path.stat().st_size == 0:
         raise BinarizeError(f"{path}: file is empty{where}")
+
+
+def _is_table(source) -> bool:
+    """A table input's text (:class:`fairseq_ext.prep.tables.TableText`) rather than a text file's path."""
+    return hasattr(source, "line_batches")
 
 
 @contextlib.contextmanager
@@ -191,7 +203,8 @@ def _classified_batches(path: Path, batch_bytes: int, stats: BinarizeStats):
     """
     in_doc = False  # a sentence was seen since the last boundary
     pending_sep = False
-    for lines, _first, consumed in read_line_batches(path, batch_bytes):
+    batches = path.line_batches(batch_bytes) if _is_table(path) else read_line_batches(path, batch_bytes)
+    for lines, _first, consumed in batches:
         stats.lines_in += len(lines)
         blank = [not line.strip() for line in lines]
         if not pending_sep and not any(blank):  # the common case: no document boundary in this batch
