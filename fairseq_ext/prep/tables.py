@@ -415,13 +415,16 @@ class TableInput:
             self._readers.append(counter)
             size, total = path.stat().st_size, max(pf.metadata.num_rows, 1)
             index = 0
-            for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted):
-                data = batch.to_pydict()
-                for i in range(batch.num_rows):
-                    row = {c: data[c][i] for c in wanted}
-                    yield f"{path}: row {index}", row
-                    index += 1
-                counter.done = size * index // total
+            for group in range(pf.num_row_groups):
+                # a row group at a time: over the whole file, iter_batches pre-buffers every row group's column
+                # chunks and holds them to the end, so memory would grow with the file
+                for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted, row_groups=[group]):
+                    data = batch.to_pydict()
+                    for i in range(batch.num_rows):
+                        row = {c: data[c][i] for c in wanted}
+                        yield f"{path}: row {index}", row
+                        index += 1
+                    counter.done = size * index // total
 
     def _saved(self) -> Iterator[tuple[str, object]]:
         import datasets
@@ -558,13 +561,25 @@ class TableText:
             yield where, text
 
     def line_batches(self, batch_bytes: int) -> Iterator[tuple[list[str], int, int]]:
+        """Batches of about ``batch_bytes`` of text (``len`` of the lines), cut between lines as a text file's
+        are, inside a row too: a batch is never more than ``batch_bytes`` and one line, however long a document
+        is (the row itself is in memory once, its lines are not held twice)."""
         lines: list[str] = []
         size = 0
         done = 0
-        first = 1
+        first = 1  # the row the batch's first line belongs to
         rows = 0
         for _where, text in self.documents():
             rows += 1
+            while size + len(text) >= batch_bytes:
+                cut = text.find("\n", max(batch_bytes - size - 1, 0))
+                if cut < 0:  # the rest of the row is one line: it ends the batch
+                    break
+                lines.extend(text[:cut].split("\n"))
+                text = text[cut + 1:]
+                now = self.table.bytes_done()
+                yield lines, first, now - done
+                done, first, lines, size = now, rows, [], 0
             lines.extend(text.split("\n"))
             lines.append("")
             size += len(text) + 1
