@@ -102,7 +102,7 @@ def write_corpora(work: Path, name: str, docs: list[tuple[str, str]], copies: in
             out.write(line.encode("utf-8") + b"\n")
     schema = pa.schema([("text", pa.string()), ("source", pa.string())])
     with pq.ParquetWriter(paths["parquet"], schema) as writer:
-        for group in row_groups(rows):
+        for group in list(row_groups(docs)) * copies:  # the double holds the same row groups twice
             writer.write_table(pa.table({"text": [t for _s, t in group], "source": [s for s, _t in group]},
                                         schema=schema))
     return paths
