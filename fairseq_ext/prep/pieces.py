@@ -118,16 +118,15 @@ def encode_to_pieces(
     _check_paths([p for p in inputs if isinstance(p, Path)], output, overwrite)
     tok, symbols, encoder = load_line_encoder(tokenizer, max_line_tokens)
     sizes = [p.stat().st_size if isinstance(p, Path) else p.size for p in inputs]
-    bar = progress_bar(None if None in sizes else sum(sizes), progress)
     result: dict = {"tokenizer": str(tokenizer), "output": str(output), "max_line_tokens": max_line_tokens,
                     "inputs": []}
-    with _atomic_text_file(output) as fd:
+    # the bar closes (and clears its line) before an error is printed
+    with _atomic_text_file(output) as fd, progress_bar(None if None in sizes else sum(sizes), progress) as bar:
         writer = PieceWriter(fd, symbols)
         for path in inputs:
             bar.set_description(path.name if isinstance(path, Path) else Path(path.name).name)
             writer.start_file(path)
             result["inputs"].append(encode_items(path, encoder, writer, batch_bytes, progress=bar.update).as_dict())
-        bar.close()
     result.update(lines=writer.lines, pieces=writer.pieces_written, separators=writer.separators)
     return result
 

@@ -27,6 +27,7 @@ documents gives, so ``binarize`` writes the same bytes from either.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import csv
 import gzip
 import io
@@ -411,12 +412,13 @@ class TableInput:
                             continue
                         where = f"{path}:{lineno}"
                         try:
-                            row = json.loads(raw)
+                            row = json.loads(raw.rstrip(b"\r\n"))
                         except UnicodeDecodeError as exc:
                             yield where, _Bad(f"{where}: invalid UTF-8 at byte {exc.start}", "invalid UTF-8")
                             continue
                         except json.JSONDecodeError as exc:
-                            yield where, _Bad(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})",
+                            at = "" if exc.msg.endswith(" at") else " at"
+                            yield where, _Bad(f"{where}: malformed JSON ({exc.msg}{at} column {exc.colno})",
                                               "malformed JSON lines")
                             continue
                         yield where, row
@@ -493,8 +495,9 @@ class TableInput:
         yield from self._dataset_rows(ds, str(path), total_bytes=self.size)
 
     def _streamed(self) -> Iterator[tuple[str, object]]:
-        ds = load_streamed(self.dataset, self.options.split)
-        yield from self._dataset_rows(ds, self.source)
+        with hub_offline():
+            ds = load_streamed(self.dataset, self.options.split)
+            yield from self._dataset_rows(ds, self.source)
 
     def _columns(self, names: Sequence[str], columns: Sequence[str], source) -> list[str]:
         """The columns to read; a column that a required key needs and the table lacks is an error naming it."""
@@ -563,10 +566,27 @@ class _Bad:
         self.error = BadRow(message, reason)
 
 
+@contextlib.contextmanager
+def hub_offline():
+    """The Hugging Face hub switched off while a ``--dataset`` is resolved and read: a name that is neither a
+    local builder, a local path nor in the local cache fails at once instead of reaching for the network.
+
+    Both libraries read ``HF_HUB_OFFLINE`` once, at import, so their flags are set here and put back after.
+    """
+    import datasets.config
+    import huggingface_hub.constants
+
+    saved = huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    huggingface_hub.constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
+
+
 def load_streamed(spec: dict, split: Optional[str]):
-    """``datasets.load_dataset(name, config, data_files=..., split=..., streaming=True)`` with the hub off."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    """``datasets.load_dataset(name, config, data_files=..., split=..., streaming=True)``; call it inside
+    :func:`hub_offline`."""
     import datasets
 
     name = spec["name"]
