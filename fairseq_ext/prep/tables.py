@@ -363,8 +363,14 @@ class TableInput:
         if self.format == "dataset":
             return None
         if self.format == "hf-disk":
-            return sum(f.stat().st_size for f in _dir_files(Path(self.source)))
+            return sum(f.stat().st_size for f in _dir_files(self._split_dir()))
         return sum(f.stat().st_size for f in self.files)
+
+    def _split_dir(self) -> Path:
+        """A saved dataset's directory, or the directory of the split of a DatasetDict that will be read."""
+        path = Path(self.source)
+        names = [self.options.split] if self.options.split else list(self.options.split_candidates)
+        return next((path / n for n in names if (path / n / "state.json").is_file()), path)
 
     def bytes_done(self) -> int:
         return sum(r.done for r in self._readers)
@@ -543,6 +549,8 @@ class TableInput:
             index += 1
             if total:
                 counter.done = total_bytes * index // total
+            else:  # streamed: no size known, the bar counts the text read
+                counter.done += sum(len(v) for v in row.values() if isinstance(v, str))
 
 
 def _no_object(row):
