@@ -43,16 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_thread_count(args.workers)
-    from pathlib import Path
-
     from fairseq_ext.errors import UserError
     from fairseq_ext.prep.pieces import encode_to_pieces
     from fairseq_ext.prep.tables import text_inputs
 
     options = table_options(args)
-    for path in args.input or ():
-        if Path(path).exists() and Path(path).resolve() == Path(args.output).resolve():
-            raise UserError(f"{args.output}: is also an input (-o must name another file)")
     inputs = text_inputs(args.input or (), options) + dataset_tables(args, options)
     if not inputs:
         raise UserError("nothing to encode: give -i FILE ... (or --dataset NAME)")

@@ -115,7 +115,8 @@ def encode_to_pieces(
     """
     inputs = [p if hasattr(p, "line_batches") else Path(p) for p in inputs]  # text files, or tables' text
     output = Path(output)
-    _check_paths([p for p in inputs if isinstance(p, Path)], output, overwrite)
+    _check_paths([p for p in inputs if isinstance(p, Path)], output, overwrite,
+                 [Path(p.name) for p in inputs if not isinstance(p, Path) and Path(p.name).exists()])
     tok, symbols, encoder = load_line_encoder(tokenizer, max_line_tokens)
     sizes = [p.stat().st_size if isinstance(p, Path) else p.size for p in inputs]
     result: dict = {"tokenizer": str(tokenizer), "output": str(output), "max_line_tokens": max_line_tokens,
@@ -131,7 +132,7 @@ def encode_to_pieces(
     return result
 
 
-def _check_paths(inputs: list[Path], output: Path, overwrite: bool) -> None:
+def _check_paths(inputs: list[Path], output: Path, overwrite: bool, tables: Sequence[Path] = ()) -> None:
     for path in inputs:
         if not path.exists():
             raise UserError(f"{path}: no such file (-i)")
@@ -141,7 +142,7 @@ def _check_paths(inputs: list[Path], output: Path, overwrite: bool) -> None:
         raise UserError(f"{output}: is a directory (-o names the file to write)")
     if output.exists() and not overwrite:
         raise UserError(f"{output}: exists (pass --overwrite to replace it)")
-    if any(output.resolve() == p.resolve() for p in inputs):
+    if any(output.resolve() == p.resolve() for p in [*inputs, *tables]):
         raise UserError(f"{output}: is also an input (-o must name another file)")
 
 

@@ -68,67 +68,64 @@ def write_csv(path: Path, docs: list[str], delimiter: str = ",", opener=open) ->
     return path
 
 
-def make_table(kind: str, root: Path, docs: list[str]) -> list[str]:
-    """argv that names ``docs`` as a table of ``kind`` (written under ``root``)."""
-    rows = [{"text": d, "id": i} for i, d in enumerate(docs)]
-    if kind == "jsonl":
-        return [str(write_jsonl(root / "c.jsonl", rows))]
-    if kind == "ndjson":
-        return [str(write_jsonl(root / "c.ndjson", rows))]
-    if kind == "json":  # one object a line, named .json
-        return [str(write_jsonl(root / "c.json", rows))]
-    if kind == "jsonl.gz":
-        return [str(write_jsonl(root / "c.jsonl.gz", rows, gzip.open))]
-    if kind == "jsonl.bz2":
-        return [str(write_jsonl(root / "c.jsonl.bz2", rows, bz2.open))]
-    if kind == "jsonl.xz":
-        return [str(write_jsonl(root / "c.jsonl.xz", rows, lzma.open))]
-    if kind == "jsonl.zst":
-        return [str(write_zst(root / "c.jsonl.zst", rows))]
-    if kind == "gzip-named-jsonl":  # compressed, but the name does not say so: the first bytes do
-        return [str(write_jsonl(root / "c.jsonl", rows, gzip.open))]
-    if kind == "parquet":
-        return [str(write_parquet(root / "c.parquet", docs))]
-    if kind == "parquet-dir":  # FineWeb/C4 style: a directory of parquet files, read in sorted order
-        (root / "pq").mkdir()
-        for i in range(0, len(docs), 7):
-            write_parquet(root / "pq" / f"part-{i // 7:05d}.parquet", docs[i:i + 7], row_group_size=3)
-        return [str(root / "pq")]
-    if kind == "jsonl-dir":
-        (root / "js").mkdir()
-        for i in range(0, len(docs), 5):
-            write_jsonl(root / "js" / f"{i // 5:03d}.jsonl.gz", rows[i:i + 5], gzip.open)
-        return [str(root / "js")]
-    if kind == "csv":
-        return [str(write_csv(root / "c.csv", docs))]
-    if kind == "tsv":
-        return [str(write_csv(root / "c.tsv", docs, delimiter="\t"))]
-    if kind == "csv.gz":
-        return [str(write_csv(root / "c.csv.gz", docs, opener=gzip.open))]
-    if kind == "nested":
-        return [str(write_jsonl(root / "n.jsonl", [{"meta": {"body": {"text": d}}} for d in docs])),
-                "--text-key", "meta.body.text"]
+def _dirs(root: Path, name: str, docs: list[str], size: int, write) -> list[str]:
+    """A directory of tables holding ``size`` documents each (FineWeb/C4 style), read in sorted order."""
+    (root / name).mkdir()
+    for i in range(0, len(docs), size):
+        write(root / name, i // size, docs[i:i + size])
+    return [str(root / name)]
+
+
+def _saved(root: Path, docs: list[str], as_dict: bool) -> list[str]:
     import datasets
 
-    if kind == "saved-dataset":
-        datasets.Dataset.from_dict({"text": docs}).save_to_disk(str(root / "ds"))
+    rows = datasets.Dataset.from_dict({"text": docs})
+    if not as_dict:
+        rows.save_to_disk(str(root / "ds"))
         return [str(root / "ds")]
-    if kind == "saved-datasetdict":
-        other = datasets.Dataset.from_dict({"text": ["Not this split."]})
-        datasets.DatasetDict({"validation": other, "train": datasets.Dataset.from_dict({"text": docs})}
-                             ).save_to_disk(str(root / "dsd"))
-        return [str(root / "dsd"), "--split", "train"]
-    if kind == "dataset-json":
-        return ["--dataset", "json", "--data-files", str(write_jsonl(root / "c.jsonl", rows))]
-    if kind == "dataset-parquet":
-        write_parquet(root / "c.parquet", docs)
-        return ["--dataset", "parquet", "--data-files", str(root / "c.parquet")]
-    raise AssertionError(kind)
+    other = datasets.Dataset.from_dict({"text": ["Not this split."]})
+    datasets.DatasetDict({"validation": other, "train": rows}).save_to_disk(str(root / "dsd"))
+    return [str(root / "dsd"), "--split", "train"]
 
 
-KINDS = ["jsonl", "ndjson", "json", "jsonl.gz", "jsonl.bz2", "jsonl.xz", "jsonl.zst", "gzip-named-jsonl", "parquet",
-         "parquet-dir", "jsonl-dir", "csv", "tsv", "csv.gz", "nested", "saved-dataset", "saved-datasetdict",
-         "dataset-json", "dataset-parquet"]
+def _rows(docs: list[str]) -> list[dict]:
+    return [{"text": d, "id": i} for i, d in enumerate(docs)]
+
+
+# kind -> (root, docs) -> the argv naming those documents as that kind of table
+TABLES = {
+    "jsonl": lambda r, d: [str(write_jsonl(r / "c.jsonl", _rows(d)))],
+    "ndjson": lambda r, d: [str(write_jsonl(r / "c.ndjson", _rows(d)))],
+    "json": lambda r, d: [str(write_jsonl(r / "c.json", _rows(d)))],  # one object a line, named .json
+    "jsonl.gz": lambda r, d: [str(write_jsonl(r / "c.jsonl.gz", _rows(d), gzip.open))],
+    "jsonl.bz2": lambda r, d: [str(write_jsonl(r / "c.jsonl.bz2", _rows(d), bz2.open))],
+    "jsonl.xz": lambda r, d: [str(write_jsonl(r / "c.jsonl.xz", _rows(d), lzma.open))],
+    "jsonl.zst": lambda r, d: [str(write_zst(r / "c.jsonl.zst", _rows(d)))],
+    # compressed, but the name does not say so: the first bytes do
+    "gzip-named-jsonl": lambda r, d: [str(write_jsonl(r / "c.jsonl", _rows(d), gzip.open))],
+    "parquet": lambda r, d: [str(write_parquet(r / "c.parquet", d))],
+    "parquet-dir": lambda r, d: _dirs(r, "pq", d, 7, lambda at, i, part: write_parquet(
+        at / f"part-{i:05d}.parquet", part, row_group_size=3)),
+    "jsonl-dir": lambda r, d: _dirs(r, "js", d, 5, lambda at, i, part: write_jsonl(
+        at / f"{i:03d}.jsonl.gz", [{"text": t} for t in part], gzip.open)),
+    "csv": lambda r, d: [str(write_csv(r / "c.csv", d))],
+    "tsv": lambda r, d: [str(write_csv(r / "c.tsv", d, delimiter="\t"))],
+    "csv.gz": lambda r, d: [str(write_csv(r / "c.csv.gz", d, opener=gzip.open))],
+    "nested": lambda r, d: [str(write_jsonl(r / "n.jsonl", [{"meta": {"body": {"text": t}}} for t in d])),
+                            "--text-key", "meta.body.text"],
+    "saved-dataset": lambda r, d: _saved(r, d, as_dict=False),
+    "saved-datasetdict": lambda r, d: _saved(r, d, as_dict=True),
+    "dataset-json": lambda r, d: ["--dataset", "json", "--data-files", str(write_jsonl(r / "c.jsonl", _rows(d)))],
+    "dataset-parquet": lambda r, d: ["--dataset", "parquet", "--data-files", str(write_parquet(r / "c.parquet", d))],
+}
+
+
+def make_table(kind: str, root: Path, docs: list[str]) -> list[str]:
+    """argv that names ``docs`` as a table of ``kind`` (written under ``root``)."""
+    return TABLES[kind](root, docs)
+
+
+KINDS = list(TABLES)
 
 
 @pytest.fixture(scope="module")
