@@ -101,7 +101,7 @@ def build_code_dataset(srcs: Sequence[str | os.PathLike], out_dir: str | os.Path
     check_output_dir(out_dir, overwrite)  # before the walk: say so at once
     tok, symbols, encoder = load_line_encoder(cfg.tokenizer, 2)
     with Spool(spool_dir(out_dir)) as spool:
-        walk, candidates, plan = plan_splits(sources, cfg, spool)
+        walk, candidates, plan = plan_splits(sources, cfg, spool, progress)
         stats = {
             "sources": [str(s) for s in srcs], "tokenizer": str(cfg.tokenizer), "vocab_size": len(symbols),
             "format": cfg.format, "split_by": cfg.split_by, "split_depth": cfg.split_depth, "seed": cfg.seed,
@@ -153,8 +153,8 @@ def spool_dir(out_dir: str | os.PathLike) -> Optional[Path]:
     return next((p for p in Path(out_dir).absolute().parents if p.is_dir()), None)
 
 
-def plan_splits(sources: Sequence[SourceRoot], cfg: CodeDatasetConfig,
-                spool: Spool) -> tuple[WalkStats, list[SourceFile], dict]:
+def plan_splits(sources: Sequence[SourceRoot], cfg: CodeDatasetConfig, spool: Spool,
+                progress: bool = False) -> tuple[WalkStats, list[SourceFile], dict]:
     """Walk the (checked) SRC directories, read the SRC tables, and assign their files to splits: (walk
     counts, files, {split: [(file, unit)]}). ``fairseq-ext code-pairs`` calls it too, so its pairs keep
     their file's split. The plan is made over every file; with shards, the plan then keeps this shard's."""
@@ -166,7 +166,8 @@ def plan_splits(sources: Sequence[SourceRoot], cfg: CodeDatasetConfig,
             continue
         if walk.rows is None:
             walk.rows = TableStats()
-        candidates += table_files(root, cfg.table, cfg.selection, cfg.max_bytes, walk, walk.rows, spool, cfg.mine)
+        candidates += table_files(root, cfg.table, cfg.selection, cfg.max_bytes, walk, walk.rows, spool, cfg.mine,
+                                  progress)
     if not candidates:
         raise UserError(f"{', '.join(str(r.path) for r in sources)}: no source file to read "
                         f"({skips_text(walk.skipped)})")

@@ -113,7 +113,7 @@ def build_code_pairs(srcs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     tok, symbols, encoder = load_line_encoder(cfg.data.tokenizer, 2)
     mask = resolve_mask_token(tok, cfg.mask_token, str(cfg.data.tokenizer)) if "span" in cfg.kinds else (None, -1)
     with Spool(spool_dir(out_dir)) as spool:
-        walk, candidates, plan = plan_splits(sources, cfg.data, spool)
+        walk, candidates, plan = plan_splits(sources, cfg.data, spool, progress)
         d = cfg.data
         stats = {
             "sources": [str(s) for s in srcs], "tokenizer": str(d.tokenizer), "vocab_size": len(symbols),

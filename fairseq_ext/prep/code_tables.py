@@ -34,6 +34,7 @@ from typing import Optional
 
 from fairseq_ext.errors import UserError
 from fairseq_ext.prep.code_files import Selection, SourceFile, SourceRoot, WalkStats, language_of
+from fairseq_ext.prep.progress import progress_bar
 from fairseq_ext.prep.tables import BadRow, TableInput, TableOptions, TableStats
 
 
@@ -96,31 +97,33 @@ class Spool:
 
 
 def table_files(root: SourceRoot, cfg: CodeTableConfig, selection: Selection, max_bytes: int, walk: WalkStats,
-                rows: TableStats, spool: Spool, mine: Callable[[int], bool]) -> Iterator[SourceFile]:
+                rows: TableStats, spool: Spool, mine: Callable[[int], bool],
+                progress: bool = False) -> Iterator[SourceFile]:
     """The rows of ``root`` that pass the name and size checks, in table order; the rest counted in ``walk``.
 
     Only the rows ``mine(size)`` accepts (this shard's) are copied to ``spool``; the others are yielded
-    unspooled, for the split plan every shard makes over the whole input.
+    unspooled, for the split plan every shard makes over the whole input. The read shows a progress bar
+    (bytes of the table on disk).
     """
     table = TableInput(root.path, cfg.keys(), cfg.options, rows, fmt=root.table)
-    for where, values in table:
-        rel = _row_path(values["path"], where, cfg, rows)
-        if rel is None:
-            continue
-        walk.files_seen += 1
-        language = (_canonical_language(values["language"]) if cfg.language_key is not None
-                    else language_of(rel.rsplit("/", 1)[-1]))
-        data = values["content"].encode("utf-8")
-        reason = selection.reason(rel, language)
-        if reason is None and len(data) > max_bytes:
-            reason = "too_large"
-        if reason is not None:
-            walk.skipped[reason] += 1
-            continue
-        offset = spool.add(data) if mine(len(data)) else -1
-        directories = tuple(rel.split("/")[:-1])
-        yield SourceFile(root.path, f"{root.name}/{rel}", directories, len(data), language,
-                         project=values.get("project"), spool=spool if offset >= 0 else None, offset=offset)
+    with progress_bar(table.size or 0, progress, desc=f"reading {root.name}") as bar:
+        for n, (where, values) in enumerate(table):
+            if n % 256 == 0:
+                bar.update(table.bytes_done() - bar.n)
+            rel = _row_path(values["path"], where, cfg, rows)
+            if rel is None:
+                continue
+            walk.files_seen += 1
+            data = values["content"].encode("utf-8")
+            language = (_canonical_language(values["language"]) if cfg.language_key is not None
+                        else language_of(rel.rsplit("/", 1)[-1]))
+            reason = selection.reason(rel, language) or ("too_large" if len(data) > max_bytes else None)
+            if reason is not None:
+                walk.skipped[reason] += 1
+                continue
+            offset = spool.add(data) if mine(len(data)) else -1
+            yield SourceFile(root.path, f"{root.name}/{rel}", tuple(rel.split("/")[:-1]), len(data), language,
+                             project=values.get("project"), spool=spool if offset >= 0 else None, offset=offset)
 
 
 def _row_path(path: str, where: str, cfg: CodeTableConfig, rows: TableStats) -> Optional[str]:

@@ -1,7 +1,8 @@
 """code-dataset and code-pairs from tables of source files, and code-dataset in shards.
 
-A tree of standard-library sources and the same files as a Parquet table and as a
-.jsonl.zst table must give the same dataset; N shards together the unsharded one.
+A tree of standard-library sources and the same files as a Parquet table, a .jsonl.zst
+table and a save_to_disk directory must give the same dataset; N shards together the
+unsharded one.
 """
 
 from __future__ import annotations
@@ -71,8 +72,11 @@ def write_jsonl_zst(rows: list, path: Path) -> Path:
 def tables(tree, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("tables")
     rows = rows_of(tree)
+    import datasets
+
+    datasets.Dataset.from_list(rows).save_to_disk(str(base / "arrow" / "Lib"))  # a save_to_disk directory
     return {"parquet": write_parquet(rows, base / "pq" / "Lib.parquet"),
-            "jsonl.zst": write_jsonl_zst(rows, base / "zst" / "Lib.jsonl.zst")}
+            "jsonl.zst": write_jsonl_zst(rows, base / "zst" / "Lib.jsonl.zst"), "arrow": base / "arrow" / "Lib"}
 
 
 def build(verb: str, src: Path, out: Path, tok: Path, *extra: str) -> dict:
@@ -98,7 +102,7 @@ def from_tree(tree, bpe_dir, tmp_path_factory) -> tuple[dict, dict]:
     return dataset_rows(out), stats
 
 
-@pytest.mark.parametrize("kind", ["parquet", "jsonl.zst"])
+@pytest.mark.parametrize("kind", ["parquet", "jsonl.zst", "arrow"])
 @pytest.mark.parametrize("project", [False, True], ids=["by-path", "project-key"])
 def test_a_table_gives_the_trees_dataset(kind, project, tables, from_tree, bpe_dir, tmp_path):
     rows, stats = from_tree
