@@ -66,6 +66,8 @@ class TableOptions:
     skip_bad_rows: bool = False
     # without --split, the split of a DatasetDict to read: the first of these it has (binarize --valid: validation)
     split_candidates: tuple[str, ...] = ()
+    # prepare repairs text (removes NUL and counts it); binarize takes text as it is and refuses NUL
+    allow_nul: bool = False
 
 
 @dataclass
@@ -86,6 +88,14 @@ class TableStats:
 
     def as_dict(self) -> dict:
         return {"rows": self.rows, "rows_skipped": dict(sorted(self.bad.items()))}
+
+    @classmethod
+    def total(cls, parts) -> TableStats:
+        out = cls()
+        for part in parts:
+            out.rows += part.rows
+            out.bad.update(part.bad)
+        return out
 
 
 # --------------------------------------------------------------------------- recognising inputs
@@ -208,7 +218,55 @@ def _open_binary(path: Path, counter: Optional[list] = None):
         import zstandard
     except ImportError:  # a dependency, but a user's environment may lack it
         raise UserError(f"{path}: reading .zst files needs the zstandard package (pip install zstandard)") from None
-    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), 1 << 20)
+    return io.BufferedReader(_ZstdReader(io.BufferedReader(raw, 1 << 20), zstandard), 1 << 20)
+
+
+class _ZstdReader(io.RawIOBase):
+    """Zstandard frames one after another, decompressed; a file that ends inside a frame is an error.
+
+    (``zstandard``'s own ``stream_reader`` ends quietly at a truncated frame: a torn download would pass.)
+    """
+
+    def __init__(self, raw, zstandard):
+        self.raw, self.zstd = raw, zstandard
+        self.dobj = zstandard.ZstdDecompressor().decompressobj()
+        self.pending, self.pos = memoryview(b""), 0
+        self.in_frame = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while self.pos >= len(self.pending):
+            chunk = self.raw.read(1 << 20)
+            if not chunk:
+                if self.in_frame:
+                    raise EOFError("the file ends inside a zstd frame")
+                return 0
+            self._feed(chunk)
+        n = min(len(b), len(self.pending) - self.pos)
+        b[:n] = self.pending[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+    def _feed(self, chunk: bytes) -> None:
+        out = []
+        while chunk:
+            try:
+                out.append(self.dobj.decompress(chunk))
+            except self.zstd.ZstdError as exc:
+                raise EOFError(f"corrupt zstd data: {exc}") from None
+            self.in_frame = not self.dobj.eof
+            if not self.dobj.eof:
+                break
+            chunk = self.dobj.unused_data  # the next frame starts here
+            self.dobj = self.zstd.ZstdDecompressor().decompressobj()
+            self.in_frame = bool(chunk)
+        self.pending, self.pos = memoryview(b"".join(out)), 0
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
 _STREAM_ERRORS = (EOFError, OSError, lzma.LZMAError, ValueError)
@@ -243,7 +301,7 @@ def _keys_hint(row) -> str:
     return f"keys: {shown}" if keys else "the row is empty"
 
 
-def _check_text(value, key: str, where: str) -> str:
+def _check_text(value, key: str, where: str, allow_nul: bool = False) -> str:
     if not isinstance(value, str):
         kind = "null" if value is None else type(value).__name__
         raise BadRow(f"{where}: {key!r} is {kind}, not a string", "values not a string")
@@ -253,7 +311,7 @@ def _check_text(value, key: str, where: str) -> str:
         except UnicodeEncodeError as exc:
             raise BadRow(f"{where}: {key!r} is not valid Unicode (a lone surrogate at character {exc.start})",
                          "invalid Unicode") from None
-    if "\x00" in value:
+    if not allow_nul and "\x00" in value:
         raise BadRow(f"{where}: {key!r} holds a NUL character", "NUL characters")
     return value
 
@@ -339,7 +397,7 @@ class TableInput:
             if value is None and role in self.optional:
                 values[role] = None
                 continue
-            values[role] = _check_text(value, key, where)
+            values[role] = _check_text(value, key, where, self.options.allow_nul)
         return values
 
     # -- formats
