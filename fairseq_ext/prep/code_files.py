@@ -151,13 +151,36 @@ class Selection:
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A file that passed the name checks: its path, the path users see (SRC's name first), size, language."""
+    """A file that passed the name checks: its path, the path users see (SRC's name first), size, language.
+
+    A row of a table (:mod:`fairseq_ext.prep.code_tables`) is one too: ``path`` is the table, ``project``
+    the row's project (None: the unit comes from the path), and its bytes wait in ``spool`` at ``offset``.
+    """
 
     path: Path
     rel: str  # e.g. "Lib/json/decoder.py"
     depth_parts: tuple[str, ...]  # directories between SRC and the file
     size: int
     language: Optional[str]
+    project: Optional[str] = None
+    spool: Optional[object] = field(default=None, compare=False, repr=False)  # a code_tables.Spool
+    offset: int = -1
+
+    def read_bytes(self) -> bytes:
+        """The file's bytes: from disk, or a table row's from the spool it was copied to."""
+        if self.spool is None:
+            return self.path.read_bytes()
+        assert self.offset >= 0, f"{self.rel}: a row of another shard was never spooled"
+        return self.spool.read(self.offset, self.size)
+
+
+@dataclass(frozen=True)
+class SourceRoot:
+    """A SRC: a directory of source files, or a table of them (``table``: its format, see ``tables.FORMATS``)."""
+
+    path: Path
+    name: str  # the first part of every path in the dataset: the directory's name, the table's without suffixes
+    table: Optional[str] = None
 
 
 @dataclass
@@ -165,6 +188,7 @@ class WalkStats:
     files_seen: int = 0
     skipped: Counter = field(default_factory=Counter)  # reason -> files
     pruned_dirs: Counter = field(default_factory=Counter)  # reason -> directories not walked
+    rows: Optional[object] = None  # a tables.TableStats when a SRC is a table: its rows read and skipped
 
 
 class _GitIgnores:
@@ -247,20 +271,35 @@ def _name_reason(path: Path, name: str, rel: str, ignores: _GitIgnores) -> Optio
     return None
 
 
-def check_sources(srcs: Sequence[str | os.PathLike]) -> list[Path]:
-    """SRC directories, refused when missing, not directories, or two of them share a name."""
-    paths = [Path(s) for s in srcs]
-    names: dict[str, Path] = {}
-    for p in paths:
-        if not p.is_dir():
-            raise UserError(f"{p}: {'is a file' if p.exists() else 'no such directory'}; "
-                            "SRC is a directory of source files")
-        name = p.resolve().name
-        if name in names:
-            raise UserError(f"{names[name]} and {p}: two SRC directories named {name!r}; paths in the dataset "
+def check_sources(srcs: Sequence[str | os.PathLike]) -> list[SourceRoot]:
+    """SRC directories or tables, refused when missing, a file that is no table, or two of them share a name."""
+    from fairseq_ext.prep.tables import table_format
+
+    roots: dict[str, SourceRoot] = {}
+    for p in map(Path, srcs):
+        fmt = table_format(p) if p.exists() else None
+        if fmt is None and not p.is_dir():
+            raise UserError(f"{p}: {'is a file' if p.exists() else 'no such directory'}; SRC is a directory of "
+                            "source files or a table of them (Parquet, JSON lines, a saved dataset)")
+        name = table_name(p) if fmt is not None else p.resolve().name
+        if name in roots:
+            kind = "directories" if fmt is None and roots[name].table is None else "sources"
+            raise UserError(f"{roots[name].path} and {p}: two SRC {kind} named {name!r}; paths in the dataset "
                             "start with SRC's name, so they would collide (rename or link one)")
-        names[name] = p
-    return paths
+        roots[name] = SourceRoot(p, name, fmt)
+    return list(roots.values())
+
+
+def table_name(path: Path) -> str:
+    """A table's name without its format and compression suffixes: ``Lib`` for ``Lib.jsonl.zst``."""
+    from fairseq_ext.prep.tables import COMPRESSIONS, JSON_SUFFIXES
+
+    name = path.resolve().name
+    for suffixes in (tuple(COMPRESSIONS), (*JSON_SUFFIXES, ".parquet", ".pq", ".csv", ".tsv")):
+        stem, dot, suffix = name.rpartition(".")
+        if dot and stem and f".{suffix.lower()}" in suffixes:
+            name = stem
+    return name
 
 
 def content_reason(data: bytes) -> Optional[str]:
