@@ -142,3 +142,13 @@ def table_options(args: argparse.Namespace, split_candidates: tuple[str, ...] = 
         raise UserError(f"--text-key {args.text_key!r}: not a key (a name, or names joined by dots)")
     return TableOptions(text_key=args.text_key, split=args.split, skip_bad_rows=args.skip_bad_rows,
                         split_candidates=split_candidates)
+
+
+def dataset_tables(args: argparse.Namespace, options) -> list:
+    """The ``--dataset`` input as a one-element list of :class:`~fairseq_ext.prep.tables.TableText` (or none)."""
+    from fairseq_ext.prep.tables import TableText, dataset_input
+
+    if getattr(args, "dataset", None) is None:
+        return []
+    return [TableText(dataset_input(args.dataset, {"text": options.text_key}, options,
+                                    data_files=args.data_files, config=args.dataset_config))]

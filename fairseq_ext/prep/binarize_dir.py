@@ -63,7 +63,7 @@ def binarize_directory(
             bar.set_description(split)
             stats = binarize_text(path, tmp / split, encoder, dtype, batch_bytes, progress=bar.update)
             if stats.items == 0:
-                raise BinarizeError(f"{path}: no text to binarize, only blank lines (--{split})")
+                raise BinarizeError(f"{path}: no text to binarize, {_what_was_read(path, stats)} (--{split})")
             result["splits"][split] = stats.as_dict()
         write_dict_txt(symbols, tmp / "dict.txt")
         save_tokenizer(tok, tmp)
@@ -117,7 +117,7 @@ def binarize_shards(tok, symbols: list[str], encoder: LineEncoder, files: Mappin
                 stats = binarize_text(path, dirs[0] / split, encoder, dtype, batch_bytes, progress=bar.update)
                 counts = [stats.as_dict()]
             if stats.items == 0:
-                raise BinarizeError(f"{path}: no text to binarize, only blank lines (--{split})")
+                raise BinarizeError(f"{path}: no text to binarize, {_what_was_read(path, stats)} (--{split})")
             result["splits"][split] = stats.as_dict()
             for shard, c in zip(per_shard, counts):
                 shard[split] = c
@@ -141,6 +141,13 @@ def binarize_shards(tok, symbols: list[str], encoder: LineEncoder, files: Mappin
         result["files"] = sorted(p.name for p in tmp.iterdir())
         result["shard_files"] = sorted(p.name for p in dirs[0].iterdir())
     return result
+
+
+def _what_was_read(source, stats) -> str:
+    """``only blank lines`` for a text file; the rows read and skipped for a table."""
+    if not hasattr(source, "table"):
+        return "only blank lines"
+    return f"only empty rows ({source.table.stats.describe()})"
 
 
 def load_line_encoder(tokenizer: str | os.PathLike, max_line_tokens: int) -> tuple[object, list[str], LineEncoder]:

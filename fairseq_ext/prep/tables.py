@@ -27,6 +27,7 @@ documents gives, so ``binarize`` writes the same bytes from either.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import csv
 import gzip
 import io
@@ -66,6 +67,8 @@ class TableOptions:
     skip_bad_rows: bool = False
     # without --split, the split of a DatasetDict to read: the first of these it has (binarize --valid: validation)
     split_candidates: tuple[str, ...] = ()
+    # prepare repairs text (removes NUL and counts it); binarize takes text as it is and refuses NUL
+    allow_nul: bool = False
 
 
 @dataclass
@@ -86,6 +89,14 @@ class TableStats:
 
     def as_dict(self) -> dict:
         return {"rows": self.rows, "rows_skipped": dict(sorted(self.bad.items()))}
+
+    @classmethod
+    def total(cls, parts) -> TableStats:
+        out = cls()
+        for part in parts:
+            out.rows += part.rows
+            out.bad.update(part.bad)
+        return out
 
 
 # --------------------------------------------------------------------------- recognising inputs
@@ -208,7 +219,55 @@ def _open_binary(path: Path, counter: Optional[list] = None):
         import zstandard
     except ImportError:  # a dependency, but a user's environment may lack it
         raise UserError(f"{path}: reading .zst files needs the zstandard package (pip install zstandard)") from None
-    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), 1 << 20)
+    return io.BufferedReader(_ZstdReader(io.BufferedReader(raw, 1 << 20), zstandard), 1 << 20)
+
+
+class _ZstdReader(io.RawIOBase):
+    """Zstandard frames one after another, decompressed; a file that ends inside a frame is an error.
+
+    (``zstandard``'s own ``stream_reader`` ends quietly at a truncated frame: a torn download would pass.)
+    """
+
+    def __init__(self, raw, zstandard):
+        self.raw, self.zstd = raw, zstandard
+        self.dobj = zstandard.ZstdDecompressor().decompressobj()
+        self.pending, self.pos = memoryview(b""), 0
+        self.in_frame = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while self.pos >= len(self.pending):
+            chunk = self.raw.read(1 << 20)
+            if not chunk:
+                if self.in_frame:
+                    raise EOFError("the file ends inside a zstd frame")
+                return 0
+            self._feed(chunk)
+        n = min(len(b), len(self.pending) - self.pos)
+        b[:n] = self.pending[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+    def _feed(self, chunk: bytes) -> None:
+        out = []
+        while chunk:
+            try:
+                out.append(self.dobj.decompress(chunk))
+            except self.zstd.ZstdError as exc:
+                raise EOFError(f"corrupt zstd data: {exc}") from None
+            self.in_frame = not self.dobj.eof
+            if not self.dobj.eof:
+                break
+            chunk = self.dobj.unused_data  # the next frame starts here
+            self.dobj = self.zstd.ZstdDecompressor().decompressobj()
+            self.in_frame = bool(chunk)
+        self.pending, self.pos = memoryview(b"".join(out)), 0
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
 _STREAM_ERRORS = (EOFError, OSError, lzma.LZMAError, ValueError)
@@ -243,7 +302,7 @@ def _keys_hint(row) -> str:
     return f"keys: {shown}" if keys else "the row is empty"
 
 
-def _check_text(value, key: str, where: str) -> str:
+def _check_text(value, key: str, where: str, allow_nul: bool = False) -> str:
     if not isinstance(value, str):
         kind = "null" if value is None else type(value).__name__
         raise BadRow(f"{where}: {key!r} is {kind}, not a string", "values not a string")
@@ -253,7 +312,7 @@ def _check_text(value, key: str, where: str) -> str:
         except UnicodeEncodeError as exc:
             raise BadRow(f"{where}: {key!r} is not valid Unicode (a lone surrogate at character {exc.start})",
                          "invalid Unicode") from None
-    if "\x00" in value:
+    if not allow_nul and "\x00" in value:
         raise BadRow(f"{where}: {key!r} holds a NUL character", "NUL characters")
     return value
 
@@ -304,8 +363,14 @@ class TableInput:
         if self.format == "dataset":
             return None
         if self.format == "hf-disk":
-            return sum(f.stat().st_size for f in _dir_files(Path(self.source)))
+            return sum(f.stat().st_size for f in _dir_files(self._split_dir()))
         return sum(f.stat().st_size for f in self.files)
+
+    def _split_dir(self) -> Path:
+        """A saved dataset's directory, or the directory of the split of a DatasetDict that will be read."""
+        path = Path(self.source)
+        names = [self.options.split] if self.options.split else list(self.options.split_candidates)
+        return next((path / n for n in names if (path / n / "state.json").is_file()), path)
 
     def bytes_done(self) -> int:
         return sum(r.done for r in self._readers)
@@ -339,7 +404,7 @@ class TableInput:
             if value is None and role in self.optional:
                 values[role] = None
                 continue
-            values[role] = _check_text(value, key, where)
+            values[role] = _check_text(value, key, where, self.options.allow_nul)
         return values
 
     # -- formats
@@ -353,12 +418,13 @@ class TableInput:
                             continue
                         where = f"{path}:{lineno}"
                         try:
-                            row = json.loads(raw)
+                            row = json.loads(raw.rstrip(b"\r\n"))
                         except UnicodeDecodeError as exc:
                             yield where, _Bad(f"{where}: invalid UTF-8 at byte {exc.start}", "invalid UTF-8")
                             continue
                         except json.JSONDecodeError as exc:
-                            yield where, _Bad(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})",
+                            at = "" if exc.msg.endswith(" at") else " at"
+                            yield where, _Bad(f"{where}: malformed JSON ({exc.msg}{at} column {exc.colno})",
                                               "malformed JSON lines")
                             continue
                         yield where, row
@@ -435,8 +501,9 @@ class TableInput:
         yield from self._dataset_rows(ds, str(path), total_bytes=self.size)
 
     def _streamed(self) -> Iterator[tuple[str, object]]:
-        ds = load_streamed(self.dataset, self.options.split)
-        yield from self._dataset_rows(ds, self.source)
+        with hub_offline():
+            ds = load_streamed(self.dataset, self.options.split)
+            yield from self._dataset_rows(ds, self.source)
 
     def _columns(self, names: Sequence[str], columns: Sequence[str], source) -> list[str]:
         """The columns to read; a column that a required key needs and the table lacks is an error naming it."""
@@ -482,6 +549,8 @@ class TableInput:
             index += 1
             if total:
                 counter.done = total_bytes * index // total
+            else:  # streamed: no size known, the bar counts the text read
+                counter.done += sum(len(v) for v in row.values() if isinstance(v, str))
 
 
 def _no_object(row):
@@ -505,10 +574,27 @@ class _Bad:
         self.error = BadRow(message, reason)
 
 
+@contextlib.contextmanager
+def hub_offline():
+    """The Hugging Face hub switched off while a ``--dataset`` is resolved and read: a name that is neither a
+    local builder, a local path nor in the local cache fails at once instead of reaching for the network.
+
+    Both libraries read ``HF_HUB_OFFLINE`` once, at import, so their flags are set here and put back after.
+    """
+    import datasets.config
+    import huggingface_hub.constants
+
+    saved = huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    huggingface_hub.constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
+
+
 def load_streamed(spec: dict, split: Optional[str]):
-    """``datasets.load_dataset(name, config, data_files=..., split=..., streaming=True)`` with the hub off."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    """``datasets.load_dataset(name, config, data_files=..., split=..., streaming=True)``; call it inside
+    :func:`hub_offline`."""
     import datasets
 
     name = spec["name"]
