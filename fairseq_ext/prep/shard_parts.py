@@ -104,7 +104,8 @@ class DealtText:
 
     def __init__(self, source, part: ShardPart):
         self.source, self.part = source, part
-        self.table = getattr(source, "table", None)  # a table's rows read are still reported
+        if hasattr(source, "table"):  # a table's rows read (and skipped) are reported, as for the whole table
+            self.table = source.table
         self.name = str(source)
         self.size = source.size if hasattr(source, "line_batches") else Path(source).stat().st_size
 

@@ -154,6 +154,13 @@ def test_a_part_no_document_falls_to_is_refused_and_leaves_nothing(bpe_dir, tmp_
                                        f"{empty} of 3 (documents are dealt by a hash of their number); use fewer "
                                        "shards\n")
     assert not out.exists() or not any(out.iterdir())
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n\n", encoding="utf-8")
+    assert main(["binarize", "--tokenizer", str(bpe_dir), "--train", str(blank), "-o", str(out), "--quiet",
+                 "--num-shards", "3", "--shard-index", "0"]) != 0
+    assert capsys.readouterr().err == (f"fairseq-ext binarize: error: {blank}: no text to binarize, only blank "
+                                       "lines (--train)\n")
+    assert not out.exists() or not any(out.iterdir())
 
 
 @pytest.mark.parametrize(("flags", "message"), [
