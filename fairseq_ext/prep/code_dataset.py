@@ -11,17 +11,14 @@ the fast tokenizer's ``encode_batch`` in a thread while the previous batch is
 written: Arrow record batches (and ``.bin/.idx``) as they come, so memory is
 bounded by the batch size, not the corpus.
 
-With ``num_shards`` N > 1 a run writes the ``shard_index``-th of N parts: every
-shard plans the splits over the whole input (names and sizes), then reads,
-checks and writes only the files :func:`~fairseq_ext.prep.code_splits.shard_of`
-deals to it (by their size, so exact duplicates meet in one shard). The N
-outputs together hold exactly the files of one unsharded run, each in the
-same split.
+With ``num_shards`` N > 1 a run writes the ``shard_index``-th of N parts: every shard plans the splits over
+the whole input (names and sizes), then reads, checks and writes only the files
+:func:`~fairseq_ext.prep.code_splits.shard_of` deals to it (by their size, so exact duplicates meet in one
+shard). The N outputs together hold exactly the files of one unsharded run, each in the same split.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter, deque
@@ -35,17 +32,17 @@ import numpy as np
 
 from fairseq_ext.errors import UserError
 from fairseq_ext.io_utils import atomic_output_dir, check_output_dir
+from fairseq_ext.prep.arrow_dataset_dict import ARROW_SHARD, finish_dataset_dict
 from fairseq_ext.prep.code_files import (
     SKIP_REASONS,
     Selection,
     SourceFile,
-    SourceRoot,
     WalkStats,
-    check_sources,
     content_reason,
     sha256_hex,
     walk_sources,
 )
+from fairseq_ext.prep.code_sources import SourceRoot, check_sources
 from fairseq_ext.prep.code_splits import shard_of, split_files
 from fairseq_ext.prep.code_tables import CodeTableConfig, Spool, table_files
 from fairseq_ext.prep.progress import progress_bar
@@ -300,37 +297,3 @@ def file_batches(rows: Iterator, batch_bytes: int) -> Iterator[list]:
         yield batch
 
 
-ARROW_SHARD = "data-00000-of-00001.arrow"
-
-
-def finish_dataset_dict(out: Path, splits: list[str]) -> None:
-    """Make ``out`` what ``DatasetDict.save_to_disk`` writes, around the Arrow files already in place.
-
-    Each ``out/SPLIT/data-00000-of-00001.arrow`` was streamed there by :class:`_SplitWriter`;
-    this adds ``state.json``, ``dataset_info.json`` and ``dataset_dict.json`` exactly as
-    ``save_to_disk`` does, instead of copying the data a second time (which would also map
-    every page of it into memory).
-    """
-    import datasets
-    from datasets.utils.py_utils import asdict
-
-    for split in splits:
-        ds = datasets.Dataset.from_file(str(out / split / ARROW_SHARD))  # memory-mapped, reads the schema
-        state = {"_data_files": [{"filename": ARROW_SHARD}], "_fingerprint": _file_digest(out / split / ARROW_SHARD),
-                 "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
-                 "_output_all_columns": False, "_split": None}
-        (out / split / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-        info = asdict(ds.info)  # as save_to_disk: first-level keys sorted, nested feature order kept
-        info = {k: info[k] for k in sorted(info)}
-        (out / split / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-        del ds
-    (out / "dataset_dict.json").write_text(json.dumps({"splits": splits}), encoding="utf-8")
-
-
-def _file_digest(path: Path) -> str:
-    """A fingerprint that is the same for the same bytes (save_to_disk's own is random for a new file)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()[:16]

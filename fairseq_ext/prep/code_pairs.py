@@ -22,18 +22,16 @@ import numpy as np
 
 from fairseq_ext.errors import UserError
 from fairseq_ext.io_utils import atomic_output_dir, check_output_dir
+from fairseq_ext.prep.arrow_dataset_dict import ARROW_SHARD, finish_dataset_dict
 from fairseq_ext.prep.code_dataset import (
-    ARROW_SHARD,
     CodeDatasetConfig,
     file_batches,
     file_counts,
-    finish_dataset_dict,
     plan_splits,
     read_files,
     skips_text,
     spool_dir,
 )
-from fairseq_ext.prep.code_files import check_sources
 from fairseq_ext.prep.code_pair_extract import (
     DOCSTRING_SKIPS,
     SPAN_SKIPS,
@@ -43,6 +41,7 @@ from fairseq_ext.prep.code_pair_extract import (
     span_pairs,
     span_seed,
 )
+from fairseq_ext.prep.code_sources import check_sources
 from fairseq_ext.prep.code_tables import Spool
 from fairseq_ext.prep.progress import progress_bar
 from fairseq_ext.vocab.tokenizer import FALLBACK_MASK_TOKEN

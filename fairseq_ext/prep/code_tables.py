@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Optional
 
 from fairseq_ext.errors import UserError
-from fairseq_ext.prep.code_files import Selection, SourceFile, SourceRoot, WalkStats, language_of
+from fairseq_ext.prep.code_files import Selection, SourceFile, WalkStats, language_of
+from fairseq_ext.prep.code_sources import SourceRoot
 from fairseq_ext.prep.progress import progress_bar
 from fairseq_ext.prep.tables import BadRow, TableInput, TableOptions, TableStats
 

@@ -60,13 +60,7 @@ def prepare_corpus(
         all_path = tmp / "all.tmp"
         with open(all_path, "w", encoding="utf-8") as out, progress_bar(len(files), progress, unit="file") as bar:
             for doc in iter_documents(_tick(files, bar), doc_sep, read):
-                if normalize is not None:
-                    doc = [[normalize(line) for line in para] for para in doc]
-                if split_sentences:
-                    sentences = document_sentences(doc)
-                else:
-                    sentences = [" ".join(line.split()) for para in doc for line in para if line.strip()]
-                document = kept.of(sentences)
+                document = kept.of(_sentences(doc, normalize, split_sentences))
                 if document:
                     out.write("\n".join(document) + "\n\n")
         if read.files == 0:
@@ -87,6 +81,15 @@ def prepare_corpus(
         }
         (tmp / "prepare.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     return stats
+
+
+def _sentences(doc: list[list[str]], normalize: Optional[Callable[[str], str]], split: bool) -> list[str]:
+    """A document's sentences (or its lines, ``split=False``), normalized first when asked."""
+    if normalize is not None:
+        doc = [[normalize(line) for line in para] for para in doc]
+    if split:
+        return document_sentences(doc)
+    return [" ".join(line.split()) for para in doc for line in para if line.strip()]
 
 
 def _sources(inputs: Sequence[str | os.PathLike], pattern: str, options: TableOptions, stats: TableStats) -> list:
