@@ -63,11 +63,7 @@ def prepare_corpus(
                 document = kept.of(_sentences(doc, normalize, split_sentences))
                 if document:
                     out.write("\n".join(document) + "\n\n")
-        if read.files == 0:
-            skipped = ", ".join(f"{n} {why}" for why, n in read.skipped.items())
-            raise UserError(f"{', '.join(map(str, inputs))}: no text to read (skipped: {skipped})")
-        if kept.counts["documents kept"] == 0:
-            raise UserError(f"{', '.join(map(str, inputs))}: no sentence survived cleaning and filtering")
+        _check_kept(inputs, read, kept)
         splits = _assign_splits(kept.counts["documents kept"], valid_ratio, test_ratio, seed)
         per_split = _write_splits(all_path, tmp, splits)
         all_path.unlink()
@@ -81,6 +77,15 @@ def prepare_corpus(
         }
         (tmp / "prepare.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     return stats
+
+
+def _check_kept(inputs: Sequence, read: ReadStats, kept: _KeptSentences) -> None:
+    """Refuse a corpus of which nothing could be read, or nothing was kept."""
+    if read.files == 0:
+        skipped = ", ".join(f"{n} {why}" for why, n in read.skipped.items())
+        raise UserError(f"{', '.join(map(str, inputs))}: no text to read (skipped: {skipped})")
+    if kept.counts["documents kept"] == 0:
+        raise UserError(f"{', '.join(map(str, inputs))}: no sentence survived cleaning and filtering")
 
 
 def _sentences(doc: list[list[str]], normalize: Optional[Callable[[str], str]], split: bool) -> list[str]:
