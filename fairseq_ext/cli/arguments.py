@@ -108,16 +108,19 @@ def set_thread_count(workers: int) -> None:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
-def add_table_arguments(p: argparse.ArgumentParser, dataset: bool = True) -> None:
+def add_table_arguments(p: argparse.ArgumentParser, dataset: bool = True, text_key: bool = True,
+                        row: str = "document") -> argparse._ArgumentGroup:
     """--text-key, --split, --skip-bad-rows (and --dataset ...): how JSON lines, Parquet, CSV and HF datasets
-    are read (:mod:`fairseq_ext.prep.tables`)."""
+    are read (:mod:`fairseq_ext.prep.tables`). The code verbs name their own keys (``text_key=False``; a
+    ``row`` is a source file there) in the group returned."""
     g = p.add_argument_group(
         "table inputs", "JSON lines (.jsonl/.ndjson/.json, plain or .gz/.zst/.bz2/.xz), Parquet files or directories "
         "of them, CSV/TSV with a header, and directories written by datasets' save_to_disk are recognised from "
-        "their names and contents; each row is one document")
-    g.add_argument("--text-key", default="text", metavar="KEY",
-                   help="the column or JSON key holding the text; a dotted path for nested keys (meta.text); "
-                   "default %(default)s")
+        f"their names and contents; each row is one {row}")
+    if text_key:
+        g.add_argument("--text-key", default="text", metavar="KEY",
+                       help="the column or JSON key holding the text; a dotted path for nested keys (meta.text); "
+                       "default %(default)s")
     g.add_argument("--split", metavar="NAME",
                    help="the split of a saved DatasetDict (or of --dataset, default train) to read")
     g.add_argument("--skip-bad-rows", action="store_true",
@@ -129,6 +132,14 @@ def add_table_arguments(p: argparse.ArgumentParser, dataset: bool = True) -> Non
                        "parquet, csv, text with --data-files, or a dataset in the local cache")
         g.add_argument("--data-files", metavar="GLOB", help="the files --dataset reads (data_files=)")
         g.add_argument("--dataset-config", metavar="C", help="the configuration of --dataset (its second argument)")
+    return g
+
+
+def table_key(text: str) -> str:
+    """A ``type=`` for a column or JSON key: a name, or names joined by dots (a nested key)."""
+    if not text.strip() or any(not part for part in text.split(".")):
+        raise argparse.ArgumentTypeError(f"not a key (a name, or names joined by dots), got {text!r}")
+    return text
 
 
 def table_options(args: argparse.Namespace, split_candidates: tuple[str, ...] = ()):
@@ -142,3 +153,13 @@ def table_options(args: argparse.Namespace, split_candidates: tuple[str, ...] = 
         raise UserError(f"--text-key {args.text_key!r}: not a key (a name, or names joined by dots)")
     return TableOptions(text_key=args.text_key, split=args.split, skip_bad_rows=args.skip_bad_rows,
                         split_candidates=split_candidates)
+
+
+def dataset_tables(args: argparse.Namespace, options) -> list:
+    """The ``--dataset`` input as a one-element list of :class:`~fairseq_ext.prep.tables.TableText` (or none)."""
+    from fairseq_ext.prep.tables import TableText, dataset_input
+
+    if getattr(args, "dataset", None) is None:
+        return []
+    return [TableText(dataset_input(args.dataset, {"text": options.text_key}, options,
+                                    data_files=args.data_files, config=args.dataset_config))]

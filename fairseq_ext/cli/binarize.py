@@ -18,7 +18,11 @@ every training document goes whole into one of them (the one holding the
 fewest tokens so far, so the shards' sizes are balanced and each is a sample
 of the whole text); validation and test go into shard0 only. Train on
 DIR/shard0:DIR/shard1:...: epoch k reads shard (k-1) mod N, validation reads
-shard0.
+shard0. With --num-shards N --shard-index K, one run writes DIR/shardK alone, the
+K-th of N disjoint parts of the training documents (a stable hash of each
+document's number; whole files when --train is a directory of at least N
+table files): N tasks of a Slurm array (scripts/slurm/binarize_array.sbatch)
+write together what --shards N writes, each document once.
 
 Tables are read too, one row a document (its lines as the lines of text, a
 document boundary after it): JSON lines (.jsonl, .jsonl.zst, ...), Parquet,
@@ -31,6 +35,7 @@ examples:
   fairseq-ext binarize --tokenizer tok/ --train fineweb/ --text-key text -o data-bin --skip-bad-rows
   fairseq-ext binarize --tokenizer tok/ --dataset parquet --data-files 'c4/*.parquet' -o data-bin
   fairseq-ext binarize --tokenizer tok/ --train data/train.txt --valid data/valid.txt -o data-bin --shards 4
+  fairseq-ext binarize --tokenizer tok/ --train fineweb/ -o data-bin --num-shards 64 --shard-index 7
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import os
 from fairseq_ext.cli.arguments import (
     add_table_arguments,
     int_at_least,
+    nonnegative_int,
     positive_float,
     positive_int,
     refuse_output_over_inputs,
@@ -66,7 +72,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shards", type=positive_int, default=1, metavar="N",
                    help="write N data directories DIR/shard0 ... with the training documents dealt out whole "
                    "(validation and test in shard0); default %(default)s: DIR itself, no shards")
-    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--num-shards", type=positive_int, metavar="N",
+                   help="with --shard-index: write only DIR/shardK, one of N disjoint parts of the training data "
+                   "(one task of an array job; the N tasks together write what --shards N writes), e.g. "
+                   "--num-shards 64 --shard-index $SLURM_ARRAY_TASK_ID")
+    p.add_argument("--shard-index", type=nonnegative_int, metavar="K",
+                   help="with --num-shards: which part this run writes, 0 to N-1 (DIR/shardK; validation and test "
+                   "in shard 0 only), e.g. --shard-index 0")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR (with --shard-index: DIR/shardK) if it "
+                   "exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_table_arguments(p)
     p.add_argument("--valid-split", metavar="NAME", help="with --dataset: validation from this split of it")
@@ -90,14 +104,21 @@ def run(args: argparse.Namespace) -> int:
 
     paths = {split: getattr(args, split) for split in SPLITS if getattr(args, split)}
     refuse_output_over_inputs(args.output, paths.values())
+    part = shard_part(args)
     files = split_inputs(args, paths)
     stats = binarize_directory(
         args.tokenizer, files, args.output,
         max_line_tokens=args.max_line_tokens, batch_bytes=max(1, int(args.batch_mb * (1 << 20))),
-        overwrite=args.overwrite, progress=not args.quiet, shards=args.shards,
+        overwrite=args.overwrite, progress=not args.quiet, shards=args.shards, part=part,
     )
+    if part is not None:
+        print(part.describe())
     for split, s in stats["splits"].items():
         print(summary_line(split, s))
+    if part is not None:
+        print(f"wrote {part.directory(args.output)}: {', '.join(stats['files'])}")
+        print(f"data path for fairseq-train: {stats['data_path']}")
+        return 0
     if args.shards == 1:
         print(f"wrote {args.output}: {', '.join(stats['files'])}")
         return 0
@@ -112,6 +133,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {', '.join(stats['files'])}; each shard holds {', '.join(in_every)}{where}")
     print(f"data path for fairseq-train: {stats['data_path']}")
     return 0
+
+
+def shard_part(args: argparse.Namespace):
+    """--num-shards N --shard-index K as a :class:`~fairseq_ext.prep.shard_parts.ShardPart`; None without them."""
+    from fairseq_ext.errors import UserError
+    from fairseq_ext.prep.shard_parts import ShardPart
+
+    if (args.num_shards is None) != (args.shard_index is None):
+        raise UserError("--num-shards N and --shard-index K go together: this run writes DIR/shardK, part K of N")
+    if args.num_shards is None:
+        return None
+    if args.shards != 1:
+        raise UserError(f"--shards {args.shards} writes every shard in one run, --num-shards {args.num_shards} "
+                        f"--shard-index {args.shard_index} one of them (a task of an array job): give one or the other")
+    return ShardPart(args.num_shards, args.shard_index)
 
 
 # a DatasetDict given to --valid without --split: the split it reads, the first of these it has

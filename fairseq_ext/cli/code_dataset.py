@@ -1,4 +1,4 @@
-"""Turn directories of source files into a code dataset: an Arrow DatasetDict of tokenizer ids.
+"""Turn directories (or tables) of source files into a code dataset: an Arrow DatasetDict of tokenizer ids.
 
 OUT holds what `datasets.load_from_disk(OUT)` loads (train, valid, optional
 test; one row per kept file with columns path, project, language, sha256,
@@ -27,17 +27,57 @@ name; valid, then test, take in that order each project that still fits in
 their ratio of the files (at least one project each); train gets the rest.
 --split-by file splits file by file instead.
 
-example:
+A SRC may also be a table of source files, one row a file: Parquet (a file or
+a directory of them, The Stack-style), JSON lines (.jsonl, .jsonl.zst, ...),
+CSV/TSV or a datasets save_to_disk directory, with the file's text in
+--content-key, its path in --path-key and, optionally, its language in
+--language-key (Pygments' names: Python, C++, ...; else the path gives it) and
+its project in --project-key (else the path's directories make the project, as
+above). Paths in the dataset start with the table's name without suffixes
+(Lib.jsonl.zst: Lib/json/decoder.py). Selection, size, content checks,
+deduplication and the split are a tree's; .gitignore, hidden and vendored
+rules are a checkout's and do not apply to rows. A bad row (no such key, not
+a string, malformed JSON) stops the run with one line naming file and row, or
+is skipped and counted with --skip-bad-rows.
+
+Sharded (--num-shards N --shard-index K, e.g. a Slurm array's task id): the
+run writes the K-th of N disjoint parts, a complete dataset each. Every shard
+plans the split over the whole input (names and sizes only), then reads and
+encodes only the files dealt to it by a stable hash of their size in bytes:
+exact duplicates have the same size, so they meet in one shard and
+deduplication stays exact (the copy kept is the one an unsharded run keeps).
+The N outputs together hold exactly the files of one unsharded run, each in the
+same split; a shard's split may be empty. Combine them by training on
+OUT0:OUT1:... (epoch k reads train of the (k-1 mod N)-th; validation reads
+OUT0's valid only), or concatenate each split with datasets:
+  concatenate_datasets([load_from_disk(d)[split] for d in dirs]).save_to_disk(...)
+Counts of files seen and skipped by name describe the whole input in every
+shard; kept files, content skips and the splits are the shard's own.
+
+examples:
   fairseq-ext code-dataset ~/src/cpython/Lib -o code-data --tokenizer tok/ --languages python --valid-ratio 0.05
+  fairseq-ext code-dataset the-stack-python/ -o code-data --tokenizer tok/ --content-key content \\
+      --path-key max_stars_repo_path --language-key lang --project-key max_stars_repo_name --skip-bad-rows
+  fairseq-ext code-dataset ~/src -o code-data-$SLURM_ARRAY_TASK_ID --tokenizer tok/ \\
+      --num-shards 8 --shard-index $SLURM_ARRAY_TASK_ID
 """
 
 from __future__ import annotations
 
 import argparse
 
-from fairseq_ext.cli.arguments import nonnegative_int, positive_float, positive_int, ratio, refuse_output_over_inputs
+from fairseq_ext.cli.arguments import (
+    add_table_arguments,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    ratio,
+    refuse_output_over_inputs,
+    table_key,
+)
 
-HELP = "source trees -> an Arrow dataset of tokenizer ids, split by project (and optionally fairseq's mmap format)"
+HELP = ("source trees or tables -> an Arrow dataset of tokenizer ids, split by project (and optionally fairseq's "
+        "mmap format)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,11 +85,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("arrow", "mmap", "both"), default="arrow",
                    help="arrow: the DatasetDict; mmap: SPLIT.bin/.idx (each file's ids + eos); both "
                    "(default %(default)s)")
+    p.add_argument("--num-shards", type=positive_int, default=1, metavar="N",
+                   help="write one of N disjoint parts of the dataset (see above; e.g. --num-shards 8 on an 8-task "
+                   "array); default %(default)s: the whole")
+    p.add_argument("--shard-index", type=nonnegative_int, default=0, metavar="K",
+                   help="which part, 0 <= K < N (e.g. --shard-index $SLURM_ARRAY_TASK_ID); default %(default)s")
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
     """SRC, -o, --tokenizer, the split, the selection and the reading options (also code-pairs')."""
-    p.add_argument("sources", nargs="+", metavar="SRC", help="directories of source files")
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help="directories of source files, or tables of them (Parquet, JSON lines, a saved dataset)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="directory to create")
     p.add_argument("--tokenizer", required=True, metavar="TOK",
                    help="a tokenizer.json, a directory AutoTokenizer loads, or a SentencePiece .model")
@@ -72,6 +118,17 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
                    help="threads for the tokenizer's batch encoding (default: every core)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = add_table_arguments(p, dataset=False, text_key=False, row="source file")
+    g.add_argument("--content-key", type=table_key, default="content", metavar="KEY",
+                   help="the column (or dotted JSON key) holding a file's text (default %(default)s)")
+    g.add_argument("--path-key", type=table_key, default="path", metavar="KEY",
+                   help="the column holding a file's path, e.g. max_stars_repo_path (default %(default)s)")
+    g.add_argument("--language-key", type=table_key, metavar="KEY",
+                   help="the column holding a file's language, e.g. lang (values such as Python, C++); "
+                   "default: the language of the path's file name")
+    g.add_argument("--project-key", type=table_key, metavar="KEY",
+                   help="the column naming a file's project, the unit of the split, e.g. max_stars_repo_name; "
+                   "default: the path's directories, as --split-depth says")
 
 
 def add_selection_arguments(p: argparse.ArgumentParser, where: str) -> None:
@@ -112,14 +169,26 @@ def dataset_config_from_args(args: argparse.Namespace, **extra):
     return CodeDatasetConfig(
         tokenizer=args.tokenizer, valid_ratio=args.valid_ratio, test_ratio=args.test_ratio, split_by=args.split_by,
         split_depth=args.split_depth, seed=args.seed, max_bytes=args.max_bytes,
-        batch_bytes=max(1, int(args.batch_mb * (1 << 20))), selection=selection_from_args(args), **extra,
+        batch_bytes=max(1, int(args.batch_mb * (1 << 20))), selection=selection_from_args(args),
+        table=table_config_from_args(args), **extra,
     )
+
+
+def table_config_from_args(args: argparse.Namespace):
+    """The :class:`~fairseq_ext.prep.code_tables.CodeTableConfig` of the table options."""
+    from fairseq_ext.prep.code_tables import CodeTableConfig
+    from fairseq_ext.prep.tables import TableOptions
+
+    return CodeTableConfig(content_key=args.content_key, path_key=args.path_key, language_key=args.language_key,
+                           project_key=args.project_key,
+                           options=TableOptions(split=args.split, skip_bad_rows=args.skip_bad_rows))
 
 
 def run(args: argparse.Namespace) -> int:
     from fairseq_ext.prep.code_dataset import build_code_dataset
 
-    cfg = dataset_config_from_args(args, format=args.format)
+    cfg = dataset_config_from_args(args, format=args.format, num_shards=args.num_shards,
+                                   shard_index=args.shard_index)
     stats = build_code_dataset(args.sources, args.output, cfg, overwrite=args.overwrite, progress=not args.quiet)
     print(summary(stats))
     print(f"wrote {args.output}: {', '.join(stats['files'])}")
@@ -132,10 +201,24 @@ def counts_text(counts: dict) -> str:
 
 
 def summary(stats: dict) -> str:
-    lines = [f"files: {stats['files_seen']:,} seen, {stats['kept']:,} kept; skipped: {counts_text(stats['skipped'])}; "
+    lines = [*input_lines(stats),
+             f"files: {stats['files_seen']:,} seen, {stats['kept']:,} kept; skipped: {counts_text(stats['skipped'])}; "
              f"directories not walked: {counts_text(stats['pruned_dirs'])}"]
     for split, s in stats["splits"].items():
         langs = ", ".join(f"{lang} {n:,}" for lang, n in s["languages"].items())
         lines.append(f"{split}: {s['files']:,} files in {s['projects']:,} projects, {s['bytes']:,} bytes, "
                      f"{s['tokens']:,} tokens ({langs})")
     return "\n".join(lines)
+
+
+def input_lines(stats: dict) -> list[str]:
+    """What the summary says first: the table rows read and skipped, and which shard this is (when they apply)."""
+    lines = []
+    if "table_rows" in stats:
+        rows = stats["table_rows"]
+        lines.append(f"table rows: {rows['rows']:,} read; bad rows skipped: {counts_text(rows['rows_skipped'])}")
+    if "shard" in stats:
+        s = stats["shard"]
+        lines.append(f"shard {s['index']} of {s['num_shards']} (0-based): {s['candidates']:,} of "
+                     f"{stats['candidates']:,} candidate files dealt to it")
+    return lines

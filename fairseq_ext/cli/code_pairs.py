@@ -1,9 +1,11 @@
-"""Turn directories of source files into (query, key) pairs for contrastive code search: an Arrow DatasetDict.
+"""Turn directories (or tables) of source files into (query, key) pairs for code search: an Arrow DatasetDict.
 
 Files are walked, selected, skipped, deduplicated and split into train, valid
 (and test) exactly as `fairseq-ext code-dataset` does with the same SRC,
 selection, --split-by, --split-depth, --seed and ratios: every pair is in the
-split of the file it came from, so no held-out file leaks into train.
+split of the file it came from, so no held-out file leaks into train. Tables of
+source files (Parquet, JSON lines, a saved dataset; --content-key, --path-key,
+--language-key, --project-key) are read as code-dataset reads them.
 
 Pairs (--kind):
   docstring  Python only: every function, method and class with a docstring
@@ -34,8 +36,10 @@ special tokens except the one mask id in a span pair's query), query_length,
 key_length; plus dict.txt, the tokenizer and code_pairs.json with every count.
 A span pair's query text gives the file back with `query.replace(MASK, key)`.
 
-example:
+examples:
   fairseq-ext code-pairs ~/src/cpython/Lib -o code-pairs --tokenizer tok/ --languages python --valid-ratio 0.05
+  fairseq-ext code-pairs the-stack-python/ -o code-pairs --tokenizer tok/ --path-key max_stars_repo_path \\
+      --project-key max_stars_repo_name --languages python
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ from __future__ import annotations
 import argparse
 
 from fairseq_ext.cli.arguments import nonnegative_int, positive_int
-from fairseq_ext.cli.code_dataset import add_source_arguments, counts_text, dataset_config_from_args
+from fairseq_ext.cli.code_dataset import add_source_arguments, counts_text, dataset_config_from_args, input_lines
 
-HELP = "source trees -> (docstring, code) and (masked file, span) pairs for code search, split as code-dataset"
+HELP = ("source trees or tables -> (docstring, code) and (masked file, span) pairs for code search, split as "
+        "code-dataset")
 
 
 def line_range(text: str) -> tuple[int, int]:
@@ -92,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(stats: dict) -> str:
-    lines = [f"files: {stats['files_seen']:,} seen, {stats['kept']:,} read; skipped: {counts_text(stats['skipped'])}; "
+    lines = [*input_lines(stats),
+             f"files: {stats['files_seen']:,} seen, {stats['kept']:,} read; skipped: {counts_text(stats['skipped'])}; "
              f"directories not walked: {counts_text(stats['pruned_dirs'])}"]
     for kind in ("docstring", "span"):
         if kind in stats:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from fairseq_ext.cli.arguments import set_thread_count
+from fairseq_ext.cli.arguments import add_table_arguments, dataset_tables, set_thread_count, table_options
 from fairseq_ext.cli.binarize import add_encoding_arguments, summary_line
 
 HELP = "write tokenizer pieces of text, one item a line (for fairseq-preprocess --srcdict)"
@@ -30,21 +30,29 @@ HELP = "write tokenizer pieces of text, one item a line (for fairseq-preprocess 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", required=True, metavar="TOK",
                    help="a tokenizer.json, a directory AutoTokenizer loads, or a SentencePiece .model")
-    p.add_argument("-i", "--input", required=True, nargs="+", metavar="INPUT",
-                   help="text files, one sentence a line, blank line between documents; read in order")
+    p.add_argument("-i", "--input", nargs="+", metavar="INPUT",
+                   help="text files, one sentence a line, blank line between documents; or tables (JSON lines, "
+                   "Parquet, CSV/TSV, saved datasets), one row a document; read in order")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="the pieces file to write")
     add_encoding_arguments(p, max_line_help="longest item, eos included (as in `binarize`); longer lines are "
                            "cut into several lines of at most N-1 pieces (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_table_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     set_thread_count(args.workers)
+    from fairseq_ext.errors import UserError
     from fairseq_ext.prep.pieces import encode_to_pieces
+    from fairseq_ext.prep.tables import text_inputs
 
+    options = table_options(args)
+    inputs = text_inputs(args.input or (), options) + dataset_tables(args, options)
+    if not inputs:
+        raise UserError("nothing to encode: give -i FILE ... (or --dataset NAME)")
     result = encode_to_pieces(
-        args.tokenizer, args.input, args.output, max_line_tokens=args.max_line_tokens,
+        args.tokenizer, inputs, args.output, max_line_tokens=args.max_line_tokens,
         batch_bytes=max(1, int(args.batch_mb * (1 << 20))), overwrite=args.overwrite, progress=not args.quiet,
     )
     for counts in result["inputs"]:

@@ -10,21 +10,34 @@ always give the same split. Counts go to the screen and DIR/prepare.json.
 
 examples:
   fairseq-ext prepare books/ -o data --doc-sep file --valid-ratio 0.01
+  fairseq-ext prepare pile/00.jsonl.zst -o data --skip-bad-rows
+  fairseq-ext prepare fineweb/ -o data --text-key text            # a directory of Parquet files
   fairseq-ext prepare web1.txt web2.txt -o data --min-words 5 --test-ratio 0.01
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
-from fairseq_ext.cli.arguments import fraction, nonnegative_int, ratio, refuse_output_over_inputs
+from fairseq_ext.cli.arguments import (
+    add_table_arguments,
+    dataset_tables,
+    fraction,
+    nonnegative_int,
+    ratio,
+    refuse_output_over_inputs,
+    table_options,
+)
 
 HELP = "clean raw text and split it into sentence-per-line train/valid/test files"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="text files, or directories searched recursively")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="text files, directories searched recursively, or tables (JSON lines, Parquet, CSV/TSV, "
+                   "saved datasets: one row a document, its blank lines separating paragraphs)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for train.txt, valid.txt, ...")
     p.add_argument("--valid-ratio", type=ratio, default=0.01, metavar="R",
                    help="share of documents for valid.txt (default %(default)s; at least one document when > 0)")
@@ -62,6 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep every sentence (no length, letter or duplicate filtering)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_table_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     from fairseq_ext.prep.text_prep import SentenceFilter
 
     refuse_output_over_inputs(args.output, args.inputs)
+    options = replace(table_options(args), allow_nul=True)  # prepare repairs NUL characters (counted)
+    tables = dataset_tables(args, options)
+    if not args.inputs and not tables:
+        raise UserError("nothing to prepare: give INPUT files or directories (or --dataset NAME)")
     if args.min_words and args.max_words and args.min_words > args.max_words:
         raise UserError(f"--min-words {args.min_words} > --max-words {args.max_words}: every sentence would be dropped")
     if args.tokenizer and not Path(args.tokenizer).exists():  # loaded only when it decides --lowercase auto
@@ -83,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         args.inputs, args.output, valid_ratio=args.valid_ratio, test_ratio=args.test_ratio, seed=args.seed,
         doc_sep=args.doc_sep, sentence_filter=flt, split_sentences=not args.no_sentence_split,
         pattern=args.glob, overwrite=args.overwrite, progress=not args.quiet, normalize=normalize,
+        table_options=options, tables=tables,
     )
     print(summary(s))
     print(f"wrote {args.output}: " + ", ".join(f"{n}.txt" for n in s["splits"]) + ", prepare.json")
@@ -108,6 +127,12 @@ def summary(s: dict) -> str:
     skipped = ", ".join(f"{n} {why}" for why, n in s["files_skipped"].items()) or "none"
     repairs = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in s["repairs"].items() if v) or "none"
     dropped = ", ".join(f"{v:,} {k}" for k, v in sorted(s["sentences_dropped"].items())) or "none"
+    if s.get("tables"):
+        from fairseq_ext.prep.tables import TableStats
+
+        read = TableStats(rows=s["tables"]["rows"])
+        read.bad.update(s["tables"]["rows_skipped"])
+        skipped += f"; table rows: {read.describe()}"
     splits = "; ".join(f"{n} {v['documents']:,} documents / {v['sentences']:,} sentences"
                        for n, v in s["splits"].items())
     return (

@@ -19,6 +19,8 @@ examples:
   fairseq-ext train-tokenizer -i data/train.txt -o tok --vocab-size 32000 --test
   fairseq-ext train-tokenizer -i a.txt b.txt -o tok-bert --kind wordpiece --lowercase
   fairseq-ext train-tokenizer -i ~/src/cpython/Lib -o tok-code --languages python --vocab-size 32000
+  fairseq-ext train-tokenizer -i pile/00.jsonl.zst -o tok --vocab-size 50265
+  fairseq-ext train-tokenizer --dataset parquet --data-files 'fineweb/*.parquet' -o tok
 """
 
 from __future__ import annotations
@@ -26,15 +28,22 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from fairseq_ext.cli.arguments import positive_int, refuse_output_over_inputs
+from fairseq_ext.cli.arguments import (
+    add_table_arguments,
+    dataset_tables,
+    positive_int,
+    refuse_output_over_inputs,
+    table_options,
+)
 from fairseq_ext.cli.code_dataset import add_selection_arguments, selection_from_args
 
 HELP = "train a byte-level BPE, WordPiece or Unigram tokenizer"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-i", "--input", nargs="+", required=True, metavar="FILE",
-                   help="text files to learn from, or directories (every file in them, recursively)")
+    p.add_argument("-i", "--input", nargs="+", metavar="FILE",
+                   help="text files to learn from, directories (every file in them, recursively), or tables "
+                   "(JSON lines, Parquet, CSV/TSV, saved datasets: the --text-key of every row)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write the tokenizer to")
     add_selection_arguments(p, "in directories, ")
     p.add_argument("--kind", choices=("bpe", "wordpiece", "unigram"), default="bpe",
@@ -50,19 +59,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test", action="store_true", help="print the pieces of the first 5 lines of the first file")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_table_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fairseq_ext.errors import UserError
     from fairseq_ext.io_utils import atomic_output_dir
     from fairseq_ext.prep.input_files import describe
+    from fairseq_ext.prep.tables import TableStats, TableText, table_format, text_inputs
     from fairseq_ext.prep.tokenizer_training import first_lines, pieces_preview, text_files, train_tokenizer
     from fairseq_ext.vocab.tokenizer import special_roles
 
-    refuse_output_over_inputs(args.output, args.input)
+    refuse_output_over_inputs(args.output, args.input or ())
+    options = table_options(args)
+    tables = [t for t in text_inputs(args.input or (), options) if isinstance(t, TableText)]
+    tables += dataset_tables(args, options)
+    if not args.input and not tables:
+        raise UserError("nothing to learn from: give -i FILE ... (or --dataset NAME)")
+    others = [p for p in args.input or () if table_format(p) is None]
     selection = selection_from_args(args, require_language=False)
     skipped = Counter()
-    files = text_files(args.input, selection, skipped)
-    print(f"reading {len(files):,} files (skipped: {describe(skipped)})")
+    files = text_files(others, selection, skipped) if others else []
+    parts = [f"{len(files):,} files (skipped: {describe(skipped)})"] if others else []
+    parts += [f"{len(tables):,} table{'s' if len(tables) != 1 else ''}"] if tables else []
+    print(f"reading {' and '.join(parts)}")
+    files += tables
     with atomic_output_dir(args.output, overwrite=args.overwrite) as tmp:
         tok = train_tokenizer(
             files, kind=args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
@@ -71,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         )
         written = tok.save_pretrained(str(tmp))
     names = ", ".join(sorted({p.split("/")[-1] for p in written}))
+    if tables:
+        print(f"read from tables: {TableStats.total(t.table.stats for t in tables).describe()}")
     print(f"trained {args.kind} tokenizer: {len(tok):,} tokens ({special_roles(tok).describe()})")
     print(f"wrote {args.output}: {names}")
     if args.test:

@@ -14,6 +14,7 @@ from fairseq_ext.prep.binarizer import binarize_text, check_text_file
 from fairseq_ext.prep.line_encoder import BinarizeError, LineEncoder
 from fairseq_ext.prep.mmap_writer import best_dtype
 from fairseq_ext.prep.progress import progress_bar
+from fairseq_ext.prep.shard_parts import ShardPart
 from fairseq_ext.prep.shards import binarize_text_sharded, check_open_files, data_path, shard_dirs
 from fairseq_ext.vocab.dict_txt import write_dict_txt
 from fairseq_ext.vocab.tokenizer import (
@@ -36,24 +37,18 @@ def binarize_directory(
     overwrite: bool = False,
     progress: bool = True,
     shards: int = 1,
+    part: Optional[ShardPart] = None,
 ) -> dict:
     """Binarize ``files`` ({split: a text file, or a :class:`~fairseq_ext.prep.tables.TableText`}) into ``out_dir``.
 
     Returns ``{"splits": {split: counts}, "files": [names written]}``; the same
     goes to ``out_dir/binarize.json``. Nothing is left behind on failure.
-    With ``shards`` > 1, see :func:`binarize_shards`.
+    With ``shards`` > 1, see :func:`binarize_shards`. With ``part`` (one task of an array), only that part of
+    the training input, into ``out_dir/shardK`` (:mod:`fairseq_ext.prep.shard_parts`).
     """
-    if not files:
-        raise BinarizeError("nothing to binarize: give --train FILE")
-    if shards < 1:
-        raise BinarizeError(f"--shards must be at least 1, got {shards}")
-    for split, path in files.items():
-        if not hasattr(path, "line_batches"):  # a table input's text was checked when it was opened
-            check_text_file(Path(path), f"--{split}")
-    if max_line_tokens < 2:
-        raise BinarizeError(f"--max-line-tokens must be at least 2 (one token and eos), got {max_line_tokens}")
-    if batch_bytes < 1:
-        raise BinarizeError(f"--batch-mb must be > 0 (batch_bytes {batch_bytes})")
+    check_arguments(files, max_line_tokens, batch_bytes, shards)
+    if part is not None:  # DIR/shardK; the other tasks write their shards into DIR beside it
+        files, out_dir, root = part.select(files), part.directory(out_dir), out_dir
     tok, symbols, encoder = load_line_encoder(tokenizer, max_line_tokens)
     dtype = best_dtype(len(symbols))
     sizes = [p.size if hasattr(p, "line_batches") else Path(p).stat().st_size for p in files.values()]
@@ -68,14 +63,32 @@ def binarize_directory(
             bar.set_description(split)
             stats = binarize_text(path, tmp / split, encoder, dtype, batch_bytes, progress=bar.update)
             if stats.items == 0:
-                raise BinarizeError(f"{path}: no text to binarize, only blank lines (--{split})")
+                raise BinarizeError(f"{path}: no text to binarize, {_what_was_read(path, stats)} (--{split})")
             result["splits"][split] = stats.as_dict()
         write_dict_txt(symbols, tmp / "dict.txt")
         save_tokenizer(tok, tmp)
         result["max_line_tokens"] = max_line_tokens
+        if part is not None:
+            result.update(part.as_dict(root))
         (tmp / "binarize.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         result["files"] = sorted(p.name for p in tmp.iterdir())
     return result
+
+
+def check_arguments(files: Mapping[str, str | os.PathLike], max_line_tokens: int, batch_bytes: int,
+                    shards: int) -> None:
+    """Refuse, before any work, what :func:`binarize_directory` cannot do: a BinarizeError naming the setting."""
+    if not files:
+        raise BinarizeError("nothing to binarize: give --train FILE")
+    if shards < 1:
+        raise BinarizeError(f"--shards must be at least 1, got {shards}")
+    for split, path in files.items():
+        if not hasattr(path, "line_batches"):  # a table input's text was checked when it was opened
+            check_text_file(Path(path), f"--{split}")
+    if max_line_tokens < 2:
+        raise BinarizeError(f"--max-line-tokens must be at least 2 (one token and eos), got {max_line_tokens}")
+    if batch_bytes < 1:
+        raise BinarizeError(f"--batch-mb must be > 0 (batch_bytes {batch_bytes})")
 
 
 def binarize_shards(tok, symbols: list[str], encoder: LineEncoder, files: Mapping[str, str | os.PathLike],
@@ -104,7 +117,7 @@ def binarize_shards(tok, symbols: list[str], encoder: LineEncoder, files: Mappin
                 stats = binarize_text(path, dirs[0] / split, encoder, dtype, batch_bytes, progress=bar.update)
                 counts = [stats.as_dict()]
             if stats.items == 0:
-                raise BinarizeError(f"{path}: no text to binarize, only blank lines (--{split})")
+                raise BinarizeError(f"{path}: no text to binarize, {_what_was_read(path, stats)} (--{split})")
             result["splits"][split] = stats.as_dict()
             for shard, c in zip(per_shard, counts):
                 shard[split] = c
@@ -128,6 +141,13 @@ def binarize_shards(tok, symbols: list[str], encoder: LineEncoder, files: Mappin
         result["files"] = sorted(p.name for p in tmp.iterdir())
         result["shard_files"] = sorted(p.name for p in dirs[0].iterdir())
     return result
+
+
+def _what_was_read(source, stats) -> str:
+    """``only blank lines`` for a text file; the rows read and skipped for a table."""
+    if not hasattr(source, "table"):
+        return "only blank lines"
+    return f"only empty rows ({source.table.stats.describe()})"
 
 
 def load_line_encoder(tokenizer: str | os.PathLike, max_line_tokens: int) -> tuple[object, list[str], LineEncoder]:

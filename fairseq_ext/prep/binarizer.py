@@ -162,8 +162,9 @@ def encode_items(
             _write_batch(*pending, encoder, sink, stats, progress)
     stats.documents = stats.documents + (1 if stats.items else 0)
     stats.seconds = time.perf_counter() - start
-    if _is_table(path):
-        stats.extra.update(path.table.stats.as_dict())
+    table = getattr(path, "table", None)  # a table's text, or one shard's part of it: the rows read and skipped
+    if table is not None:
+        stats.extra.update(table.stats.as_dict())
     return stats
 
 
@@ -179,7 +180,8 @@ def check_text_file(path: Path, option: str = "") -> None:
 
 
 def _is_table(source) -> bool:
-    """A table input's text (:class:`fairseq_ext.prep.tables.TableText`) rather than a text file's path."""
+    """A source that gives its own line batches (a table input's text, :class:`fairseq_ext.prep.tables.TableText`,
+    or one shard's part of an input, :class:`fairseq_ext.prep.shard_parts.DealtText`) rather than a text file's path."""
     return hasattr(source, "line_batches")
 
 

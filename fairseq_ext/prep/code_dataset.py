@@ -1,7 +1,8 @@
 """Source trees -> a ``datasets.DatasetDict`` on disk (and optionally fairseq's mmap format).
 
 Two passes. The first walks the trees and keeps what passes the name checks
-(:mod:`fairseq_ext.prep.code_files`): paths and sizes only. Units are then
+(:mod:`fairseq_ext.prep.code_files`): paths and sizes only; a table of source
+files is read once, its rows' texts spooled (:mod:`fairseq_ext.prep.code_tables`). Units are then
 assigned to splits (:mod:`fairseq_ext.prep.code_splits`). The second reads
 the files split by split (train, valid, test; sorted by path within a split),
 checks their bytes, drops exact duplicates (the first copy in that order is
@@ -9,11 +10,15 @@ kept: a file in train and valid stays in train only), and encodes batches with
 the fast tokenizer's ``encode_batch`` in a thread while the previous batch is
 written: Arrow record batches (and ``.bin/.idx``) as they come, so memory is
 bounded by the batch size, not the corpus.
+
+With ``num_shards`` N > 1 a run writes the ``shard_index``-th of N parts: every shard plans the splits over
+the whole input (names and sizes), then reads, checks and writes only the files
+:func:`~fairseq_ext.prep.code_splits.shard_of` deals to it (by their size, so exact duplicates meet in one
+shard). The N outputs together hold exactly the files of one unsharded run, each in the same split.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter, deque
@@ -27,18 +32,21 @@ import numpy as np
 
 from fairseq_ext.errors import UserError
 from fairseq_ext.io_utils import atomic_output_dir, check_output_dir
+from fairseq_ext.prep.arrow_dataset_dict import ARROW_SHARD, finish_dataset_dict
 from fairseq_ext.prep.code_files import (
     SKIP_REASONS,
     Selection,
     SourceFile,
     WalkStats,
-    check_sources,
     content_reason,
     sha256_hex,
     walk_sources,
 )
-from fairseq_ext.prep.code_splits import split_files
+from fairseq_ext.prep.code_sources import SourceRoot, check_sources
+from fairseq_ext.prep.code_splits import shard_of, split_files
+from fairseq_ext.prep.code_tables import CodeTableConfig, Spool, table_files
 from fairseq_ext.prep.progress import progress_bar
+from fairseq_ext.prep.tables import TableStats
 
 FORMATS = ("arrow", "mmap", "both")
 
@@ -55,6 +63,13 @@ class CodeDatasetConfig:
     max_bytes: int = 1 << 20
     format: str = "arrow"
     batch_bytes: int = 1 << 20
+    table: CodeTableConfig = field(default_factory=CodeTableConfig)  # how a SRC that is a table is read
+    num_shards: int = 1
+    shard_index: int = 0
+
+    def mine(self, size: int) -> bool:
+        """Whether a file of ``size`` bytes is this shard's (always, unsharded)."""
+        return self.num_shards == 1 or shard_of(size, self.num_shards) == self.shard_index
 
 
 def features():
@@ -78,48 +93,84 @@ def build_code_dataset(srcs: Sequence[str | os.PathLike], out_dir: str | os.Path
 
     if cfg.format not in FORMATS:
         raise UserError(f"--format {cfg.format!r}: choose one of {', '.join(FORMATS)}")
+    check_shard(cfg)
     sources = check_sources(srcs)
     check_output_dir(out_dir, overwrite)  # before the walk: say so at once
     tok, symbols, encoder = load_line_encoder(cfg.tokenizer, 2)
-    walk, candidates, plan = plan_splits(sources, cfg)
-    stats = {
-        "sources": [str(s) for s in srcs], "tokenizer": str(cfg.tokenizer), "vocab_size": len(symbols),
-        "format": cfg.format, "split_by": cfg.split_by, "split_depth": cfg.split_depth, "seed": cfg.seed,
-        "valid_ratio": cfg.valid_ratio, "test_ratio": cfg.test_ratio, "max_bytes": cfg.max_bytes,
-        "languages": sorted(cfg.selection.languages) if cfg.selection.languages else None,
-        "files_seen": walk.files_seen, "candidates": len(candidates),
-    }
-    skipped = Counter(walk.skipped)
-    seen: set[bytes] = set()
-    total = sum(f.size for f in candidates)
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(total, progress) as bar:
-        split_stats = {}
-        for split, rows in plan.items():
-            bar.set_description(split)
-            writer = _SplitWriter(split, tmp / split if cfg.format != "mmap" else None,
-                                  tmp if cfg.format != "arrow" else None, symbols, encoder)
-            split_stats[split] = writer.run(read_files(rows, skipped, seen, bar), cfg.batch_bytes)
-            if split_stats[split]["files"] == 0:
-                raise UserError(f"the {split} split is empty: every file assigned to it was skipped "
-                                f"({skips_text(skipped)}); change --seed or the ratios")
-        if cfg.format != "mmap":
-            finish_dataset_dict(tmp, list(plan))
-        write_dict_txt(symbols, tmp / "dict.txt")
-        save_tokenizer(tok, tmp)
-        stats.update(_totals(split_stats, skipped, walk))
-        (tmp / "code_dataset.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-        stats["files"] = sorted(p.name for p in tmp.iterdir())
+    with Spool(spool_dir(out_dir)) as spool:
+        walk, candidates, plan = plan_splits(sources, cfg, spool, progress)
+        stats = {
+            "sources": [str(s) for s in srcs], "tokenizer": str(cfg.tokenizer), "vocab_size": len(symbols),
+            "format": cfg.format, "split_by": cfg.split_by, "split_depth": cfg.split_depth, "seed": cfg.seed,
+            "valid_ratio": cfg.valid_ratio, "test_ratio": cfg.test_ratio, "max_bytes": cfg.max_bytes,
+            "languages": sorted(cfg.selection.languages) if cfg.selection.languages else None,
+            "files_seen": walk.files_seen, "candidates": len(candidates), **shard_stats(cfg, plan),
+        }
+        skipped = Counter(walk.skipped)
+        seen: set[bytes] = set()
+        total = sum(f.size for rows in plan.values() for f, _u in rows)
+        with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(total, progress) as bar:
+            split_stats = {}
+            for split, rows in plan.items():
+                bar.set_description(split)
+                writer = _SplitWriter(split, tmp / split if cfg.format != "mmap" else None,
+                                      tmp if cfg.format != "arrow" else None, symbols, encoder)
+                split_stats[split] = writer.run(read_files(rows, skipped, seen, bar), cfg.batch_bytes)
+                if split_stats[split]["files"] == 0 and cfg.num_shards == 1:
+                    raise UserError(f"the {split} split is empty: every file assigned to it was skipped "
+                                    f"({skips_text(skipped)}); change --seed or the ratios")
+            if cfg.format != "mmap":
+                finish_dataset_dict(tmp, list(plan))
+            write_dict_txt(symbols, tmp / "dict.txt")
+            save_tokenizer(tok, tmp)
+            stats.update(_totals(split_stats, skipped, walk))
+            (tmp / "code_dataset.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+            stats["files"] = sorted(p.name for p in tmp.iterdir())
     return stats
 
 
-def plan_splits(sources: Sequence[Path], cfg: CodeDatasetConfig) -> tuple[WalkStats, list[SourceFile], dict]:
-    """Walk the (checked) SRC directories and assign their files to splits: (walk counts, files, {split:
-    [(file, unit)]}). ``fairseq-ext code-pairs`` calls it too, so its pairs keep their file's split."""
+def check_shard(cfg: CodeDatasetConfig) -> None:
+    if cfg.num_shards < 1:
+        raise UserError(f"--num-shards {cfg.num_shards}: must be at least 1")
+    if not 0 <= cfg.shard_index < cfg.num_shards:
+        raise UserError(f"--shard-index {cfg.shard_index}: must be in 0..{cfg.num_shards - 1} "
+                        f"(--num-shards {cfg.num_shards})")
+
+
+def shard_stats(cfg: CodeDatasetConfig, plan: dict) -> dict:
+    """``{"shard": {...}}`` for a sharded run (which part, and its candidate files), else nothing."""
+    if cfg.num_shards == 1:
+        return {}
+    return {"shard": {"index": cfg.shard_index, "num_shards": cfg.num_shards,
+                      "candidates": sum(len(rows) for rows in plan.values())}}
+
+
+def spool_dir(out_dir: str | os.PathLike) -> Optional[Path]:
+    """Where table rows are spooled: beside the output (the disk that will hold it), when that exists."""
+    return next((p for p in Path(out_dir).absolute().parents if p.is_dir()), None)
+
+
+def plan_splits(sources: Sequence[SourceRoot], cfg: CodeDatasetConfig, spool: Spool,
+                progress: bool = False) -> tuple[WalkStats, list[SourceFile], dict]:
+    """Walk the (checked) SRC directories, read the SRC tables, and assign their files to splits: (walk
+    counts, files, {split: [(file, unit)]}). ``fairseq-ext code-pairs`` calls it too, so its pairs keep
+    their file's split. The plan is made over every file; with shards, the plan then keeps this shard's."""
     walk = WalkStats()
-    candidates = [f for src in sources for f in walk_sources(src, cfg.selection, cfg.max_bytes, walk)]
+    candidates = []
+    for root in sources:
+        if root.table is None:
+            candidates += walk_sources(root.path, cfg.selection, cfg.max_bytes, walk)
+            continue
+        if walk.rows is None:
+            walk.rows = TableStats()
+        candidates += table_files(root, cfg.table, cfg.selection, cfg.max_bytes, walk, walk.rows, spool, cfg.mine,
+                                  progress)
     if not candidates:
-        raise UserError(f"{', '.join(map(str, sources))}: no source file to read ({skips_text(walk.skipped)})")
+        raise UserError(f"{', '.join(str(r.path) for r in sources)}: no source file to read "
+                        f"({skips_text(walk.skipped)})")
     plan = split_files(candidates, cfg.split_by, cfg.split_depth, cfg.valid_ratio, cfg.test_ratio, cfg.seed)
+    if cfg.num_shards > 1:
+        plan = {split: [(f, u) for f, u in rows if cfg.mine(f.size)] for split, rows in plan.items()}
     return walk, candidates, plan
 
 
@@ -129,6 +180,7 @@ def file_counts(split_stats: dict, skipped: Counter, walk: WalkStats) -> dict:
         "kept": sum(s["files"] for s in split_stats.values()),
         "skipped": {r: skipped.get(r, 0) for r in SKIP_REASONS},
         "pruned_dirs": dict(sorted(walk.pruned_dirs.items())),
+        **({"table_rows": walk.rows.as_dict()} if walk.rows is not None else {}),
     }
 
 
@@ -152,7 +204,7 @@ def skips_text(skipped: Counter) -> str:
 def read_files(rows, skipped: Counter, seen: set, bar) -> Iterator[tuple[SourceFile, str, str, str]]:
     """(file, unit, text, sha256) for each file kept, in the given order; the rest counted in ``skipped``."""
     for f, unit in rows:
-        data = f.path.read_bytes()
+        data = f.read_bytes()
         bar.update(f.size)
         reason = content_reason(data)
         digest = None
@@ -245,37 +297,3 @@ def file_batches(rows: Iterator, batch_bytes: int) -> Iterator[list]:
         yield batch
 
 
-ARROW_SHARD = "data-00000-of-00001.arrow"
-
-
-def finish_dataset_dict(out: Path, splits: list[str]) -> None:
-    """Make ``out`` what ``DatasetDict.save_to_disk`` writes, around the Arrow files already in place.
-
-    Each ``out/SPLIT/data-00000-of-00001.arrow`` was streamed there by :class:`_SplitWriter`;
-    this adds ``state.json``, ``dataset_info.json`` and ``dataset_dict.json`` exactly as
-    ``save_to_disk`` does, instead of copying the data a second time (which would also map
-    every page of it into memory).
-    """
-    import datasets
-    from datasets.utils.py_utils import asdict
-
-    for split in splits:
-        ds = datasets.Dataset.from_file(str(out / split / ARROW_SHARD))  # memory-mapped, reads the schema
-        state = {"_data_files": [{"filename": ARROW_SHARD}], "_fingerprint": _file_digest(out / split / ARROW_SHARD),
-                 "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
-                 "_output_all_columns": False, "_split": None}
-        (out / split / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-        info = asdict(ds.info)  # as save_to_disk: first-level keys sorted, nested feature order kept
-        info = {k: info[k] for k in sorted(info)}
-        (out / split / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-        del ds
-    (out / "dataset_dict.json").write_text(json.dumps({"splits": splits}), encoding="utf-8")
-
-
-def _file_digest(path: Path) -> str:
-    """A fingerprint that is the same for the same bytes (save_to_disk's own is random for a new file)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()[:16]

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -151,13 +150,27 @@ class Selection:
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A file that passed the name checks: its path, the path users see (SRC's name first), size, language."""
+    """A file that passed the name checks: its path, the path users see (SRC's name first), size, language.
+
+    A row of a table (:mod:`fairseq_ext.prep.code_tables`) is one too: ``path`` is the table, ``project``
+    the row's project (None: the unit comes from the path), and its bytes wait in ``spool`` at ``offset``.
+    """
 
     path: Path
     rel: str  # e.g. "Lib/json/decoder.py"
     depth_parts: tuple[str, ...]  # directories between SRC and the file
     size: int
     language: Optional[str]
+    project: Optional[str] = None
+    spool: Optional[object] = field(default=None, compare=False, repr=False)  # a code_tables.Spool
+    offset: int = -1
+
+    def read_bytes(self) -> bytes:
+        """The file's bytes: from disk, or a table row's from the spool it was copied to."""
+        if self.spool is None:
+            return self.path.read_bytes()
+        assert self.offset >= 0, f"{self.rel}: a row of another shard was never spooled"
+        return self.spool.read(self.offset, self.size)
 
 
 @dataclass
@@ -165,6 +178,7 @@ class WalkStats:
     files_seen: int = 0
     skipped: Counter = field(default_factory=Counter)  # reason -> files
     pruned_dirs: Counter = field(default_factory=Counter)  # reason -> directories not walked
+    rows: Optional[object] = None  # a tables.TableStats when a SRC is a table: its rows read and skipped
 
 
 class _GitIgnores:
@@ -245,22 +259,6 @@ def _name_reason(path: Path, name: str, rel: str, ignores: _GitIgnores) -> Optio
     if ignores.ignored(rel):
         return "gitignored"
     return None
-
-
-def check_sources(srcs: Sequence[str | os.PathLike]) -> list[Path]:
-    """SRC directories, refused when missing, not directories, or two of them share a name."""
-    paths = [Path(s) for s in srcs]
-    names: dict[str, Path] = {}
-    for p in paths:
-        if not p.is_dir():
-            raise UserError(f"{p}: {'is a file' if p.exists() else 'no such directory'}; "
-                            "SRC is a directory of source files")
-        name = p.resolve().name
-        if name in names:
-            raise UserError(f"{names[name]} and {p}: two SRC directories named {name!r}; paths in the dataset "
-                            "start with SRC's name, so they would collide (rename or link one)")
-        names[name] = p
-    return paths
 
 
 def content_reason(data: bytes) -> Optional[str]:

@@ -22,17 +22,16 @@ import numpy as np
 
 from fairseq_ext.errors import UserError
 from fairseq_ext.io_utils import atomic_output_dir, check_output_dir
+from fairseq_ext.prep.arrow_dataset_dict import ARROW_SHARD, finish_dataset_dict
 from fairseq_ext.prep.code_dataset import (
-    ARROW_SHARD,
     CodeDatasetConfig,
     file_batches,
     file_counts,
-    finish_dataset_dict,
     plan_splits,
     read_files,
     skips_text,
+    spool_dir,
 )
-from fairseq_ext.prep.code_files import check_sources
 from fairseq_ext.prep.code_pair_extract import (
     DOCSTRING_SKIPS,
     SPAN_SKIPS,
@@ -42,6 +41,8 @@ from fairseq_ext.prep.code_pair_extract import (
     span_pairs,
     span_seed,
 )
+from fairseq_ext.prep.code_sources import check_sources
+from fairseq_ext.prep.code_tables import Spool
 from fairseq_ext.prep.progress import progress_bar
 from fairseq_ext.vocab.tokenizer import FALLBACK_MASK_TOKEN
 
@@ -110,38 +111,39 @@ def build_code_pairs(srcs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     check_output_dir(out_dir, overwrite)
     tok, symbols, encoder = load_line_encoder(cfg.data.tokenizer, 2)
     mask = resolve_mask_token(tok, cfg.mask_token, str(cfg.data.tokenizer)) if "span" in cfg.kinds else (None, -1)
-    walk, candidates, plan = plan_splits(sources, cfg.data)
-    d = cfg.data
-    stats = {
-        "sources": [str(s) for s in srcs], "tokenizer": str(d.tokenizer), "vocab_size": len(symbols),
-        "kind": cfg.kind, "split_by": d.split_by, "split_depth": d.split_depth, "seed": d.seed,
-        "valid_ratio": d.valid_ratio, "test_ratio": d.test_ratio, "max_bytes": d.max_bytes,
-        "languages": sorted(d.selection.languages) if d.selection.languages else None,
-        "min_query_words": cfg.min_query_words, "max_key_tokens": cfg.max_key_tokens,
-        "mask_token": mask[0], "mask_id": mask[1], "span_lines": list(cfg.span_lines),
-        "spans_per_file": cfg.spans_per_file, "files_seen": walk.files_seen, "candidates": len(candidates),
-    }
-    skipped: Counter = Counter(walk.skipped)
-    counts = {k: {"files_skipped": Counter(), "pairs_skipped": Counter()} for k in cfg.kinds}
-    seen: set[bytes] = set()
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, \
-            progress_bar(sum(f.size for f in candidates), progress) as bar:
-        splits = {}
-        for split, rows in plan.items():
-            bar.set_description(split)
-            writer = _PairWriter(tmp / split, cfg, encoder, mask, counts)
-            for batch in file_batches(read_files(rows, skipped, seen, bar), d.batch_bytes):
-                writer.add(batch)
-            splits[split] = writer.close()
-            if splits[split]["pairs"] == 0:
-                raise UserError(f"the {split} split has no pair: its {splits[split]['files']} file(s) gave none "
-                                f"({skips_text(skipped)}); change --seed, the ratios or --kind")
-        finish_dataset_dict(tmp, list(plan))
-        write_dict_txt(symbols, tmp / "dict.txt")
-        save_tokenizer(tok, tmp)
-        stats.update(_totals(splits, skipped, walk, counts, cfg.kinds))
-        (tmp / "code_pairs.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-        stats["files"] = sorted(p.name for p in tmp.iterdir())
+    with Spool(spool_dir(out_dir)) as spool:
+        walk, candidates, plan = plan_splits(sources, cfg.data, spool, progress)
+        d = cfg.data
+        stats = {
+            "sources": [str(s) for s in srcs], "tokenizer": str(d.tokenizer), "vocab_size": len(symbols),
+            "kind": cfg.kind, "split_by": d.split_by, "split_depth": d.split_depth, "seed": d.seed,
+            "valid_ratio": d.valid_ratio, "test_ratio": d.test_ratio, "max_bytes": d.max_bytes,
+            "languages": sorted(d.selection.languages) if d.selection.languages else None,
+            "min_query_words": cfg.min_query_words, "max_key_tokens": cfg.max_key_tokens,
+            "mask_token": mask[0], "mask_id": mask[1], "span_lines": list(cfg.span_lines),
+            "spans_per_file": cfg.spans_per_file, "files_seen": walk.files_seen, "candidates": len(candidates),
+        }
+        skipped: Counter = Counter(walk.skipped)
+        counts = {k: {"files_skipped": Counter(), "pairs_skipped": Counter()} for k in cfg.kinds}
+        seen: set[bytes] = set()
+        with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, \
+                progress_bar(sum(f.size for rows in plan.values() for f, _u in rows), progress) as bar:
+            splits = {}
+            for split, rows in plan.items():
+                bar.set_description(split)
+                writer = _PairWriter(tmp / split, cfg, encoder, mask, counts)
+                for batch in file_batches(read_files(rows, skipped, seen, bar), d.batch_bytes):
+                    writer.add(batch)
+                splits[split] = writer.close()
+                if splits[split]["pairs"] == 0:
+                    raise UserError(f"the {split} split has no pair: its {splits[split]['files']} file(s) gave none "
+                                    f"({skips_text(skipped)}); change --seed, the ratios or --kind")
+            finish_dataset_dict(tmp, list(plan))
+            write_dict_txt(symbols, tmp / "dict.txt")
+            save_tokenizer(tok, tmp)
+            stats.update(_totals(splits, skipped, walk, counts, cfg.kinds))
+            (tmp / "code_pairs.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+            stats["files"] = sorted(p.name for p in tmp.iterdir())
     return stats
 
 

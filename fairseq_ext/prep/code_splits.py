@@ -5,7 +5,8 @@ A unit (``project`` column) is the SRC directory's name plus the first
 ``Lib/json/tests/x.py`` are both in unit ``Lib/json``. A file with fewer
 directories above it than ``depth`` belongs to the deepest directory it has,
 and a file directly in SRC is a unit of its own (a top-level module is a
-project of one file). With ``by="file"`` every file is its own unit.
+project of one file). With ``by="file"`` every file is its own unit. A table's row with a project
+(``--project-key``) is in that project's unit, whatever its path.
 
 Units are ordered by ``sha256(f"{seed}:{unit}")`` (so the order depends on
 the seed and the names only, never on the walk), then valid takes units from
@@ -35,10 +36,27 @@ def unit_of(f: SourceFile, by: str = "directory", depth: int = 1) -> str:
     >>> unit_of(SourceFile(Path("x"), "Lib/abc.py", (), 1, "python"))
     'Lib/abc.py'
     """
-    if by == "file" or not f.depth_parts:
+    if by == "file":
+        return f.rel
+    if f.project is not None:
+        return f.project
+    if not f.depth_parts:
         return f.rel
     src = f.rel.split("/", 1)[0]
     return "/".join((src, *f.depth_parts[:depth]))
+
+
+def shard_of(size: int, num_shards: int) -> int:
+    """The shard (of ``num_shards``) a file of ``size`` bytes is dealt to: a stable hash of its size.
+
+    Exact duplicates have the same size, so they always meet in one shard, where deduplication keeps the
+    same copy an unsharded run keeps; and no shard needs another shard's bytes to know what is its own.
+
+    >>> shard_of(1234, 1), shard_of(1234, 3) == shard_of(1234, 3), sorted({shard_of(n, 3) for n in range(30)})
+    (0, True, [0, 1, 2])
+    """
+    digest = hashlib.sha256(f"size:{size}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % num_shards
 
 
 def assign_units(files_per_unit: Counter, valid_ratio: float, test_ratio: float, seed: int) -> dict[str, str]:

@@ -100,37 +100,39 @@ class PieceWriter:
 
 def encode_to_pieces(
     tokenizer: str | os.PathLike,
-    inputs: Sequence[str | os.PathLike],
+    inputs: Sequence,
     output: str | os.PathLike,
     max_line_tokens: int = 510,
     batch_bytes: int = 4 << 20,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Write the pieces of ``inputs`` (in order) to ``output``; return the counts.
+    """Write the pieces of ``inputs`` (text files or :class:`~fairseq_ext.prep.tables.TableText`, in order) to
+    ``output``; return the counts.
 
     Returns ``{"inputs": [counts per input, as binarize reports them], "lines",
     "pieces", "separators", ...}``. ``output`` appears whole or not at all.
     """
-    inputs = [Path(p) for p in inputs]
+    inputs = [p if hasattr(p, "line_batches") else Path(p) for p in inputs]  # text files, or tables' text
     output = Path(output)
-    _check_paths(inputs, output, overwrite)
+    _check_paths([p for p in inputs if isinstance(p, Path)], output, overwrite,
+                 [Path(p.name) for p in inputs if not isinstance(p, Path) and Path(p.name).exists()])
     tok, symbols, encoder = load_line_encoder(tokenizer, max_line_tokens)
-    bar = progress_bar(sum(p.stat().st_size for p in inputs), progress)
+    sizes = [p.stat().st_size if isinstance(p, Path) else p.size for p in inputs]
     result: dict = {"tokenizer": str(tokenizer), "output": str(output), "max_line_tokens": max_line_tokens,
                     "inputs": []}
-    with _atomic_text_file(output) as fd:
+    # the bar closes (and clears its line) before an error is printed
+    with _atomic_text_file(output) as fd, progress_bar(None if None in sizes else sum(sizes), progress) as bar:
         writer = PieceWriter(fd, symbols)
         for path in inputs:
-            bar.set_description(path.name)
+            bar.set_description(path.name if isinstance(path, Path) else Path(path.name).name)
             writer.start_file(path)
             result["inputs"].append(encode_items(path, encoder, writer, batch_bytes, progress=bar.update).as_dict())
-        bar.close()
     result.update(lines=writer.lines, pieces=writer.pieces_written, separators=writer.separators)
     return result
 
 
-def _check_paths(inputs: list[Path], output: Path, overwrite: bool) -> None:
+def _check_paths(inputs: list[Path], output: Path, overwrite: bool, tables: Sequence[Path] = ()) -> None:
     for path in inputs:
         if not path.exists():
             raise UserError(f"{path}: no such file (-i)")
@@ -140,7 +142,7 @@ def _check_paths(inputs: list[Path], output: Path, overwrite: bool) -> None:
         raise UserError(f"{output}: is a directory (-o names the file to write)")
     if output.exists() and not overwrite:
         raise UserError(f"{output}: exists (pass --overwrite to replace it)")
-    if any(output.resolve() == p.resolve() for p in inputs):
+    if any(output.resolve() == p.resolve() for p in [*inputs, *tables]):
         raise UserError(f"{output}: is also an input (-o must name another file)")
 
 

@@ -7,7 +7,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +16,7 @@ import numpy as np
 from fairseq_ext.errors import UserError
 from fairseq_ext.io_utils import atomic_output_dir
 from fairseq_ext.prep.progress import progress_bar
+from fairseq_ext.prep.tables import TableInput, TableOptions, TableStats, TableText, table_format
 from fairseq_ext.prep.text_prep import (
     ReadStats,
     SentenceFilter,
@@ -40,43 +41,71 @@ def prepare_corpus(
     overwrite: bool = False,
     progress: bool = True,
     normalize: Optional[Callable[[str], str]] = None,
+    table_options: Optional[TableOptions] = None,
+    tables: Sequence[TableText] = (),
 ) -> dict:
     """Write ``train.txt``/``valid.txt`` (and ``test.txt``) to ``out_dir``; return the counts.
 
+    ``inputs`` are text files, directories of them, or tables (JSON lines, Parquet, CSV, saved datasets: one row
+    a document, read with ``table_options``); ``tables`` are more tables (a ``--dataset``), read after them.
     Documents go whole to one split, chosen by a permutation drawn from
     ``seed``: the same inputs and seed always give the same split.
     """
     _check_ratios(valid_ratio, test_ratio)
-    files = find_input_files(inputs, pattern)
+    table_stats = TableStats()
+    files = _sources(inputs, pattern, replace(table_options or TableOptions(), allow_nul=True), table_stats)
+    files += list(tables)
     read, kept = ReadStats(), _KeptSentences(sentence_filter)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         all_path = tmp / "all.tmp"
         with open(all_path, "w", encoding="utf-8") as out, progress_bar(len(files), progress, unit="file") as bar:
             for doc in iter_documents(_tick(files, bar), doc_sep, read):
-                if normalize is not None:
-                    doc = [[normalize(line) for line in para] for para in doc]
-                if split_sentences:
-                    sentences = document_sentences(doc)
-                else:
-                    sentences = [" ".join(line.split()) for para in doc for line in para if line.strip()]
-                document = kept.of(sentences)
+                document = kept.of(_sentences(doc, normalize, split_sentences))
                 if document:
                     out.write("\n".join(document) + "\n\n")
-        if read.files == 0:
-            skipped = ", ".join(f"{n} {why}" for why, n in read.skipped.items())
-            raise UserError(f"{', '.join(map(str, inputs))}: no text to read (skipped: {skipped})")
-        if kept.counts["documents kept"] == 0:
-            raise UserError(f"{', '.join(map(str, inputs))}: no sentence survived cleaning and filtering")
+        _check_kept(inputs, read, kept)
         splits = _assign_splits(kept.counts["documents kept"], valid_ratio, test_ratio, seed)
         per_split = _write_splits(all_path, tmp, splits)
         all_path.unlink()
+        table_stats = TableStats.total([table_stats, *(t.table.stats for t in tables)])
         stats = {
-            "inputs": [str(p) for p in inputs], **_read_counts(read), **kept.summary(),
+            "inputs": [str(p) for p in inputs] + [t.name for t in tables], **_read_counts(read),
+            "tables": table_stats.as_dict() if any(hasattr(f, "documents") for f in files) else None,
+            **kept.summary(),
             "splits": per_split, "seed": seed, "valid_ratio": valid_ratio, "test_ratio": test_ratio,
             "filter": asdict(sentence_filter) if sentence_filter else None, "doc_sep": doc_sep,
         }
         (tmp / "prepare.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     return stats
+
+
+def _check_kept(inputs: Sequence, read: ReadStats, kept: _KeptSentences) -> None:
+    """Refuse a corpus of which nothing could be read, or nothing was kept."""
+    if read.files == 0:
+        skipped = ", ".join(f"{n} {why}" for why, n in read.skipped.items())
+        raise UserError(f"{', '.join(map(str, inputs))}: no text to read (skipped: {skipped})")
+    if kept.counts["documents kept"] == 0:
+        raise UserError(f"{', '.join(map(str, inputs))}: no sentence survived cleaning and filtering")
+
+
+def _sentences(doc: list[list[str]], normalize: Optional[Callable[[str], str]], split: bool) -> list[str]:
+    """A document's sentences (or its lines, ``split=False``), normalized first when asked."""
+    if normalize is not None:
+        doc = [[normalize(line) for line in para] for para in doc]
+    if split:
+        return document_sentences(doc)
+    return [" ".join(line.split()) for para in doc for line in para if line.strip()]
+
+
+def _sources(inputs: Sequence[str | os.PathLike], pattern: str, options: TableOptions, stats: TableStats) -> list:
+    """Text files (directories walked), and tables as :class:`TableText`, in the order given."""
+    out: list = []
+    for raw in inputs:
+        if Path(raw).exists() and table_format(raw) is not None:
+            out.append(TableText(TableInput(raw, {"text": options.text_key}, options, stats)))
+        else:
+            out += find_input_files([raw], pattern)
+    return out
 
 
 def _check_ratios(valid_ratio: float, test_ratio: float) -> None:

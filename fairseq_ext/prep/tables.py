@@ -26,12 +26,6 @@ documents gives, so ``binarize`` writes the same bytes from either.
 
 from __future__ import annotations
 
-import bz2
-import csv
-import gzip
-import io
-import json
-import lzma
 import os
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,21 +34,17 @@ from pathlib import Path
 from typing import Optional
 
 from fairseq_ext.errors import UserError
+from fairseq_ext.prep.table_files import FORMATS, Bad, BadRow, dir_files, table_format
+from fairseq_ext.prep.table_rows import (
+    csv_rows,
+    jsonl_rows,
+    parquet_rows,
+    saved_rows,
+    streamed_rows,
+)
 
-COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bzip2", ".xz": "xz"}
-MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"))
-JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
-FORMATS = ("jsonl", "parquet", "csv", "tsv", "hf-disk")
-PARQUET_BATCH_ROWS = 1024
-MAX_CSV_FIELD = 1 << 30  # a source file in one cell can be far over csv's default 128 KiB
-
-
-class BadRow(UserError):
-    """A row (or the rest of a compressed file) that cannot be read; ``reason`` is its counter key."""
-
-    def __init__(self, message: str, reason: str):
-        super().__init__(message)
-        self.reason = reason
+__all__ = ["BadRow", "TableInput", "TableOptions", "TableStats", "TableText", "dataset_input", "table_format",
+           "text_inputs"]
 
 
 @dataclass
@@ -66,6 +56,8 @@ class TableOptions:
     skip_bad_rows: bool = False
     # without --split, the split of a DatasetDict to read: the first of these it has (binarize --valid: validation)
     split_candidates: tuple[str, ...] = ()
+    # prepare repairs text (removes NUL and counts it); binarize takes text as it is and refuses NUL
+    allow_nul: bool = False
 
 
 @dataclass
@@ -87,138 +79,13 @@ class TableStats:
     def as_dict(self) -> dict:
         return {"rows": self.rows, "rows_skipped": dict(sorted(self.bad.items()))}
 
-
-# --------------------------------------------------------------------------- recognising inputs
-
-def compression_of(path: Path) -> Optional[str]:
-    """``gzip`` / ``zstd`` / ``bzip2`` / ``xz`` from the file's first bytes (its suffix when unreadable), or None."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(6)
-    except OSError:
-        head = b""
-    for magic, name in MAGIC:
-        if head.startswith(magic):
-            return name
-    return COMPRESSIONS.get(path.suffix.lower()) if not head else None
-
-
-def _base_suffix(path: Path) -> str:
-    """The suffix under any compression suffix: ``.jsonl`` for ``x.jsonl.zst``."""
-    suffixes = [s.lower() for s in path.suffixes]
-    while suffixes and suffixes[-1] in COMPRESSIONS:
-        suffixes.pop()
-    return suffixes[-1] if suffixes else ""
-
-
-def is_saved_dataset(path: Path) -> bool:
-    """A directory written by ``datasets`` ``save_to_disk`` (a ``Dataset`` or a ``DatasetDict``)."""
-    return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
-
-
-def table_format(path: str | os.PathLike) -> Optional[str]:
-    """The table format of a file or directory (one of :data:`FORMATS`), or None for text.
-
-    A directory is a table when it was written by ``save_to_disk`` or when every file in it (recursively,
-    hidden files aside) is Parquet, or every one is JSON lines.
-    """
-    path = Path(path)
-    if path.is_dir():
-        if is_saved_dataset(path):
-            return "hf-disk"
-        kinds = {table_format(f) for f in _dir_files(path)}
-        if len(kinds) == 1 and kinds <= {"parquet", "jsonl"}:
-            return kinds.pop()
-        return None
-    suffix = _base_suffix(path)
-    if suffix in (".parquet", ".pq"):
-        return "parquet"
-    if suffix in (".csv", ".tsv"):
-        return suffix[1:]
-    if suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
-    if suffix == ".json":
-        return "jsonl" if _first_char(path) in ("{", None) else "json-array"
-    try:
-        with open(path, "rb") as f:
-            if f.read(4) == b"PAR1":
-                return "parquet"
-    except OSError:
-        pass
-    return None
-
-
-def _first_char(path: Path) -> Optional[str]:
-    try:
-        with _open_binary(path) as f:
-            head = f.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
-    except (OSError, BadRow):
-        return None
-    return head[:1] or None
-
-
-def _dir_files(path: Path) -> list[Path]:
-    files = []
-    for root, dirs, names in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        files += [Path(root) / n for n in sorted(names) if not n.startswith(".")]
-    return files
-
-
-def has_table_input(inputs: Sequence[str | os.PathLike]) -> bool:
-    return any(table_format(p) is not None for p in inputs)
-
-
-# --------------------------------------------------------------------------- opening files
-
-class _CountingReader(io.RawIOBase):
-    """Reads a file and remembers how many of its (compressed) bytes were read: the progress bar's measure."""
-
-    def __init__(self, f):
-        self.f, self.done = f, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        n = self.f.readinto(b)
-        self.done += n or 0
-        return n
-
-    def close(self) -> None:
-        self.f.close()
-        super().close()
-
-
-def _open_binary(path: Path, counter: Optional[list] = None):
-    """A binary stream of ``path``, decompressed (gzip, zstd, bzip2, xz recognised from the first bytes)."""
-    raw = _CountingReader(open(path, "rb"))
-    if counter is not None:
-        counter.append(raw)
-    kind = compression_of(path)
-    if kind is None:
-        return io.BufferedReader(raw, 1 << 20)
-    if kind == "gzip":
-        return gzip.GzipFile(fileobj=io.BufferedReader(raw), mode="rb")
-    if kind == "bzip2":
-        return bz2.BZ2File(io.BufferedReader(raw), mode="rb")
-    if kind == "xz":
-        return lzma.LZMAFile(io.BufferedReader(raw), mode="rb")
-    try:
-        import zstandard
-    except ImportError:  # a dependency, but a user's environment may lack it
-        raise UserError(f"{path}: reading .zst files needs the zstandard package (pip install zstandard)") from None
-    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), 1 << 20)
-
-
-_STREAM_ERRORS = (EOFError, OSError, lzma.LZMAError, ValueError)
-
-
-def _stream_error(path: Path, exc: BaseException, rows: int) -> BadRow:
-    kind = compression_of(path) or "compressed"
-    detail = str(exc).strip().rstrip(".") or type(exc).__name__
-    return BadRow(f"{path}: {kind} data truncated or corrupt after {rows:,} rows ({detail})",
-                  "truncated or corrupt files")
+    @classmethod
+    def total(cls, parts) -> TableStats:
+        out = cls()
+        for part in parts:
+            out.rows += part.rows
+            out.bad.update(part.bad)
+        return out
 
 
 # --------------------------------------------------------------------------- keys
@@ -243,7 +110,7 @@ def _keys_hint(row) -> str:
     return f"keys: {shown}" if keys else "the row is empty"
 
 
-def _check_text(value, key: str, where: str) -> str:
+def _check_text(value, key: str, where: str, allow_nul: bool = False) -> str:
     if not isinstance(value, str):
         kind = "null" if value is None else type(value).__name__
         raise BadRow(f"{where}: {key!r} is {kind}, not a string", "values not a string")
@@ -253,7 +120,7 @@ def _check_text(value, key: str, where: str) -> str:
         except UnicodeEncodeError as exc:
             raise BadRow(f"{where}: {key!r} is not valid Unicode (a lone surrogate at character {exc.start})",
                          "invalid Unicode") from None
-    if "\x00" in value:
+    if not allow_nul and "\x00" in value:
         raise BadRow(f"{where}: {key!r} holds a NUL character", "NUL characters")
     return value
 
@@ -293,7 +160,7 @@ class TableInput:
             if files is not None:
                 self.files = list(files)
             elif path.is_dir() and self.format != "hf-disk":
-                self.files = _dir_files(path)
+                self.files = dir_files(path)
             else:
                 self.files = [path]
         self._readers: list = []
@@ -304,16 +171,22 @@ class TableInput:
         if self.format == "dataset":
             return None
         if self.format == "hf-disk":
-            return sum(f.stat().st_size for f in _dir_files(Path(self.source)))
+            return sum(f.stat().st_size for f in dir_files(self._split_dir()))
         return sum(f.stat().st_size for f in self.files)
+
+    def _split_dir(self) -> Path:
+        """A saved dataset's directory, or the directory of the split of a DatasetDict that will be read."""
+        path = Path(self.source)
+        names = [self.options.split] if self.options.split else list(self.options.split_candidates)
+        return next((path / n for n in names if (path / n / "state.json").is_file()), path)
 
     def bytes_done(self) -> int:
         return sum(r.done for r in self._readers)
 
     def __iter__(self) -> Iterator[tuple[str, dict]]:
-        read = {"jsonl": self._jsonl, "parquet": self._parquet, "csv": self._csv, "tsv": self._csv,
-                "hf-disk": self._saved, "dataset": self._streamed}[self.format]
-        for where, row in read():
+        read = {"jsonl": jsonl_rows, "parquet": parquet_rows, "csv": csv_rows, "tsv": csv_rows,
+                "hf-disk": saved_rows, "dataset": streamed_rows}[self.format]
+        for where, row in read(self):
             try:
                 values = self._values(row, where)
             except BadRow as bad:
@@ -325,7 +198,7 @@ class TableInput:
             yield where, values
 
     def _values(self, row, where: str) -> dict:
-        if isinstance(row, _Bad):
+        if isinstance(row, Bad):
             raise row.error
         values = {}
         for role, key in self.keys.items():
@@ -339,189 +212,12 @@ class TableInput:
             if value is None and role in self.optional:
                 values[role] = None
                 continue
-            values[role] = _check_text(value, key, where)
+            values[role] = _check_text(value, key, where, self.options.allow_nul)
         return values
-
-    # -- formats
-    def _jsonl(self) -> Iterator[tuple[str, object]]:
-        for path in self.files:
-            lineno = 0
-            try:
-                with _open_binary(path, self._readers) as f:
-                    for lineno, raw in enumerate(f, 1):
-                        if not raw.strip():
-                            continue
-                        where = f"{path}:{lineno}"
-                        try:
-                            row = json.loads(raw)
-                        except UnicodeDecodeError as exc:
-                            yield where, _Bad(f"{where}: invalid UTF-8 at byte {exc.start}", "invalid UTF-8")
-                            continue
-                        except json.JSONDecodeError as exc:
-                            yield where, _Bad(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})",
-                                              "malformed JSON lines")
-                            continue
-                        yield where, row
-            except BadRow:
-                raise
-            except _STREAM_ERRORS as exc:
-                if isinstance(exc, OSError) and not _is_stream_error(exc):
-                    raise
-                bad = _stream_error(path, exc, lineno)
-                if not self.options.skip_bad_rows:
-                    raise bad from None
-                self.stats.bad[bad.reason] += 1
-
-    def _csv(self) -> Iterator[tuple[str, object]]:
-        csv.field_size_limit(MAX_CSV_FIELD)
-        for path in self.files:
-            delimiter = "\t" if self.format == "tsv" else ","
-            with _open_binary(path, self._readers) as fb:
-                f = io.TextIOWrapper(fb, encoding="utf-8", newline="")
-                reader = csv.DictReader(f, delimiter=delimiter)
-                try:
-                    if reader.fieldnames is None:
-                        raise UserError(f"{path}: empty, no header line")
-                    for row in reader:
-                        where = f"{path}:{reader.line_num}"
-                        if None in row:  # more fields than the header names
-                            yield where, _Bad(f"{where}: {len(row) - 1 + len(row[None])} fields, the header "
-                                              f"names {len(reader.fieldnames)}", "malformed CSV rows")
-                            continue
-                        yield where, {k: v for k, v in row.items() if v is not None}
-                except UnicodeDecodeError as exc:
-                    raise UserError(f"{path}:{reader.line_num + 1}: invalid UTF-8 ({exc.reason})") from None
-                except csv.Error as exc:
-                    raise UserError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
-                except _STREAM_ERRORS as exc:
-                    if isinstance(exc, OSError) and not _is_stream_error(exc):
-                        raise
-                    bad = _stream_error(path, exc, reader.line_num)
-                    if not self.options.skip_bad_rows:
-                        raise bad from None
-                    self.stats.bad[bad.reason] += 1
-
-    def _parquet(self) -> Iterator[tuple[str, object]]:
-        import pyarrow.parquet as pq
-
-        columns = sorted({key.split(".")[0] for key in self.keys.values()})
-        for path in self.files:
-            try:
-                pf = pq.ParquetFile(path)
-            except Exception as exc:  # pyarrow raises ArrowInvalid and friends
-                raise UserError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
-            wanted = self._columns(pf.schema_arrow.names, columns, path)
-            counter = _CountingReader(io.BytesIO())  # progress: the row groups' share of the file
-            self._readers.append(counter)
-            size, total = path.stat().st_size, max(pf.metadata.num_rows, 1)
-            index = 0
-            for group in range(pf.num_row_groups):
-                # a row group at a time: over the whole file, iter_batches pre-buffers every row group's column
-                # chunks and holds them to the end, so memory would grow with the file
-                for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted, row_groups=[group]):
-                    data = batch.to_pydict()
-                    for i in range(batch.num_rows):
-                        row = {c: data[c][i] for c in wanted}
-                        yield f"{path}: row {index}", row
-                        index += 1
-                    counter.done = size * index // total
-
-    def _saved(self) -> Iterator[tuple[str, object]]:
-        import datasets
-
-        path = Path(self.source)
-        try:
-            ds = datasets.load_from_disk(str(path))
-        except Exception as exc:
-            raise UserError(f"{path}: not a readable saved dataset ({_one_line(exc)})") from None
-        ds = self._pick_split(ds, str(path))
-        yield from self._dataset_rows(ds, str(path), total_bytes=self.size)
-
-    def _streamed(self) -> Iterator[tuple[str, object]]:
-        ds = load_streamed(self.dataset, self.options.split)
-        yield from self._dataset_rows(ds, self.source)
-
-    def _columns(self, names: Sequence[str], columns: Sequence[str], source) -> list[str]:
-        """The columns to read; a column that a required key needs and the table lacks is an error naming it."""
-        for role, key in self.keys.items():
-            column = key.split(".")[0]
-            if column not in names and role not in self.optional:
-                shown = ", ".join(sorted(names)[:10]) + (", ..." if len(names) > 10 else "")
-                raise UserError(f"{source}: no column {column!r} for key {key!r} (columns: {shown})")
-        return [c for c in columns if c in names]
-
-    def _pick_split(self, ds, name: str):
-        import datasets
-
-        if not isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-            if self.options.split is not None:
-                raise UserError(f"{name}: holds one Dataset, not a DatasetDict: --split {self.options.split} "
-                                "does not apply")
-            return ds
-        splits = list(ds)
-        if self.options.split is None:
-            if len(splits) == 1:
-                return ds[splits[0]]
-            for candidate in self.options.split_candidates:
-                if candidate in ds:
-                    return ds[candidate]
-            raise UserError(f"{name}: a DatasetDict with splits {', '.join(splits)}: pick one with --split")
-        if self.options.split not in ds:
-            raise UserError(f"{name}: no split {self.options.split!r} (--split); it has {', '.join(splits)}")
-        return ds[self.options.split]
-
-    def _dataset_rows(self, ds, name: str, total_bytes: Optional[int] = None):
-        columns = sorted({key.split(".")[0] for key in self.keys.values()})
-        wanted = self._columns(ds.column_names or columns, columns, name)
-        counter = _CountingReader(io.BytesIO())
-        self._readers.append(counter)
-        total = getattr(ds, "num_rows", None) if total_bytes else None
-        index = 0
-        if hasattr(ds, "select_columns") and wanted:
-            ds = ds.select_columns(wanted)
-        for row in ds:
-            row = {c: row[c] for c in wanted if c in row}
-            yield f"{name}: row {index}", row
-            index += 1
-            if total:
-                counter.done = total_bytes * index // total
 
 
 def _no_object(row):
     raise KeyError(None)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _is_stream_error(exc: OSError) -> bool:
-    """Decompressors raise OSError for corrupt data (gzip's BadGzipFile, bz2's 'Invalid data stream'); a real
-    I/O error (a vanished file, a full disk) has an errno."""
-    return exc.errno is None
-
-
-class _Bad:
-    """A row that failed to parse: turned into its BadRow when its values are asked for."""
-
-    def __init__(self, message: str, reason: str):
-        self.error = BadRow(message, reason)
-
-
-def load_streamed(spec: dict, split: Optional[str]):
-    """``datasets.load_dataset(name, config, data_files=..., split=..., streaming=True)`` with the hub off."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    import datasets
-
-    name = spec["name"]
-    kwargs = {"streaming": True, "split": split or "train"}
-    if spec.get("data_files"):
-        kwargs["data_files"] = spec["data_files"]
-    try:
-        return datasets.load_dataset(name, spec.get("config"), **kwargs)
-    except Exception as exc:  # datasets raises many kinds: not found, offline, no such split
-        raise UserError(f"--dataset {name}: cannot load it offline ({_one_line(exc)})") from None
 
 
 def dataset_input(name: str, keys: Mapping[str, str], options: TableOptions, stats: Optional[TableStats] = None,

@@ -152,17 +152,22 @@ def read_clean_lines(path: Path, stats: ReadStats) -> Iterator[str]:
                 stats.crlf_lines += 1
             line = decoder.decode(raw)
             stats.invalid_utf8 += line.count("\ufffd")
-            line = line.rstrip("\r\n").replace("\r", " ")
-            if _CONTROL.search(line):
-                stats.control_chars += len(_CONTROL.findall(line))
-                line = _CONTROL.sub(" ", line)
-            yield unicodedata.normalize("NFC", line)
+            yield clean_line(line.rstrip("\r\n"), stats)
         tail = decoder.decode(b"", final=True)
         stats.invalid_utf8 += tail.count("\ufffd")
 
 
-def iter_documents(files: Iterable[Path], doc_sep: str, stats: ReadStats) -> Iterator[list[list[str]]]:
-    """Documents as lists of paragraphs, each a list of raw lines.
+def clean_line(line: str, stats: ReadStats) -> str:
+    """One decoded line (no line break) as clean NFC text: a stray CR becomes a space, control characters too."""
+    line = line.replace("\r", " ")
+    if _CONTROL.search(line):
+        stats.control_chars += len(_CONTROL.findall(line))
+        line = _CONTROL.sub(" ", line)
+    return unicodedata.normalize("NFC", line)
+
+
+def iter_documents(files: Iterable, doc_sep: str, stats: ReadStats) -> Iterator[list[list[str]]]:
+    """Documents as lists of paragraphs, each a list of raw lines, from text files and tables (one row a document).
 
     ``doc_sep``: ``blank-line`` (a blank line ends a document), ``file`` (a file
     is a document; blank lines separate paragraphs), ``line`` (each line is one).
@@ -170,6 +175,9 @@ def iter_documents(files: Iterable[Path], doc_sep: str, stats: ReadStats) -> Ite
     if doc_sep not in ("blank-line", "file", "line"):
         raise UserError(f"unknown document separator {doc_sep!r}")
     for path in files:
+        if hasattr(path, "documents"):  # a table (fairseq_ext.prep.tables.TableText): one row a document
+            yield from _row_documents(path, doc_sep, stats)
+            continue
         doc: list[list[str]] = []
         para: list[str] = []
         for line in read_clean_lines(path, stats):
@@ -186,6 +194,36 @@ def iter_documents(files: Iterable[Path], doc_sep: str, stats: ReadStats) -> Ite
             if doc_sep == "blank-line" and doc:
                 yield doc
                 doc = []
+        if para:
+            doc.append(para)
+        if doc:
+            yield doc
+
+
+def _row_documents(table, doc_sep: str, stats: ReadStats) -> Iterator[list[list[str]]]:
+    """Each row of a table as a document (blank lines inside a row separate its paragraphs, as in a file);
+    with ``doc_sep`` ``line``, each of its lines is one. NUL characters are removed and counted, as in files."""
+    stats.files += 1
+    for _where, text in table.documents():
+        stats.bytes += len(text.encode("utf-8"))
+        if "\x00" in text:
+            stats.nul_bytes += text.count("\x00")
+            text = text.replace("\x00", "")
+        lines = text.split("\n")
+        stats.lines += len(lines)
+        if text.endswith("\n"):
+            lines.pop()
+        para: list[str] = []
+        doc: list[list[str]] = []
+        for line in (clean_line(raw, stats) for raw in lines):
+            if not line.strip():
+                if para:
+                    doc.append(para)
+                para = []
+            elif doc_sep == "line":
+                yield [[line]]
+            else:
+                para.append(line)
         if para:
             doc.append(para)
         if doc:

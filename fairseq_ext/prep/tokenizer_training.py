@@ -109,9 +109,16 @@ def _post_processor(kind: str, tok):
     )
 
 
-def iter_text_lines(paths: Sequence[str | os.PathLike]) -> Iterator[str]:
-    """Non-blank lines of the files, indentation kept (code's leading spaces are learned); invalid UTF-8 replaced."""
+def iter_text_lines(paths: Sequence) -> Iterator[str]:
+    """Non-blank lines of the files, indentation kept (code's leading spaces are learned); invalid UTF-8 replaced.
+
+    A table (:class:`fairseq_ext.prep.tables.TableText`) gives the lines of its rows.
+    """
     for path in paths:
+        if hasattr(path, "documents"):
+            for _where, text in path.documents():
+                yield from (line for line in text.split("\n") if line.strip())
+            continue
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 line = line.rstrip("\r\n")
@@ -138,7 +145,7 @@ def train_tokenizer(
 
     if kind not in LAYOUTS:
         raise UserError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(LAYOUTS)}")
-    files = text_files(files) if check_files else [Path(f) for f in files]
+    files = text_files(files) if check_files else [f if hasattr(f, "documents") else Path(f) for f in files]
     layout = LAYOUTS[kind]
     vocab_size = layout.default_vocab if vocab_size is None else vocab_size
     _check_sizes(kind, layout, vocab_size, min_frequency)
@@ -199,7 +206,7 @@ def text_files(inputs: Sequence[str | os.PathLike], selection=None, skipped=None
     return collect_text_files(inputs, selection, skipped)
 
 
-def first_lines(path: str | os.PathLike, n: int) -> list[str]:
+def first_lines(path, n: int) -> list[str]:
     out = []
     for line in iter_text_lines([path]):
         out.append(line)

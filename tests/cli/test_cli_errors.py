@@ -51,12 +51,55 @@ NOT_DIR, NOT_EMPTY = "exists and is not a directory", "directory exists and is n
 CANNOT = "cannot create the output directory"
 REPLACES = "the output directory would replace the input"
 
-ROWS = [
+BIN_T = ("binarize", "--tokenizer", "{bpe}", "-o", "{out}", "--train")  # + a table
+TABLE_ROWS = [
+    # tables (JSON lines, Parquet, CSV, saved datasets): the file, the row, what is wrong
+    row(*BIN_T, "{jsonl_nokey}", expect="{jsonl_nokey}:2: no key 'text' (keys: body)"),
+    row(*BIN_T, "{jsonl_nokey}", "--text-key", "meta.text", expect="{jsonl_nokey}:1: no key 'meta.text' (keys: text)"),
+    row(*BIN_T, "{jsonl_notstr}", expect="{jsonl_notstr}:2: 'text' is int, not a string"),
+    row(*BIN_T, "{jsonl_malformed}",
+        expect="{jsonl_malformed}:2: malformed JSON (Unterminated string starting at column 10)"),
+    row(*BIN_T, "{jsonl_surrogate}", expect="{jsonl_surrogate}:1: 'text' is not valid Unicode (a lone surrogate"),
+    row(*BIN_T, "{jsonl_nul}", expect="{jsonl_nul}:1: 'text' holds a NUL character"),
+    row(*BIN_T, "{json_array}", expect="{json_array}: a JSON array, not JSON lines; write one object a line",
+        marks=(SUB,)),
+    row(*BIN_T, "{zst_truncated}", expect="{zst_truncated}: zstd data truncated or corrupt after 0 rows (the file "
+        "ends inside a zstd frame)"),
+    row(*BIN_T, "{gz_truncated}", expect="{gz_truncated}: gzip data truncated or corrupt after"),
+    row(*BIN_T, "{xz_corrupt}", expect="{xz_corrupt}: xz data truncated or corrupt after 0 rows"),
+    row(*BIN_T, "{parquet_null}", expect="{parquet_null}: row 1: 'text' is null, not a string"),
+    row(*BIN_T, "{parquet_nocol}", expect="{parquet_nocol}: no column 'text' for key 'text' (columns: body)"),
+    row(*BIN_T, "{parquet_torn}", expect="{parquet_torn}: not a readable Parquet file"),
+    row(*BIN_T, "{csv_extra}", expect="{csv_extra}:3: 3 fields, the header names 2"),
+    row(*BIN_T, "{csv_empty}", expect="{csv_empty}: empty, no header line"),
+    row(*BIN_T, "{dsdict}", "--split", "dev", expect="{dsdict}: no split 'dev' (--split); it has train, test"),
+    row(*BIN_T, "{dataset}", "--split", "train", expect="{dataset}: holds one Dataset, not a DatasetDict: --split"),
+    row(*BIN_T, "{jsonl_nokey}", "--skip-bad-rows", "--text-key", "nope",
+        expect="{jsonl_nokey}: no text to binarize, only empty rows (0 rows, 5 skipped (1 malformed JSON lines, "
+        "4 rows without the key)) (--train)"),
+    row(*BIN_T, "{text}", "--text-key", "", expect="--text-key '': not a key"),
+    row(*BIN_T, "{text}", "--data-files", "x.jsonl", expect="--data-files and --dataset-config need --dataset NAME"),
+    row(*BIN_T, "{text}", "--dataset", "json", expect="--dataset json is the training data: give it or --train"),
+    row(*BIN_T, "{text}", "--valid-split", "dev", expect="--valid-split and --test-split need --dataset NAME"),
+    row("binarize", "--tokenizer", "{bpe}", "-o", "{out}", "--dataset", "no-such-dataset-here",
+        expect="--dataset no-such-dataset-here: cannot load it offline"),
+    row("binarize", "--tokenizer", "{bpe}", "-o", "{out}", "--dataset", "json", "--data-files", "{jsonl_notstr}",
+        expect="row 1: 'text' is int, not a string"),
+    row("prepare", "{dsdict}", "-o", "{out}", expect="{dsdict}: a DatasetDict with splits train, test: pick one "
+        "with --split"),
+    row("prepare", "{jsonl_malformed}", "-o", "{out}", expect="{jsonl_malformed}:2: malformed JSON"),
+    row("train-tokenizer", "-i", "{parquet_null}", "-o", "{out}",
+        expect="{parquet_null}: row 1: 'text' is null, not a string"),
+    row("encode", "--tokenizer", "{bpe}", "-i", "{zst_truncated}", "-o", "{out}",
+        expect="{zst_truncated}: zstd data truncated or corrupt"),
+]
+
+ROWS = TABLE_ROWS + [
     # the command itself
     row("nope", expect="fairseq-ext: error: argument VERB: invalid choice: 'nope'"),
     row("user-dir", "extra", expect="unrecognized arguments: extra"),
     # prepare
-    row("prepare", "-o", "{out}", expect="the following arguments are required: INPUT"),
+    row("prepare", "-o", "{out}", expect="nothing to prepare: give INPUT files or directories (or --dataset NAME)"),
     row("prepare", "{text}", expect="the following arguments are required: -o/--output"),
     row("prepare", "{missing}", "-o", "{out}", expect="{missing}: no such file or directory", marks=(SUB,)),
     row("prepare", "{emptydir}", "-o", "{out}", expect="{emptydir}: directory holds no files matching '*'"),
@@ -90,7 +133,7 @@ ROWS = [
     row("prepare", "{text}", "-o", "{unwritable}/out", expect="{unwritable}/out: " + CANNOT, out="{unwritable}/out"),
     row("prepare", "{rawdir}", "-o", "{rawdir}", "--overwrite", expect="-o {rawdir}: " + REPLACES, out="{rawdir}"),
     # train-tokenizer
-    row("train-tokenizer", "-o", "{out}", expect="the following arguments are required: -i/--input"),
+    row("train-tokenizer", "-o", "{out}", expect="nothing to learn from: give -i FILE ... (or --dataset NAME)"),
     row("train-tokenizer", "-i", "{missing}", "-o", "{out}", expect="{missing}: no such file or directory"),
     row("train-tokenizer", "-i", "{empty}", "-o", "{out}",
         expect="{empty}: no text to learn from (skipped: 1 empty file)"),
@@ -121,7 +164,8 @@ ROWS = [
     row("train-tokenizer", "-i", "{rawdir}", "-o", "{rawdir}", "--overwrite", expect=REPLACES + " {rawdir}",
         out="{rawdir}"),
     # binarize
-    row("binarize", "--tokenizer", "{bpe}", "-o", "{out}", expect="the following arguments are required: --train"),
+    row("binarize", "--tokenizer", "{bpe}", "-o", "{out}",
+        expect="nothing to binarize: give --train FILE (or --dataset NAME)"),
     row("binarize", "--tokenizer", "{missing}", "--train", "{text}", "-o", "{out}",
         expect="{missing}: no such tokenizer file or directory"),
     row("binarize", "--tokenizer", "{text}", "--train", "{text}", "-o", "{out}",
@@ -160,6 +204,12 @@ ROWS = [
     row(*BIN, "--shards", "two", expect="argument --shards: expected an integer, got 'two'"),
     row("binarize", "--tokenizer", "{bpe}", "--train", "{onedoc}", "-o", "{out}", "--shards", "2",
         expect="--shards 2: more shards than documents in {onedoc} (1; blank lines separate documents)"),
+    row(*BIN, "--num-shards", "3", "--shard-index", "3", expect="--shard-index 3: must be from 0 to 2 (--num-shards 3)",
+        marks=(SUB,)),
+    row(*BIN, "--num-shards", "0", "--shard-index", "0", expect="argument --num-shards: must be a positive integer"),
+    row(*BIN, "--num-shards", "3", expect="--num-shards N and --shard-index K go together"),
+    row(*BIN, "--shards", "2", "--num-shards", "2", "--shard-index", "0",
+        expect="--shards 2 writes every shard in one run, --num-shards 2 --shard-index 0 one of them"),
     row(*BIN[:-1], "{file}", expect="{file}: " + NOT_DIR, out="{file}"),
     row(*BIN[:-1], "{full}", expect="{full}: " + NOT_EMPTY, out="{full}"),
     row(*BIN[:-1], "{unwritable}/out", expect="{unwritable}/out: " + CANNOT, out="{unwritable}/out"),
@@ -190,6 +240,9 @@ ROWS = [
     row(*CODE, "--format", "parquet", expect="argument --format: invalid choice: 'parquet'"),
     row(*CODE, "--workers", "0", expect="argument --workers: must be a positive integer"),
     row(*CODE, "--batch-mb", "0", expect="argument --batch-mb: must be a number > 0, got '0'"),
+    row(*CODE, "--num-shards", "0", expect="argument --num-shards: must be a positive integer, got '0'"),
+    row(*CODE, "--num-shards", "2", "--shard-index", "2", expect="--shard-index 2: must be in 0..1 (--num-shards 2)"),
+    row(*CODE, "--content-key", "a..b", expect="argument --content-key: not a key (a name, or names joined by dots)"),
     row("code-dataset", "{codedir}", "-o", "{out}", "--tokenizer", "{missing}",
         expect="{missing}: no such tokenizer file or directory"),
     row("code-dataset", "{codedir}", "-o", "{out}", "--tokenizer", "{noeos}", expect="{noeos}: tokenizer has no eos"),
@@ -395,6 +448,7 @@ def ws(tmp_path_factory, text_file, bpe_dir, bert_dir, spm_model) -> dict:
     torch.save({"model": {}, "x": _Evil()}, root / "evil.pt")
     p["evil_pt"] = root / "evil.pt"
 
+    p.update(bad_tables(root, write))
     p["hf"] = tiny_bert_dir(bert_dir, root / "hf")
     for name, spoil in [("badconfig", lambda d: (d / "config.json").write_text("{not json")),
                         ("notype", lambda d: (d / "config.json").write_text('{"hidden_size": 16}')),
@@ -425,6 +479,42 @@ def ws(tmp_path_factory, text_file, bpe_dir, bert_dir, spm_model) -> dict:
     p["cc_ckpt"] = untrained_checkpoint(root / "cc.pt", p["pairs"] / "tokenizer.json", p["pairs"])
     p["cc_other"] = untrained_checkpoint(root / "cc-other.pt", bert_dir, p["pairs"])  # another tokenizer
     return {k: str(v) for k, v in p.items()}
+
+
+def bad_tables(root: Path, write) -> dict:
+    """Tables with one mistake each, and two good saved datasets (for --split mistakes)."""
+    import gzip
+    import lzma
+
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    good = "".join(json.dumps({"text": f"Row number {i} holds a sentence."}) + "\n" for i in range(200)).encode()
+    p = {
+        "jsonl_nokey": write("t/nokey.jsonl", '{"text": "fine"}\n{"body": "no text key"}\n{"body": "again"}\n'
+                             '[1, 2]\n{"text": broken\n'),
+        "jsonl_notstr": write("t/notstr.jsonl", '{"text": "fine"}\n{"text": 5}\n'),
+        "jsonl_malformed": write("t/malformed.jsonl", '{"text": "fine"}\n{"text": "cut off\n'),
+        "jsonl_surrogate": write("t/surrogate.jsonl", '{"text": "a \\ud800 b"}\n'),
+        "jsonl_nul": write("t/nul.jsonl", '{"text": "a \\u0000 b"}\n'),
+        "json_array": write("t/array.json", '[{"text": "a"}]\n'),
+        "zst_truncated": write("t/cut.jsonl.zst", zstandard.ZstdCompressor().compress(good)[:-9]),
+        "gz_truncated": write("t/cut.jsonl.gz", gzip.compress(good)[:-30]),
+        "xz_corrupt": write("t/corrupt.jsonl.xz", lzma.compress(good)[:12] + b"\0" * 64),
+        "csv_extra": write("t/extra.csv", 'id,text\n1,"fine text"\n2,"x",surplus\n'),
+        "csv_empty": write("t/empty.csv", ""),
+    }
+    pq.write_table(pa.table({"text": ["a b", None]}), root / "t/null.parquet")
+    pq.write_table(pa.table({"body": ["a b"]}), root / "t/nocol.parquet")
+    p["parquet_null"], p["parquet_nocol"] = root / "t/null.parquet", root / "t/nocol.parquet"
+    p["parquet_torn"] = write("t/torn.parquet", (root / "t/null.parquet").read_bytes()[:-20])
+    rows = datasets.Dataset.from_dict({"text": ["One row.", "Another row."]})
+    datasets.DatasetDict({"train": rows, "test": rows}).save_to_disk(str(root / "t/dsdict"))
+    rows.save_to_disk(str(root / "t/dataset"))
+    p["dsdict"], p["dataset"] = root / "t/dsdict", root / "t/dataset"
+    return p
 
 
 def snapshot(path: Path) -> dict:

@@ -245,7 +245,8 @@ def make_inputs(root: Path, bert_dir: Path, spm_model: Path) -> None:
 
 def output_of(command: str) -> str | None:
     found = re.search(r"\s(?:-o|--output)\s+(\S+)", command)
-    return found.group(1) if found else None
+    part = re.search(r"\s--shard-index\s+(\d+)", command)  # binarize of one part writes DIR/shardK, beside the others
+    return None if not found else f"{found.group(1)}/shard{part.group(1)}" if part else found.group(1)
 
 
 def side_directory(root: Path, output: str) -> Path:
@@ -287,6 +288,7 @@ def test_documented_code_blocks_run(tmp_path, bert_dir, spm_model):
                  "bert-start/checkpoint.pt", "checkpoints-bert/checkpoint_last.pt", "code-data/dataset_dict.json",
                  "code-data/train.idx", "my-code-t5/model.safetensors", "t5-start/checkpoint.pt",
                  "my-code-t5-continued/config.json", "tok-t5/tokenizer.json", "data-shards/shard2/train.idx",
+                 "data-parts/shard2/train.idx",
                  "ckpt-shards/checkpoint_last.pt", "data-bin-classic/train.bin", "code-search-st/modules.json",
                  "eval.json"):
         assert (root / path).exists(), path

@@ -6,19 +6,24 @@ the warning signal Slurm sends before a time limit (``--signal=USR1@180`` signal
 job's steps, not the batch shell: ``scancel --signal=USR1 JOB`` does the same) must make the job
 save, requeue itself (rank 0 runs ``scontrol requeue``), resume and finish at ``--max-update``; and
 the files' own ``#SBATCH --signal=USR1@180`` and ``--requeue`` must do it before a time limit (the test
-cluster requeues only jobs that ask, ``JobRequeue=0``).
+cluster requeues only jobs that ask, ``JobRequeue=0``). And ``binarize_array.sbatch``, a 3-task array job of
+one CPU each, must write the shards that one ``binarize --shards 3`` writes (the same documents), which
+fairseq-train then reads.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, binarized_documents
-from support.training import JSON_LOG, TrainLog, checkpoint_updates
+from conftest import BIN, REPO, binarized_documents, documents_text
+from support.binarized import documents
+from support.tiny import RUNS
+from support.training import JSON_LOG, TrainLog, checkpoint_updates, fairseq_train
 
 NTASKS = 2
 # One node without GPUs: two tasks of one CPU each; --gpus-per-node=0 drops the batch files' GPU request.
@@ -251,6 +256,66 @@ def test_the_files_own_directives_save_and_requeue_before_the_time_limit(slurm, 
     second = job.log[list(START.finditer(job.log))[1].start():]
     assert int(LOADED.search(second).group(2)) == int(stop.group(1)), second[-3000:]
     assert job.state()["Requeue"] == "1"
+
+
+def array_completed(slurm, job_id: str, tasks: int, logs: Path, timeout: float = 300) -> None:
+    """Poll ``scontrol show job`` until every task of the array job is COMPLETED with exit code 0."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = slurm.run(["scontrol", "show", "job", "-o", job_id]).stdout.splitlines()
+        states = [dict(f.split("=", 1) for f in line.split() if "=" in f) for line in lines if line.strip()]
+        done = {s["ArrayTaskId"]: s for s in states if s["JobState"] == "COMPLETED"}
+        failed = [s for s in states if s["JobState"] in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
+                                                         "OUT_OF_MEMORY")]
+        if failed or time.monotonic() > deadline:
+            slurm.run(["scancel", job_id], check=False)
+            outputs = "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(logs.glob("*.out")))
+            pytest.fail(f"array job {job_id}: {[(s['ArrayTaskId'], s['JobState']) for s in states]}\n{outputs}")
+        if sorted(done) == [str(k) for k in range(tasks)]:
+            assert all(s["ExitCode"] == "0:0" for s in done.values()), done
+            return
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_binarize_array_writes_the_shards_of_one_run_and_training_reads_them(slurm, bpe_dir, tmp_path):
+    from fairseq_ext.cli.main import main
+
+    text = tmp_path / "train.txt"
+    text.write_text(documents_text(480, seed=21), encoding="utf-8")
+    out, logs = tmp_path / "data-bin", tmp_path / "logs"
+    logs.mkdir()
+    env = dict(TOKENIZER=str(bpe_dir), TRAIN=str(text), VALID=str(text), OUT=str(out), REPO=str(REPO),
+               VENV=str(BIN.parent), PYTHONPATH=str(REPO))
+    job_id = slurm.run(["sbatch", "--parsable", "--array=0-2", "--cpus-per-task=1", "--time=10",
+                        f"--output={logs}/binarize-%a.out", "scripts/slurm/binarize_array.sbatch"],
+                       cwd=REPO, env=env).stdout.strip()
+    array_completed(slurm, job_id, 3, logs)
+    dirs = [out / f"shard{k}" for k in range(3)]
+    data = ":".join(map(str, dirs))
+    for k in range(3):
+        log = (logs / f"binarize-{k}.out").read_text()
+        assert f"shard {k} of 3 (--shard-index {k}): documents dealt by a hash" in log, log
+        assert log.rstrip().endswith(f"data path for fairseq-train: {data}"), log
+    assert sorted(p.name for p in out.iterdir()) == [d.name for d in dirs]
+
+    # the same documents, in total, as one `binarize --shards 3` run
+    one = tmp_path / "one"
+    assert main(["binarize", "--tokenizer", str(bpe_dir), "--train", str(text), "--valid", str(text), "-o", str(one),
+                 "--shards", "3", "--quiet"]) == 0
+    array_docs = Counter(doc for d in dirs for doc in documents(d / "train"))
+    assert array_docs == Counter(doc for k in range(3) for doc in documents(one / f"shard{k}" / "train"))
+    assert documents(dirs[0] / "valid") == documents(one / "shard0" / "valid")
+
+    # fairseq-train reads the array's shards, one an epoch, validation from shard0
+    log = fairseq_train(data, "--user-dir", "fairseq_ext", "--task", "hf_masked_lm", *RUNS["hf_masked_lm"],
+                        "--tokens-per-sample", "64", "--max-tokens", "512", "--optimizer", "adam", "--lr", "1e-3",
+                        "--cpu", "--num-workers", "0", "--log-interval", "1", "--max-epoch", "3", "--seed", "3",
+                        "--save-dir", tmp_path / "ckpt", "--no-epoch-checkpoints", console_script=False)
+    read = re.findall(r"epoch (\d+): training on shard (\d+) of 3: (\S+)", log.text)
+    assert read[:3] == [(str(e), str(e - 1), str(dirs[e - 1])) for e in (1, 2, 3)], read
+    assert log.updates and len(log.valid) == 3
+    assert checkpoint_updates(tmp_path / "ckpt" / "checkpoint_last.pt") == log.updates[-1]
 
 
 def test_without_root_or_apt_the_tests_skip_with_one_line(monkeypatch):

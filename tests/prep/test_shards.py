@@ -28,6 +28,7 @@ from fairseq_ext.prep.shards import ShardRouter, check_open_files
 from fairseq_ext.serialization import safe_torch_load
 from fairseq_ext.tasks.hf_masked_lm import HFMaskedLMConfig, HFMaskedLMTask
 from fairseq_ext.vocab.tokenizer import TokenizerError
+from support.binarized import documents
 from support.training import JSON_LOG, TrainLog, fairseq_train
 
 N = 3
@@ -61,22 +62,6 @@ def sharded(tmp_path_factory, bpe_dir, text) -> Path:
     out = tmp_path_factory.mktemp("bin") / "data-bin"
     binarize(bpe_dir, text, out, "--shards", str(N))
     return out
-
-
-def documents(prefix: Path) -> list[tuple]:
-    """The documents of a binarized split, each a tuple of its items (tuples of ids)."""
-    ds = MMapIndexedDataset(str(prefix))
-    docs, current = [], []
-    for i in range(len(ds)):
-        item = tuple(ds[i].tolist())
-        if item:
-            current.append(item)
-        else:
-            assert current, f"{prefix}: empty document (two separators in a row, or one first)"
-            docs.append(tuple(current))
-            current = []
-    assert current, f"{prefix}: ends with a separator"
-    return [*docs, tuple(current)]
 
 
 # -- the router ---------------------------------------------------------------------------------------------------
