@@ -130,7 +130,10 @@ def add_table_arguments(p: argparse.ArgumentParser, dataset: bool = True, text_k
         g.add_argument("--dataset", metavar="NAME",
                        help="also read datasets.load_dataset(NAME) streamed, offline only: a builder such as json, "
                        "parquet, csv, text with --data-files, or a dataset in the local cache")
-        g.add_argument("--data-files", metavar="GLOB", help="the files --dataset reads (data_files=)")
+        g.add_argument("--data-files", nargs="+", metavar="GLOB",
+                       help="the files --dataset reads (data_files=): paths or globs (quoted, or expanded by the "
+                       "shell); with the json, parquet and csv builders they are read as tables named by file "
+                       "and line")
         g.add_argument("--dataset-config", metavar="C", help="the configuration of --dataset (its second argument)")
     return g
 

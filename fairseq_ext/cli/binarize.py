@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 
 from fairseq_ext.cli.arguments import (
     add_table_arguments,
@@ -83,8 +84,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_table_arguments(p)
-    p.add_argument("--valid-split", metavar="NAME", help="with --dataset: validation from this split of it")
-    p.add_argument("--test-split", metavar="NAME", help="with --dataset: test data from this split of it")
+    p.add_argument("--valid-split", metavar="NAME",
+                   help="validation from this split of --dataset, or of the saved DatasetDict given to --valid "
+                   "(default there: its validation, valid or dev split); --split picks --train's")
+    p.add_argument("--test-split", metavar="NAME",
+                   help="test data from this split of --dataset, or of the saved DatasetDict given to --test "
+                   "(default there: its test split)")
 
 
 def add_encoding_arguments(p: argparse.ArgumentParser, max_line_help: str) -> None:
@@ -155,28 +160,34 @@ SPLIT_NAMES = {"train": ("train",), "valid": ("validation", "valid", "dev"), "te
 
 
 def split_inputs(args: argparse.Namespace, paths: dict) -> dict:
-    """{split: a text file's path, or a table's text} from --train/--valid/--test and --dataset."""
+    """{split: a text file's path, or a table's text} from --train/--valid/--test and --dataset.
+
+    --split picks the training split (of --dataset, or of a saved DatasetDict given to --train); --valid-split
+    and --test-split pick the others' (default: validation/valid/dev and test, when a DatasetDict has them).
+    """
     from fairseq_ext.errors import UserError
     from fairseq_ext.prep.tables import TableStats, TableText, dataset_input, text_inputs
 
-    if args.dataset is None:
-        if args.valid_split or args.test_split:
-            raise UserError("--valid-split and --test-split need --dataset NAME")
-        if not paths.get("train"):
-            raise UserError("nothing to binarize: give --train FILE (or --dataset NAME)")
-    elif paths.get("train"):
+    options = table_options(args)  # checks the table flags first
+    if args.dataset is None and not paths.get("train"):
+        raise UserError("nothing to binarize: give --train FILE (or --dataset NAME)")
+    if args.dataset is not None and paths.get("train"):
         raise UserError(f"--dataset {args.dataset} is the training data: give it or --train {paths['train']}, not both")
     files = {}
     for split in SPLITS:
+        chosen = args.split if split == "train" else getattr(args, f"{split}_split")
         if split in paths:
-            options = table_options(args, SPLIT_NAMES[split])
-            files[split] = text_inputs([paths[split]], options, TableStats())[0]
-        elif args.dataset is not None and (split == "train" or getattr(args, f"{split}_split")):
-            options = table_options(args)
-            options.split = args.split if split == "train" else getattr(args, f"{split}_split")
-            table = dataset_input(args.dataset, {"text": args.text_key}, options, TableStats(),
-                                  data_files=args.data_files, config=args.dataset_config)
+            split_options = replace(options, split=chosen, split_candidates=SPLIT_NAMES[split])
+            files[split] = text_inputs([paths[split]], split_options, TableStats())[0]
+            if split != "train" and chosen and not hasattr(files[split], "table"):
+                raise UserError(f"--{split}-split {chosen}: --{split} {paths[split]} is not a saved DatasetDict")
+        elif args.dataset is not None and (split == "train" or chosen):
+            table = dataset_input(args.dataset, {"text": args.text_key}, replace(options, split=chosen),
+                                  TableStats(), data_files=args.data_files, config=args.dataset_config)
             files[split] = TableText(table)
+        elif chosen:
+            raise UserError(f"--{split}-split {chosen}: applies to --dataset, or to a saved DatasetDict given to "
+                            f"--{split}")
     return files
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 from typing import Optional
 
@@ -65,6 +67,9 @@ def run_verb(args: argparse.Namespace) -> int:
 
     try:
         return int(args._run(args) or 0)
+    except BrokenPipeError:  # stdout went to `| head`, which has exited: stop quietly, as `cat | head` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 128 + signal.SIGPIPE
     except USER_ERRORS as exc:
         message = user_message(exc)
         if message is None:  # an OSError that is not about the user's paths or machine

@@ -48,6 +48,7 @@ def binarize_directory(
     """
     check_arguments(files, max_line_tokens, batch_bytes, shards)
     if part is not None:  # DIR/shardK; the other tasks write their shards into DIR beside it
+        part.check_siblings(out_dir)
         files, out_dir, root = part.select(files), part.directory(out_dir), out_dir
     tok, symbols, encoder = load_line_encoder(tokenizer, max_line_tokens)
     dtype = best_dtype(len(symbols))

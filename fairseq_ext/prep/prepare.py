@@ -16,6 +16,7 @@ import numpy as np
 from fairseq_ext.errors import UserError
 from fairseq_ext.io_utils import atomic_output_dir
 from fairseq_ext.prep.progress import progress_bar
+from fairseq_ext.prep.table_files import mixed_directory
 from fairseq_ext.prep.tables import TableInput, TableOptions, TableStats, TableText, table_format
 from fairseq_ext.prep.text_prep import (
     ReadStats,
@@ -103,6 +104,8 @@ def _sources(inputs: Sequence[str | os.PathLike], pattern: str, options: TableOp
     for raw in inputs:
         if Path(raw).exists() and table_format(raw) is not None:
             out.append(TableText(TableInput(raw, {"text": options.text_key}, options, stats)))
+        elif why := mixed_directory(raw):
+            raise UserError(why)
         else:
             out += find_input_files([raw], pattern)
     return out

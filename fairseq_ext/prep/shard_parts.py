@@ -64,6 +64,22 @@ class ShardPart:
         """``root/shardK``, the directory this part writes (the others write theirs beside it)."""
         return shard_dirs(root, self.num_shards)[self.index]
 
+    def check_siblings(self, root: str | os.PathLike) -> None:
+        """Refuse to write beside parts of another split of the input: ``root/shardJ`` written with another
+        ``--num-shards`` (a rerun of some tasks of an array with a smaller array) would hold documents twice."""
+        import json
+
+        for directory in sorted(Path(root).glob("shard*")):
+            try:
+                recorded = json.loads((directory / "binarize.json").read_text(encoding="utf-8")).get("num_shards")
+            except (OSError, ValueError):
+                continue  # not a part (or not complete): nothing to compare with
+            if recorded is not None and recorded != self.num_shards:
+                raise BinarizeError(
+                    f"{directory}: written as one of {recorded} parts, and this run is --num-shards "
+                    f"{self.num_shards}: together they would hold documents twice; rerun with --num-shards "
+                    f"{recorded} (scripts/slurm/binarize_array.sbatch: NUM_SHARDS={recorded}) or write to another -o")
+
     def select(self, inputs: Mapping[str, object]) -> dict:
         """``{split: input}`` for this part: the training input narrowed to it; validation and test in part 0 only."""
         self.elsewhere = [split for split in inputs if split != "train" and self.index != 0]

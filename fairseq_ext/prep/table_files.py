@@ -62,8 +62,10 @@ def is_saved_dataset(path: Path) -> bool:
 def table_format(path: str | os.PathLike) -> Optional[str]:
     """The table format of a file or directory (one of :data:`FORMATS`), or None for text.
 
-    A directory is a table when it was written by ``save_to_disk`` or when every file in it (recursively,
-    hidden files aside) is Parquet, or every one is JSON lines.
+    A directory is a table when it was written by ``save_to_disk`` or when every file in it (recursively;
+    hidden files, empty files and ``_``-names such as Spark's ``_SUCCESS`` aside) is Parquet, or every one is
+    JSON lines. A compressed file whose name says nothing (``x.gz.part``) is JSON lines when it starts with
+    ``{`` once decompressed.
     """
     path = Path(path)
     if path.is_dir():
@@ -88,7 +90,30 @@ def table_format(path: str | os.PathLike) -> Optional[str]:
                 return "parquet"
     except OSError:
         pass
+    if compression_of(path) is not None and _first_char(path) == "{":
+        return "jsonl"
     return None
+
+
+def mixed_directory(path: str | os.PathLike) -> Optional[str]:
+    """For a directory that is not a table but holds tables beside other files: the one-line reason it cannot
+    be read (as text it would read the tables' raw JSON or bytes); None otherwise."""
+    path = Path(path)
+    if not path.is_dir() or is_saved_dataset(path):
+        return None
+    files = dir_files(path)
+    kinds = {f: table_format(f) for f in files}
+    tables = [f for f, k in kinds.items() if k is not None]
+    if not tables or len(tables) == len(files) and len(set(kinds.values())) == 1:
+        return None
+    others = [f for f, k in kinds.items() if k is None] or [f for f in tables if kinds[f] != kinds[tables[0]]]
+
+    def names(fs):
+        return ", ".join(str(f.relative_to(path)) for f in fs[:3]) + (", ..." if len(fs) > 3 else "")
+
+    return (f"{path}: holds tables ({names(tables)}) beside other files ({names(others)}); a directory is read "
+            "as one table when every file in it is Parquet, or every one JSON lines: name the tables "
+            "themselves, or move the other files out")
 
 
 def _first_char(path: Path) -> Optional[str]:
@@ -101,10 +126,13 @@ def _first_char(path: Path) -> Optional[str]:
 
 
 def dir_files(path: Path) -> list[Path]:
+    """The files of a directory of tables, sorted: hidden files, empty files and names starting with ``_``
+    (Spark's and Hadoop's ``_SUCCESS``, ``_committed_...`` markers) left out."""
     files = []
     for root, dirs, names in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        files += [Path(root) / n for n in sorted(names) if not n.startswith(".")]
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        files += [Path(root) / n for n in sorted(names) if not n.startswith((".", "_"))
+                  and (Path(root) / n).stat().st_size > 0]
     return files
 
 

@@ -20,7 +20,6 @@ from fairseq_ext.errors import UserError
 from fairseq_ext.prep.table_files import (
     STREAM_ERRORS,
     Bad,
-    BadRow,
     CountingReader,
     is_stream_error,
     one_line,
@@ -52,7 +51,7 @@ def jsonl_rows(table) -> Iterator[tuple[str, object]]:
                                           "malformed JSON lines")
                         continue
                     yield where, row
-        except BadRow:
+        except UserError:
             raise
         except STREAM_ERRORS as exc:
             if isinstance(exc, OSError) and not is_stream_error(exc):
@@ -62,27 +61,32 @@ def jsonl_rows(table) -> Iterator[tuple[str, object]]:
                 raise bad from None
             table.stats.bad[bad.reason] += 1
 
+
 def csv_rows(table) -> Iterator[tuple[str, object]]:
     csv.field_size_limit(MAX_CSV_FIELD)
     for path in table.files:
         delimiter = "\t" if table.format == "tsv" else ","
         with open_binary(path, table._readers) as fb:
-            f = io.TextIOWrapper(fb, encoding="utf-8", newline="")
-            reader = csv.DictReader(f, delimiter=delimiter)
+            # utf-8-sig: Excel's "CSV UTF-8" starts with a BOM; surrogateescape: a byte that is not UTF-8
+            # reaches the row's value as a lone surrogate, a bad row named by its line (skippable)
+            f = io.TextIOWrapper(fb, encoding="utf-8-sig", errors="surrogateescape", newline="")
+            reader = csv.DictReader(f, delimiter=delimiter, strict=True)
+            first = 1
             try:
                 if reader.fieldnames is None:
                     raise UserError(f"{path}: empty, no header line")
+                first = reader.line_num + 1
                 for row in reader:
-                    where = f"{path}:{reader.line_num}"
+                    where, first = f"{path}:{first}", reader.line_num + 1  # a record may span several lines
                     if None in row:  # more fields than the header names
                         yield where, Bad(f"{where}: {len(row) - 1 + len(row[None])} fields, the header "
                                           f"names {len(reader.fieldnames)}", "malformed CSV rows")
                         continue
                     yield where, {k: v for k, v in row.items() if v is not None}
-            except UnicodeDecodeError as exc:
-                raise UserError(f"{path}:{reader.line_num + 1}: invalid UTF-8 ({exc.reason})") from None
             except csv.Error as exc:
-                raise UserError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+                raise UserError(f"{path}:{first}: malformed CSV ({exc})") from None
+            except UserError:
+                raise
             except STREAM_ERRORS as exc:
                 if isinstance(exc, OSError) and not is_stream_error(exc):
                     raise
@@ -90,6 +94,7 @@ def csv_rows(table) -> Iterator[tuple[str, object]]:
                 if not table.options.skip_bad_rows:
                     raise bad from None
                 table.stats.bad[bad.reason] += 1
+
 
 def parquet_rows(table) -> Iterator[tuple[str, object]]:
     import pyarrow.parquet as pq
@@ -115,6 +120,7 @@ def parquet_rows(table) -> Iterator[tuple[str, object]]:
                     yield f"{path}: row {index}", row
                     index += 1
                 counter.done = size * index // total
+
 
 def saved_rows(table) -> Iterator[tuple[str, object]]:
     import datasets
@@ -170,7 +176,7 @@ def dataset_rows(table, ds, name: str, total_bytes: Optional[int] = None):
     index = 0
     if hasattr(ds, "select_columns") and wanted:
         ds = ds.select_columns(wanted)
-    for row in ds:
+    for row in _guarded(ds, name):
         row = {c: row[c] for c in wanted if c in row}
         yield f"{name}: row {index}", row
         index += 1
@@ -178,6 +184,24 @@ def dataset_rows(table, ds, name: str, total_bytes: Optional[int] = None):
             counter.done = total_bytes * index // total
         else:  # streamed: no size known, the bar counts the text read
             counter.done += sum(len(v) for v in row.values() if isinstance(v, str))
+
+
+def _guarded(ds, name: str) -> Iterator[dict]:
+    """The rows of a ``datasets`` dataset; its loader's errors while reading (a JSON line it cannot parse, a
+    missing file) become one line. Such an error ends the iteration, so it cannot be skipped."""
+    it = iter(ds)
+    index = 0
+    while True:
+        try:
+            row = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:  # pyarrow's ArrowInvalid, datasets' DatasetGenerationError, OSError, ...
+            raise UserError(f"{name}: the datasets loader failed after {index:,} rows ({one_line(exc)}); name "
+                            "the files with --train (or -i) instead to have the file and line of a bad row, "
+                            "and --skip-bad-rows") from None
+        index += 1
+        yield row
 
 
 @contextlib.contextmanager

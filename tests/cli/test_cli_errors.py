@@ -59,7 +59,8 @@ TABLE_ROWS = [
     row(*BIN_T, "{jsonl_notstr}", expect="{jsonl_notstr}:2: 'text' is int, not a string"),
     row(*BIN_T, "{jsonl_malformed}",
         expect="{jsonl_malformed}:2: malformed JSON (Unterminated string starting at column 10)"),
-    row(*BIN_T, "{jsonl_surrogate}", expect="{jsonl_surrogate}:1: 'text' is not valid Unicode (a lone surrogate"),
+    row(*BIN_T, "{jsonl_surrogate}", expect="{jsonl_surrogate}:1: 'text' is not valid Unicode (a byte that is not "
+        "UTF-8, or a lone surrogate, at character 2)"),
     row(*BIN_T, "{jsonl_nul}", expect="{jsonl_nul}:1: 'text' holds a NUL character"),
     row(*BIN_T, "{json_array}", expect="{json_array}: a JSON array, not JSON lines; write one object a line",
         marks=(SUB,)),
@@ -71,7 +72,16 @@ TABLE_ROWS = [
     row(*BIN_T, "{parquet_nocol}", expect="{parquet_nocol}: no column 'text' for key 'text' (columns: body)"),
     row(*BIN_T, "{parquet_torn}", expect="{parquet_torn}: not a readable Parquet file"),
     row(*BIN_T, "{csv_extra}", expect="{csv_extra}:3: 3 fields, the header names 2"),
-    row(*BIN_T, "{csv_empty}", expect="{csv_empty}: empty, no header line"),
+    row(*BIN_T, "{csv_empty}", expect="error: {csv_empty}: empty, no header line"),
+    row(*BIN_T, "{csv_empty}", "--skip-bad-rows", expect="error: {csv_empty}: empty, no header line"),
+    row(*BIN_T, "{csv_badutf8}", expect="{csv_badutf8}:3: 'text' is not valid Unicode (a byte that is not UTF-8"),
+    row(*BIN_T, "{csv_unterminated}", expect="{csv_unterminated}:3: malformed CSV (unexpected end of data)"),
+    row(*BIN_T, "{mixed_dir}", expect="{mixed_dir}: holds tables (a.jsonl) beside other files (README.md); a "
+        "directory is read as one table when every file in it is Parquet, or every one JSON lines"),
+    row("prepare", "{mixed_dir}", "-o", "{out}", expect="{mixed_dir}: holds tables (a.jsonl) beside other files"),
+    row("train-tokenizer", "-i", "{mixed_dir}", "-o", "{out}", expect="{mixed_dir}: holds tables (a.jsonl)"),
+    row(*BIN_T, "{text}", "--valid", "{text}", "--valid-split", "dev",
+        expect="--valid-split dev: --valid {text} is not a saved DatasetDict"),
     row(*BIN_T, "{dsdict}", "--split", "dev", expect="{dsdict}: no split 'dev' (--split); it has train, test"),
     row(*BIN_T, "{dataset}", "--split", "train", expect="{dataset}: holds one Dataset, not a DatasetDict: --split"),
     row(*BIN_T, "{jsonl_nokey}", "--skip-bad-rows", "--text-key", "nope",
@@ -80,11 +90,23 @@ TABLE_ROWS = [
     row(*BIN_T, "{text}", "--text-key", "", expect="--text-key '': not a key"),
     row(*BIN_T, "{text}", "--data-files", "x.jsonl", expect="--data-files and --dataset-config need --dataset NAME"),
     row(*BIN_T, "{text}", "--dataset", "json", expect="--dataset json is the training data: give it or --train"),
-    row(*BIN_T, "{text}", "--valid-split", "dev", expect="--valid-split and --test-split need --dataset NAME"),
+    row(*BIN_T, "{text}", "--test-split", "dev", expect="--test-split dev: applies to --dataset, or to a saved "
+        "DatasetDict given to --test"),
+    row("binarize", "--tokenizer", "{bpe}", "-o", "{out}", "--data-files", "x.jsonl",
+        expect="--data-files and --dataset-config need --dataset NAME"),
+    row("binarize", "--tokenizer", "{bpe}", "-o", "{out}", "--dataset", "json", "--data-files", "{missing}/*.jsonl",
+        expect="--data-files {missing}/*.jsonl: matches no file"),
+    row("binarize", "--tokenizer", "{bpe}", "-o", "{out}", "--dataset", "json", "--data-files", "{jsonl_malformed}",
+        expect="{jsonl_malformed}:2: malformed JSON (Unterminated string starting at column 10)"),
+    row("binarize", "--tokenizer", "{bpe}", "-o", "{out}", "--dataset", "json", "--data-files", "{jsonl_notstr}",
+        "--valid-split", "validation", expect="--dataset json --data-files: the files make one split, train; no "
+        "split 'validation'"),
+    row("binarize", "--tokenizer", "{bpe}", "-o", "{out}", "--dataset", "text", "--data-files", "{badutf8}",
+        expect="text[train]: the datasets loader failed after 0 rows ('utf-8' codec can't decode byte 0xff"),
     row("binarize", "--tokenizer", "{bpe}", "-o", "{out}", "--dataset", "no-such-dataset-here",
         expect="--dataset no-such-dataset-here: cannot load it offline"),
     row("binarize", "--tokenizer", "{bpe}", "-o", "{out}", "--dataset", "json", "--data-files", "{jsonl_notstr}",
-        expect="row 1: 'text' is int, not a string"),
+        expect="{jsonl_notstr}:2: 'text' is int, not a string"),
     row("prepare", "{dsdict}", "-o", "{out}", expect="{dsdict}: a DatasetDict with splits train, test: pick one "
         "with --split"),
     row("prepare", "{jsonl_malformed}", "-o", "{out}", expect="{jsonl_malformed}:2: malformed JSON"),
@@ -505,11 +527,15 @@ def bad_tables(root: Path, write) -> dict:
         "xz_corrupt": write("t/corrupt.jsonl.xz", lzma.compress(good)[:12] + b"\0" * 64),
         "csv_extra": write("t/extra.csv", 'id,text\n1,"fine text"\n2,"x",surplus\n'),
         "csv_empty": write("t/empty.csv", ""),
+        "csv_badutf8": write("t/bad-utf8.csv", b'text\n"Good."\n"Bad \xff."\n"Good again."\n'),
+        "csv_unterminated": write("t/unterminated.csv", 'text\n"fine"\n"no closing quote\n'),
+        "mixed_dir": write("t/mixed/a.jsonl", '{"text": "a row"}\n').parent,
     }
     pq.write_table(pa.table({"text": ["a b", None]}), root / "t/null.parquet")
     pq.write_table(pa.table({"body": ["a b"]}), root / "t/nocol.parquet")
     p["parquet_null"], p["parquet_nocol"] = root / "t/null.parquet", root / "t/nocol.parquet"
     p["parquet_torn"] = write("t/torn.parquet", (root / "t/null.parquet").read_bytes()[:-20])
+    (p["mixed_dir"] / "README.md").write_text("# notes about the data\n", encoding="utf-8")
     rows = datasets.Dataset.from_dict({"text": ["One row.", "Another row."]})
     datasets.DatasetDict({"train": rows, "test": rows}).save_to_disk(str(root / "t/dsdict"))
     rows.save_to_disk(str(root / "t/dataset"))

@@ -211,3 +211,21 @@ def test_the_batch_file_writes_its_tasks_shard_and_skips_a_complete_one(bpe_dir,
     again = shell(["bash", "scripts/slurm/binarize_array.sbatch"], env)
     assert f"{out}/shard1: complete already (shard 1 of 2); nothing to do" in again
     assert (out / "shard1" / "train.bin").stat().st_mtime_ns == before
+    # rerunning task 0 alone (sbatch --array=0) makes the array's size 1: refused beside parts of 2, not the
+    # whole corpus written as "part 0 of 1" beside shard1; NUM_SHARDS=2 names the real N and runs the task
+    lone = dict(env, SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT="1")
+    refused = shell(["bash", "scripts/slurm/binarize_array.sbatch"], lone, check=False)
+    assert (f"{out}/shard1: written as one of 2 parts, and this run is --num-shards 1: together they would hold "
+            "documents twice; rerun with --num-shards 2 (scripts/slurm/binarize_array.sbatch: NUM_SHARDS=2)") in refused
+    assert sorted(p.name for p in out.iterdir()) == ["shard1"]
+    shell(["bash", "scripts/slurm/binarize_array.sbatch"], dict(lone, NUM_SHARDS="2"))
+    assert json.loads((out / "shard0" / "binarize.json").read_text())["num_shards"] == 2
+
+
+def test_a_part_beside_parts_of_another_split_is_refused(bpe_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert binarize(bpe_dir, inputs["text"], out, "--num-shards", "3", "--shard-index", "2") == 0
+    capsys.readouterr()
+    assert binarize(bpe_dir, inputs["text"], out, "--num-shards", "2", "--shard-index", "0") == 1
+    assert f"{out}/shard2: written as one of 3 parts, and this run is --num-shards 2" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["shard2"]

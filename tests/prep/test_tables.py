@@ -60,8 +60,8 @@ def write_parquet(path: Path, docs: list[str], row_group_size: int = 5, **extra)
     return path
 
 
-def write_csv(path: Path, docs: list[str], delimiter: str = ",", opener=open) -> Path:
-    with opener(path, "wt", encoding="utf-8", newline="") as f:
+def write_csv(path: Path, docs: list[str], delimiter: str = ",", opener=open, encoding: str = "utf-8") -> Path:
+    with opener(path, "wt", encoding=encoding, newline="") as f:
         w = csv.writer(f, delimiter=delimiter)
         w.writerow(["id", "text"])
         w.writerows([i, d] for i, d in enumerate(docs))
@@ -111,6 +111,12 @@ TABLES = {
     "csv": lambda r, d: [str(write_csv(r / "c.csv", d))],
     "tsv": lambda r, d: [str(write_csv(r / "c.tsv", d, delimiter="\t"))],
     "csv.gz": lambda r, d: [str(write_csv(r / "c.csv.gz", d, opener=gzip.open))],
+    "csv-bom": lambda r, d: [str(write_csv(r / "c.csv", d, encoding="utf-8-sig"))],  # Excel's "CSV UTF-8"
+    # compressed, named by no suffix we know (a download's .part): its first bytes, then a "{"
+    "gzip-jsonl-part": lambda r, d: [str(write_jsonl(r / "c.jsonl.gz.part", _rows(d), gzip.open))],
+    # a Spark-written directory: part files and an empty _SUCCESS marker
+    "spark-dir": lambda r, d: _dirs(r, "spark", d, 9, lambda at, i, part: (
+        write_parquet(at / f"part-{i:05d}.snappy.parquet", part), (at / "_SUCCESS").touch())),
     "nested": lambda r, d: [str(write_jsonl(r / "n.jsonl", [{"meta": {"body": {"text": t}}} for t in d])),
                             "--text-key", "meta.body.text"],
     "saved-dataset": lambda r, d: _saved(r, d, as_dict=False),
@@ -162,19 +168,31 @@ def test_binarize_of_a_table_is_byte_identical_to_the_text(kind, tmp_path, docs,
     assert f"train: {len(docs)} rows -> " in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("kind", ["jsonl.zst", "parquet", "saved-datasetdict"])
-def test_prepare_of_a_table_writes_what_files_give(kind, tmp_path, docs):
+PREPARE = ["--valid-ratio", "0.2", "--seed", "3", "--quiet"]
+TRAIN_TOKENIZER = ["--vocab-size", "600", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def from_text(tmp_path_factory, docs, text_bin, bpe_dir) -> Path:
+    """What prepare (one file a document, --doc-sep file), train-tokenizer and encode make from the text."""
+    root = tmp_path_factory.mktemp("from-text")
+    (root / "files").mkdir()
+    for i, doc in enumerate(docs):
+        (root / "files" / f"{i:03d}.txt").write_text(doc + "\n", encoding="utf-8")
+    assert main(["prepare", str(root / "files"), "--doc-sep", "file", "-o", str(root / "prepared"), *PREPARE]) == 0
+    assert main(["train-tokenizer", "-i", str(text_bin / "c.txt"), "-o", str(root / "tok"), *TRAIN_TOKENIZER]) == 0
+    assert main(["encode", "--tokenizer", str(bpe_dir), "--quiet", "-i", str(text_bin / "c.txt"),
+                 "-o", str(root / "c.pieces")]) == 0
+    return root
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_prepare_of_a_table_writes_what_files_give(kind, tmp_path, docs, from_text):
     """A row is a document as a file is one with --doc-sep file: its blank lines separate paragraphs."""
     spec = make_table(kind, tmp_path, docs)
-    (tmp_path / "files").mkdir()
-    for i, doc in enumerate(docs):
-        (tmp_path / "files" / f"{i:03d}.txt").write_text(doc + "\n", encoding="utf-8")
-    common = ["--valid-ratio", "0.2", "--seed", "3", "--quiet"]
-    assert main(["prepare", str(tmp_path / "files"), "--doc-sep", "file", "-o", str(tmp_path / "from-text"),
-                 *common]) == 0
-    assert main(["prepare", *spec, "-o", str(tmp_path / "from-table"), *common]) == 0
+    assert main(["prepare", *spec, "-o", str(tmp_path / "from-table"), *PREPARE]) == 0
     for name in ("train.txt", "valid.txt"):
-        assert (tmp_path / "from-table" / name).read_text() == (tmp_path / "from-text" / name).read_text(), name
+        assert (tmp_path / "from-table" / name).read_text() == (from_text / "prepared" / name).read_text(), name
     counts = json.loads((tmp_path / "from-table" / "prepare.json").read_text())
     assert counts["tables"] == {"rows": len(docs), "rows_skipped": {}}
     assert counts["documents_in"] == len(docs)
@@ -190,23 +208,20 @@ def test_prepare_repairs_rows_as_it_repairs_files(tmp_path):
         "A first sentence here is fine.\nAnother sentence follows it.\nA new line.\n\n")
 
 
-@pytest.mark.parametrize("kind", ["jsonl.gz", "parquet-dir", "dataset-parquet"])
-def test_train_tokenizer_learns_the_same_from_a_table(kind, tmp_path, docs, text_bin):
+@pytest.mark.parametrize("kind", KINDS)
+def test_train_tokenizer_learns_the_same_from_a_table(kind, tmp_path, docs, from_text):
     spec = make_table(kind, tmp_path, docs)
-    common = ["--vocab-size", "600", "--quiet"]
-    assert main(["train-tokenizer", "-i", str(text_bin / "c.txt"), "-o", str(tmp_path / "t1"), *common]) == 0
     argv = spec if spec[0] == "--dataset" else ["-i", *spec]
-    assert main(["train-tokenizer", *argv, "-o", str(tmp_path / "t2"), *common]) == 0
-    assert (tmp_path / "t1" / "tokenizer.json").read_bytes() == (tmp_path / "t2" / "tokenizer.json").read_bytes()
+    assert main(["train-tokenizer", *argv, "-o", str(tmp_path / "t2"), *TRAIN_TOKENIZER]) == 0
+    assert (from_text / "tok" / "tokenizer.json").read_bytes() == (tmp_path / "t2" / "tokenizer.json").read_bytes()
 
 
-@pytest.mark.parametrize("kind", ["jsonl.xz", "csv", "saved-dataset"])
-def test_encode_writes_the_same_pieces_from_a_table(kind, tmp_path, docs, bpe_dir, text_bin):
+@pytest.mark.parametrize("kind", KINDS)
+def test_encode_writes_the_same_pieces_from_a_table(kind, tmp_path, docs, bpe_dir, from_text):
     spec = make_table(kind, tmp_path, docs)
-    tok = ["--tokenizer", str(bpe_dir), "--quiet"]
-    assert main(["encode", *tok, "-i", str(text_bin / "c.txt"), "-o", str(tmp_path / "a.pieces")]) == 0
-    assert main(["encode", *tok, *table_argv(spec, "-i"), "-o", str(tmp_path / "b.pieces")]) == 0
-    assert (tmp_path / "a.pieces").read_bytes() == (tmp_path / "b.pieces").read_bytes()
+    assert main(["encode", "--tokenizer", str(bpe_dir), "--quiet", *table_argv(spec, "-i"),
+                 "-o", str(tmp_path / "b.pieces")]) == 0
+    assert (from_text / "c.pieces").read_bytes() == (tmp_path / "b.pieces").read_bytes()
 
 
 def test_a_saved_datasetdict_gives_binarize_its_train_and_validation_splits(tmp_path, bpe_dir):
@@ -224,14 +239,23 @@ def test_a_saved_datasetdict_gives_binarize_its_train_and_validation_splits(tmp_
                  "-o", str(tmp_path / "b")]) == 0
     for name in ("train.bin", "valid.bin", "valid.idx"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    # --dataset with --valid-split: the same from the loader
-    write_jsonl(tmp_path / "tr.jsonl", [{"text": t} for t in train])
-    write_jsonl(tmp_path / "va.jsonl", [{"text": t} for t in valid])
-    files = json.dumps({"train": str(tmp_path / "tr.jsonl"), "validation": str(tmp_path / "va.jsonl")})
-    assert main(["binarize", *tok, "--dataset", "json", "--data-files", str(tmp_path / "tr.jsonl"),
+    # --split picks --train's split only: --valid still reads validation (never train's rows twice)
+    assert main(["binarize", *tok, "--train", str(tmp_path / "d"), "--valid", str(tmp_path / "d"), "--split", "train",
                  "-o", str(tmp_path / "c")]) == 0
-    assert (tmp_path / "c" / "train.bin").read_bytes() == (tmp_path / "b" / "train.bin").read_bytes()
-    assert files  # (data_files as a mapping is datasets' own syntax; one glob is what the flag takes)
+    assert (tmp_path / "c" / "valid.bin").read_bytes() == (tmp_path / "b" / "valid.bin").read_bytes()
+    # --valid-split picks another split of the DatasetDict given to --valid
+    assert main(["binarize", *tok, "--train", str(tmp_path / "d"), "--valid", str(tmp_path / "d"),
+                 "--valid-split", "train", "-o", str(tmp_path / "e")]) == 0
+    assert (tmp_path / "e" / "valid.bin").read_bytes() == (tmp_path / "b" / "train.bin").read_bytes()
+    # --dataset json with several --data-files (as a shell expands a glob): read as tables, in sorted order
+    write_jsonl(tmp_path / "tr-0.jsonl", [{"text": train[0]}])
+    write_jsonl(tmp_path / "tr-1.jsonl", [{"text": train[1]}])
+    assert main(["binarize", *tok, "--dataset", "json", "--data-files", str(tmp_path / "tr-1.jsonl"),
+                 str(tmp_path / "tr-0.jsonl"), "-o", str(tmp_path / "f")]) == 0
+    assert (tmp_path / "f" / "train.bin").read_bytes() != (tmp_path / "b" / "train.bin").read_bytes()  # 1 then 0
+    assert main(["binarize", *tok, "--dataset", "json", "--data-files", str(tmp_path / "tr-*.jsonl"),
+                 "-o", str(tmp_path / "g")]) == 0
+    assert (tmp_path / "g" / "train.bin").read_bytes() == (tmp_path / "b" / "train.bin").read_bytes()
 
 
 def test_skip_bad_rows_counts_each_reason(tmp_path, bpe_dir, capsys):
@@ -293,6 +317,8 @@ def test_rows_are_streamed_not_loaded(tmp_path):
     ("a.txt", b"plain text\n", None),
     ("a.txt.gz", b"", None),  # compressed text is not a table
     ("notes", b"PAR1\x00\x00", "parquet"),  # Parquet's magic bytes, whatever the name
+    ("download.part", gzip.compress(b'{"text": "x"}\n'), "jsonl"),  # gzip's magic bytes, then a JSON object
+    ("notes.gz", gzip.compress(b"plain text\n"), None),
 ])
 def test_formats_are_recognised_from_name_and_contents(tmp_path, name, content, expected):
     path = tmp_path / name
@@ -300,9 +326,19 @@ def test_formats_are_recognised_from_name_and_contents(tmp_path, name, content, 
     assert table_format(path) == expected
 
 
-def test_a_directory_is_a_table_only_when_every_file_is_one(tmp_path):
+def test_a_directory_is_a_table_only_when_every_file_is_one(tmp_path, bpe_dir, capsys):
     (tmp_path / "a").mkdir()
     write_parquet(tmp_path / "a" / "x.parquet", ["x"])
+    (tmp_path / "a" / "_SUCCESS").touch()  # Spark's marker, and hidden files, are no part of the table
+    (tmp_path / "a" / ".x.parquet.crc").write_bytes(b"crc")
     assert table_format(tmp_path / "a") == "parquet"
     (tmp_path / "a" / "README.txt").write_text("a text file beside it\n")
     assert table_format(tmp_path / "a") is None
+    # read as text, it would read the raw bytes: every text verb refuses it, naming both kinds of file
+    for argv in (["prepare", str(tmp_path / "a"), "-o", str(tmp_path / "o1")],
+                 ["train-tokenizer", "-i", str(tmp_path / "a"), "-o", str(tmp_path / "o2")],
+                 ["binarize", "--tokenizer", str(bpe_dir), "--train", str(tmp_path / "a"), "-o", str(tmp_path / "o3")],
+                 ["encode", "--tokenizer", str(bpe_dir), "-i", str(tmp_path / "a"), "-o", str(tmp_path / "o4")]):
+        assert main(argv) == 1
+        assert f"{tmp_path / 'a'}: holds tables (x.parquet) beside other files (README.txt)" in capsys.readouterr().err
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 5))
