@@ -13,8 +13,9 @@ ending its last document. Then
 writes the same train.bin/.idx bytes as `fairseq-ext binarize`, with dict.txt
 and the tokenizer beside them.
 
-example:
+examples:
   fairseq-ext encode --tokenizer tok/ -i data/train.txt -o data/train.pieces
+  fairseq-ext encode --tokenizer tok/ -i pile/00.jsonl.zst -o data/train.pieces --skip-bad-rows
 """
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ def jsonl_rows(table) -> Iterator[tuple[str, object]]:
                         continue
                     except json.JSONDecodeError as exc:
                         at = "" if exc.msg.endswith(" at") else " at"
-                        yield where, Bad(f"{where}: malformed JSON ({exc.msg}{at} column {exc.colno})",
+                        hint = "; JSON lines hold one object a line" if lineno == 1 and raw.strip() == b"{" else ""
+                        yield where, Bad(f"{where}: malformed JSON ({exc.msg}{at} column {exc.colno}){hint}",
                                           "malformed JSON lines")
                         continue
                     yield where, row

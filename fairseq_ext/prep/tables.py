@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Optional
 
 from fairseq_ext.errors import UserError
-from fairseq_ext.prep.table_files import FORMATS, Bad, BadRow, dir_files, mixed_directory, table_format
+from fairseq_ext.prep.table_files import (
+    FORMATS,
+    Bad,
+    BadRow,
+    dir_files,
+    is_saved_dataset,
+    mixed_directory,
+    table_format,
+)
 from fairseq_ext.prep.table_rows import (
     csv_rows,
     jsonl_rows,
@@ -231,6 +239,8 @@ def dataset_input(name: str, keys: Mapping[str, str], options: TableOptions, sta
                   data_files: Optional[Sequence[str]] = None, config: Optional[str] = None) -> TableInput:
     """A ``--dataset NAME [--data-files GLOB ...] [--dataset-config C]`` input, streamed."""
     label = f"{name}[{options.split or 'train'}]"
+    if Path(name).is_dir() and is_saved_dataset(Path(name)) and not data_files:  # load_dataset refuses these
+        return TableInput(name, keys, options, stats, fmt="hf-disk")
     files = expand_data_files(data_files) if data_files else None
     if files and name in LOCAL_BUILDERS and config is None:
         if options.split not in (None, "train"):
