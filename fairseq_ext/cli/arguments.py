@@ -160,7 +160,8 @@ def table_options(args: argparse.Namespace, split_candidates: tuple[str, ...] = 
 
 def dataset_tables(args: argparse.Namespace, options) -> list:
     """The ``--dataset`` input as a one-element list of :class:`~fairseq_ext.prep.tables.TableText` (or none)."""
-    from fairseq_ext.prep.tables import TableText, dataset_input
+    from fairseq_ext.prep.table_inputs import dataset_input
+    from fairseq_ext.prep.tables import TableText
 
     if getattr(args, "dataset", None) is None:
         return []

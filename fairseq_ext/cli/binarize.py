@@ -166,7 +166,8 @@ def split_inputs(args: argparse.Namespace, paths: dict) -> dict:
     and --test-split pick the others' (default: validation/valid/dev and test, when a DatasetDict has them).
     """
     from fairseq_ext.errors import UserError
-    from fairseq_ext.prep.tables import TableStats, TableText, dataset_input, text_inputs
+    from fairseq_ext.prep.table_inputs import dataset_input, text_inputs
+    from fairseq_ext.prep.tables import TableStats, TableText
 
     options = table_options(args)  # checks the table flags first
     if args.dataset is None and not paths.get("train"):

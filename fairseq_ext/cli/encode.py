@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     set_thread_count(args.workers)
     from fairseq_ext.errors import UserError
     from fairseq_ext.prep.pieces import encode_to_pieces
-    from fairseq_ext.prep.tables import text_inputs
+    from fairseq_ext.prep.table_inputs import text_inputs
 
     options = table_options(args)
     inputs = text_inputs(args.input or (), options) + dataset_tables(args, options)

@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from fairseq_ext.errors import UserError
     from fairseq_ext.io_utils import atomic_output_dir
     from fairseq_ext.prep.input_files import describe
-    from fairseq_ext.prep.tables import TableStats, TableText, table_format, text_inputs
+    from fairseq_ext.prep.table_inputs import text_inputs
+    from fairseq_ext.prep.tables import TableStats, TableText, table_format
     from fairseq_ext.prep.tokenizer_training import first_lines, pieces_preview, text_files, train_tokenizer
     from fairseq_ext.vocab.tokenizer import special_roles
 
