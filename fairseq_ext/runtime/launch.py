@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 from fairseq_ext.errors import UserError
 from fairseq_ext.runtime import precision
-from fairseq_ext.runtime.spawn import spawn
+from fairseq_ext.runtime.spawn import release_process_group, spawn
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +249,9 @@ def launching_call_main(original):
         nprocs = prepare(cfg)
         if nprocs:
             return spawn(cfg, main, kwargs, nprocs)
-        return original(cfg, main, **kwargs)
+        result = original(cfg, main, **kwargs)  # this process is a rank (torchrun, srun) or the only process
+        release_process_group()
+        return result
 
     return call_main
 

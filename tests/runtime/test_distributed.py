@@ -4,6 +4,7 @@ batch; several ranks resume, also from a torn checkpoint_last.pt; the launcher's
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import re
@@ -94,6 +95,32 @@ def test_cpu_uses_gloo_and_spawns_only_without_a_launcher(monkeypatch):
     assert re.fullmatch(r"tcp://localhost:\d+", cfg.distributed_training.distributed_init_method)
     cfg = config()
     assert distributed.prepare(cfg) == 0 and cfg.distributed_training.distributed_init_method is None  # one process
+
+
+def _one_rank_group(rendezvous: Path) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=0, world_size=1,
+                                         timeout=datetime.timedelta(seconds=30))
+    torch.distributed.barrier()
+
+
+def test_a_rank_releases_its_process_group_when_training_returns(tmp_path, monkeypatch):
+    """Left to the interpreter's exit, gloo's threads can abort a finished rank (`terminate called without an
+    active exception`: Slurm then marks the job FAILED). A launched rank (torchrun, srun) and a spawned one
+    destroy the group once fairseq's main has returned."""
+    from fairseq.distributed import utils as distributed_utils
+
+    from fairseq_ext.runtime.spawn import rank_main
+
+    for name in ("MASTER_ADDR", "WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(name, raising=False)
+    call_main = distributed.launching_call_main(lambda cfg, main, **kw: main(cfg, **kw))
+    seen = []
+    call_main(config(), lambda cfg: (_one_rank_group(tmp_path / "a"), seen.append(torch.distributed.is_initialized())))
+    assert seen == [True] and not torch.distributed.is_initialized()
+    monkeypatch.setattr(distributed_utils, "distributed_main", lambda i, main, cfg, kwargs: main(cfg, **kwargs))
+    rank_main(0, lambda cfg: (_one_rank_group(tmp_path / "b"), seen.append(torch.distributed.is_initialized())),
+              config(), {})
+    assert seen == [True, True] and not torch.distributed.is_initialized()
 
 
 # --- end to end: 2 CPU ranks against 1 process with the same global batch --------------------------------
