@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from fairseq_ext.io_utils import atomic_output_dir
-from fairseq_ext.prep.binarizer import binarize_text, check_text_file
+from fairseq_ext.prep.binarizer import binarize_text, check_text_file, is_line_source, source_size
 from fairseq_ext.prep.line_encoder import BinarizeError, LineEncoder
 from fairseq_ext.prep.mmap_writer import best_dtype
 from fairseq_ext.prep.progress import progress_bar
@@ -52,7 +52,7 @@ def binarize_directory(
         files, out_dir, root = part.select(files), part.directory(out_dir), out_dir
     tok, symbols, encoder = load_line_encoder(tokenizer, max_line_tokens)
     dtype = best_dtype(len(symbols))
-    sizes = [p.size if hasattr(p, "line_batches") else Path(p).stat().st_size for p in files.values()]
+    sizes = [source_size(p) for p in files.values()]
     total = None if None in sizes else sum(sizes)  # a streamed --dataset has no size: the bar counts up
     result: dict = {"tokenizer": str(tokenizer), "vocab_size": len(symbols), "splits": {}}
     if shards > 1:
@@ -84,7 +84,7 @@ def check_arguments(files: Mapping[str, str | os.PathLike], max_line_tokens: int
     if shards < 1:
         raise BinarizeError(f"--shards must be at least 1, got {shards}")
     for split, path in files.items():
-        if not hasattr(path, "line_batches"):  # a table input's text was checked when it was opened
+        if not is_line_source(path):  # a table input's text was checked when it was opened
             check_text_file(Path(path), f"--{split}")
     if max_line_tokens < 2:
         raise BinarizeError(f"--max-line-tokens must be at least 2 (one token and eos), got {max_line_tokens}")

@@ -110,7 +110,7 @@ def binarize_text(
     A two-stage pipeline: a thread encodes batch k+1 while this one lays out
     and writes batch k, so the order (and the bytes) never depend on timing.
     """
-    if not _is_table(path):
+    if not is_line_source(path):
         path = Path(path)
         check_text_file(path)
     if batch_bytes < 1:  # readlines(0) would read the whole file at once
@@ -142,7 +142,7 @@ def encode_items(
     binary writer and ``fairseq-ext encode``'s piece writer are both sinks, so
     they see exactly the same items.
     """
-    if _is_table(path):  # a table input (fairseq_ext.prep.tables.TableText): one row a document
+    if is_line_source(path):  # a table input (fairseq_ext.prep.tables.TableText): one row a document
         stats = BinarizeStats(file=path.name)
     else:
         path = Path(path)
@@ -179,10 +179,20 @@ def check_text_file(path: Path, option: str = "") -> None:
         raise BinarizeError(f"{path}: file is empty{where}")
 
 
-def _is_table(source) -> bool:
+def is_line_source(source) -> bool:
     """A source that gives its own line batches (a table input's text, :class:`fairseq_ext.prep.tables.TableText`,
     or one shard's part of an input, :class:`fairseq_ext.prep.shard_parts.DealtText`) rather than a text file's path."""
     return hasattr(source, "line_batches")
+
+
+def source_line_batches(source, batch_bytes: int) -> Iterator[tuple[list[str], int, int]]:
+    """``(lines, first line or row number, bytes consumed)`` of a text file's path or of a line source."""
+    return source.line_batches(batch_bytes) if is_line_source(source) else read_line_batches(Path(source), batch_bytes)
+
+
+def source_size(source) -> Optional[int]:
+    """Bytes on disk of a text file or a line source (the progress bar's total); None when unknown (streamed)."""
+    return source.size if is_line_source(source) else Path(source).stat().st_size
 
 
 @contextlib.contextmanager
@@ -205,8 +215,7 @@ def _classified_batches(path: Path, batch_bytes: int, stats: BinarizeStats):
     """
     in_doc = False  # a sentence was seen since the last boundary
     pending_sep = False
-    batches = path.line_batches(batch_bytes) if _is_table(path) else read_line_batches(path, batch_bytes)
-    for lines, _first, consumed in batches:
+    for lines, _first, consumed in source_line_batches(path, batch_bytes):
         stats.lines_in += len(lines)
         blank = [not line.strip() for line in lines]
         if not pending_sep and not any(blank):  # the common case: no document boundary in this batch

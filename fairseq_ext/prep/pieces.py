@@ -27,7 +27,7 @@ import numpy as np
 
 from fairseq_ext.errors import UserError
 from fairseq_ext.prep.binarize_dir import load_line_encoder
-from fairseq_ext.prep.binarizer import encode_items
+from fairseq_ext.prep.binarizer import encode_items, is_line_source, source_size
 from fairseq_ext.prep.progress import progress_bar
 
 _WHITESPACE = re.compile(r"\s")  # what fairseq's tokenize_line splits on
@@ -113,12 +113,12 @@ def encode_to_pieces(
     Returns ``{"inputs": [counts per input, as binarize reports them], "lines",
     "pieces", "separators", ...}``. ``output`` appears whole or not at all.
     """
-    inputs = [p if hasattr(p, "line_batches") else Path(p) for p in inputs]  # text files, or tables' text
+    inputs = [p if is_line_source(p) else Path(p) for p in inputs]  # text files, or tables' text
     output = Path(output)
     _check_paths([p for p in inputs if isinstance(p, Path)], output, overwrite,
                  [Path(p.name) for p in inputs if not isinstance(p, Path) and Path(p.name).exists()])
     tok, symbols, encoder = load_line_encoder(tokenizer, max_line_tokens)
-    sizes = [p.stat().st_size if isinstance(p, Path) else p.size for p in inputs]
+    sizes = [source_size(p) for p in inputs]
     result: dict = {"tokenizer": str(tokenizer), "output": str(output), "max_line_tokens": max_line_tokens,
                     "inputs": []}
     # the bar closes (and clears its line) before an error is printed

@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from fairseq_ext.prep.binarizer import read_line_batches
+from fairseq_ext.prep.binarizer import source_line_batches, source_size
 from fairseq_ext.prep.line_encoder import BinarizeError
 from fairseq_ext.prep.shards import data_path, shard_dirs
 from fairseq_ext.prep.tables import TableInput, TableText
@@ -123,16 +123,13 @@ class DealtText:
         if hasattr(source, "table"):  # a table's rows read (and skipped) are reported, as for the whole table
             self.table = source.table
         self.name = str(source)
-        self.size = source.size if hasattr(source, "line_batches") else Path(source).stat().st_size
+        self.size = source_size(source)
 
     def __str__(self) -> str:
         return self.name
 
     def line_batches(self, batch_bytes: int) -> Iterator[tuple[list[str], int, int]]:
-        if hasattr(self.source, "line_batches"):
-            batches = self.source.line_batches(batch_bytes)
-        else:
-            batches = read_line_batches(Path(self.source), batch_bytes)
+        batches = source_line_batches(self.source, batch_bytes)
         part, n = self.part, self.part.num_shards
         in_doc = keep = False
         unreported = 0  # bytes read for batches that kept no line: told with the next batch that does

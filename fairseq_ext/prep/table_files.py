@@ -12,7 +12,6 @@ import gzip
 import io
 import lzma
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +21,7 @@ COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bzip2", ".xz": "xz"}
 MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"))
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 FORMATS = ("jsonl", "parquet", "csv", "tsv", "hf-disk")
+
 
 class BadRow(UserError):
     """A row (or the rest of a compressed file) that cannot be read; ``reason`` is its counter key."""
@@ -71,10 +71,12 @@ def table_format(path: str | os.PathLike) -> Optional[str]:
     if path.is_dir():
         if is_saved_dataset(path):
             return "hf-disk"
-        kinds = {table_format(f) for f in dir_files(path)}
-        if len(kinds) == 1 and kinds <= {"parquet", "jsonl"}:
-            return kinds.pop()
-        return None
+        kinds = set()
+        for f in dir_files(path):  # stops at the first file that is no table, or of a second kind
+            kinds.add(table_format(f))
+            if not kinds <= {"parquet"} and not kinds <= {"jsonl"}:
+                return None
+        return kinds.pop() if kinds else None
     suffix = _base_suffix(path)
     if suffix in (".parquet", ".pq"):
         return "parquet"
@@ -134,10 +136,6 @@ def dir_files(path: Path) -> list[Path]:
         files += [Path(root) / n for n in sorted(names) if not n.startswith((".", "_"))
                   and (Path(root) / n).stat().st_size > 0]
     return files
-
-
-def has_table_input(inputs: Sequence[str | os.PathLike]) -> bool:
-    return any(table_format(p) is not None for p in inputs)
 
 
 # --------------------------------------------------------------------------- opening files

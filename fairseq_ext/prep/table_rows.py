@@ -55,12 +55,19 @@ def jsonl_rows(table) -> Iterator[tuple[str, object]]:
         except UserError:
             raise
         except STREAM_ERRORS as exc:
-            if isinstance(exc, OSError) and not is_stream_error(exc):
-                raise
-            bad = stream_error(path, exc, lineno)
-            if not table.options.skip_bad_rows:
-                raise bad from None
-            table.stats.bad[bad.reason] += 1
+            _truncated(table, path, exc, lineno)
+
+
+def _truncated(table, path: Path, exc: BaseException, rows: int) -> None:
+    """A compressed file that ended or broke after ``rows`` rows: its one line, or counted with --skip-bad-rows
+    (the rest of the file is skipped). A real I/O error (an errno: a vanished file, a full disk) is raised as it is.
+    Call it from the ``except`` clause."""
+    if isinstance(exc, OSError) and not is_stream_error(exc):
+        raise exc
+    bad = stream_error(path, exc, rows)
+    if not table.options.skip_bad_rows:
+        raise bad from None
+    table.stats.bad[bad.reason] += 1
 
 
 def csv_rows(table) -> Iterator[tuple[str, object]]:
@@ -89,24 +96,18 @@ def csv_rows(table) -> Iterator[tuple[str, object]]:
             except UserError:
                 raise
             except STREAM_ERRORS as exc:
-                if isinstance(exc, OSError) and not is_stream_error(exc):
-                    raise
-                bad = stream_error(path, exc, reader.line_num)
-                if not table.options.skip_bad_rows:
-                    raise bad from None
-                table.stats.bad[bad.reason] += 1
+                _truncated(table, path, exc, reader.line_num)
 
 
 def parquet_rows(table) -> Iterator[tuple[str, object]]:
     import pyarrow.parquet as pq
 
-    columns = sorted({key.split(".")[0] for key in table.keys.values()})
     for path in table.files:
         try:
             pf = pq.ParquetFile(path)
         except Exception as exc:  # pyarrow raises ArrowInvalid and friends
             raise UserError(f"{path}: not a readable Parquet file ({one_line(exc)})") from None
-        wanted = columns_to_read(table, pf.schema_arrow.names, columns, path)
+        wanted = columns_to_read(table, pf.schema_arrow.names, path)
         counter = CountingReader(io.BytesIO())  # progress: the row groups' share of the file
         table._readers.append(counter)
         size, total = path.stat().st_size, max(pf.metadata.num_rows, 1)
@@ -134,19 +135,26 @@ def saved_rows(table) -> Iterator[tuple[str, object]]:
     ds = pick_split(table, ds, str(path))
     yield from dataset_rows(table, ds, str(path), total_bytes=table.size)
 
+
 def streamed_rows(table) -> Iterator[tuple[str, object]]:
     with hub_offline():
         ds = load_streamed(table.dataset, table.options.split)
         yield from dataset_rows(table, ds, table.source)
 
-def columns_to_read(table, names: Sequence[str], columns: Sequence[str], source) -> list[str]:
-    """The columns to read; a column that a required key needs and the table lacks is an error naming it."""
+
+def columns_to_read(table, names: Optional[Sequence[str]], source) -> list[str]:
+    """The top-level columns the keys need, among ``names`` (None: not known before reading, all of them); a
+    column that a required key needs and the table lacks is an error naming it."""
+    columns = sorted({key.split(".")[0] for key in table.keys.values()})
+    if names is None:
+        return columns
     for role, key in table.keys.items():
         column = key.split(".")[0]
         if column not in names and role not in table.optional:
             shown = ", ".join(sorted(names)[:10]) + (", ..." if len(names) > 10 else "")
             raise UserError(f"{source}: no column {column!r} for key {key!r} (columns: {shown})")
     return [c for c in columns if c in names]
+
 
 def pick_split(table, ds, name: str):
     import datasets
@@ -168,9 +176,9 @@ def pick_split(table, ds, name: str):
         raise UserError(f"{name}: no split {table.options.split!r} (--split); it has {', '.join(splits)}")
     return ds[table.options.split]
 
+
 def dataset_rows(table, ds, name: str, total_bytes: Optional[int] = None):
-    columns = sorted({key.split(".")[0] for key in table.keys.values()})
-    wanted = columns_to_read(table, ds.column_names or columns, columns, name)
+    wanted = columns_to_read(table, ds.column_names or None, name)  # a streamed dataset may not know them
     counter = CountingReader(io.BytesIO())
     table._readers.append(counter)
     total = getattr(ds, "num_rows", None) if total_bytes else None

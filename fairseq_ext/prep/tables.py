@@ -96,8 +96,9 @@ class TableStats:
 # --------------------------------------------------------------------------- keys
 
 def key_value(row: Mapping, key: str):
-    """``row[key]``, where a dotted key walks nested objects; KeyError naming the missing part."""
-    if key in row:
+    """``row[key]``, where a dotted key walks nested objects; KeyError naming the missing part, and for a row that
+    is no object (a JSON list or string)."""
+    if isinstance(row, Mapping) and key in row:
         return row[key]
     value = row
     for part in key.split("."):
@@ -210,7 +211,7 @@ class TableInput:
         values = {}
         for role, key in self.keys.items():
             try:
-                value = key_value(row, key) if isinstance(row, Mapping) else _no_object(row)
+                value = key_value(row, key)
             except KeyError:
                 if role in self.optional:
                     values[role] = None
@@ -221,10 +222,6 @@ class TableInput:
                 continue
             values[role] = _check_text(value, key, where, self.options.allow_nul)
         return values
-
-
-def _no_object(row):
-    raise KeyError(None)
 
 
 # --------------------------------------------------------------------------- rows as text
