@@ -11,33 +11,21 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from conftest import BIN, REPO, make_text, shell
+from conftest import BIN, REPO, shell
 from fairseq_ext.cli.main import main
 from fairseq_ext.prep.shard_parts import DealtText, ShardPart, document_part
-from support.binarized import documents
+from support.binarized import documents, sized_documents
 
 N = 3
-
-
-def corpus_documents(seed: int = 9) -> list[str]:
-    """Documents of 1 to 9 sentences; some hold a whitespace-only line or a run of blank lines (one boundary)."""
-    rng = np.random.default_rng(seed)
-    lines, docs = make_text(360, seed=seed), []
-    while lines:
-        k = int(rng.integers(1, 10))
-        docs.append("\n".join(lines[:k]))
-        lines = lines[k:]
-    return docs
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     """The same documents as a text file, one JSON lines file, and a directory of five JSON lines files."""
     root = tmp_path_factory.mktemp("parts")
-    docs = corpus_documents()
+    docs = sized_documents(360, 9, seed=9)  # documents of 1 to 9 sentences
     text = "\n\n".join(d if i % 7 else d + "\n  \n" for i, d in enumerate(docs))  # blank runs, a blank-only line
     (root / "train.txt").write_text("\n\n" + text + "\n", encoding="utf-8")
     rows = [json.dumps({"text": d}) + "\n" for d in docs]

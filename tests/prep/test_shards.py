@@ -28,7 +28,7 @@ from fairseq_ext.prep.shards import ShardRouter, check_open_files
 from fairseq_ext.serialization import safe_torch_load
 from fairseq_ext.tasks.hf_masked_lm import HFMaskedLMConfig, HFMaskedLMTask
 from fairseq_ext.vocab.tokenizer import TokenizerError
-from support.binarized import documents
+from support.binarized import documents, sized_documents
 from support.training import JSON_LOG, TrainLog, fairseq_train
 
 N = 3
@@ -36,13 +36,7 @@ N = 3
 
 def corpus(seed: int = 5) -> str:
     """Documents of 1 to 12 sentences (so of very different sizes), a blank line between them."""
-    rng = np.random.default_rng(seed)
-    lines, out = make_text(420, seed=seed), []
-    while lines:
-        k = int(rng.integers(1, 13))
-        out.append("\n".join(lines[:k]))
-        lines = lines[k:]
-    return "\n\n".join(out) + "\n"
+    return "\n\n".join(sized_documents(420, 12, seed)) + "\n"
 
 
 @pytest.fixture(scope="module")
