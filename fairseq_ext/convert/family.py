@@ -50,7 +50,7 @@ class CardLines:
 class PooledEmbedding:
     """How a model pools its final hidden states into one vector per sequence (``model.embed``)."""
 
-    pooling: str  # "mean" over non-pad tokens or "first" token
+    pooling: str  # "mean" or "max" over non-pad tokens, or the "first" token
     dense: Any  # the projection's (D, C) weight (no bias), or None
     normalize: bool  # L2-normalised by the model itself
 
@@ -91,3 +91,6 @@ class Family:
     # (one tower's settings, weights) -> its pooled embedding; None: none (no --format sentence-transformers)
     pooled: Optional[Callable[[Any, dict], PooledEmbedding]] = None
     card_notes: str = ""  # a paragraph for the card (what export left out, how to use it)
+    # (loaded, config, dictionary, hf_dir) -> the encoder as the family's contrastive model (the pair interface
+    # of fairseq_ext.models.towers), flags and weights without its pooler's; None: the family has no such model
+    contrastive: Optional[Callable[[LoadedHF, Any, Any, Path], FairseqSide]] = None

@@ -126,6 +126,7 @@ FAMILY = Family(
     to_fairseq=to_fairseq, to_hf=to_hf,
     parity=lambda fs_model, hf_model, dictionary, positions: t5.t5_parity(fs_model, hf_model, dictionary),
     card=card, parity_measure="hidden-state", towers=towers, pooled=pooled,
+    contrastive=lambda loaded, config, dictionary, hf_dir: to_fairseq(loaded, config, dictionary),  # t5_encoder
     card_notes="An encoder only: `T5EncoderModel` gives each token's final hidden state (feature extraction). "
                "The fairseq model's masked-LM head (`lm_head.*`) and pooled-embedding projection (`pooler.*`, "
                "when trained with `--pooler-dim`) are not in `T5EncoderModel`: the pooled embedding is written out "
