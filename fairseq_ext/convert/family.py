@@ -8,11 +8,14 @@ is a field here, filled in by the family's own module.
 
 from __future__ import annotations
 
+import dataclasses
 from argparse import Namespace
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from fairseq_ext.convert.common import tower_weights
 
 
 @dataclass
@@ -53,6 +56,23 @@ class PooledEmbedding:
     pooling: str  # "mean" or "max" over non-pad tokens, or the "first" token
     dense: Any  # the projection's (D, C) weight (no bias), or None
     normalize: bool  # L2-normalised by the model itself
+
+
+def one_tower(args, weights: dict, tower: str, prefixes: dict, tied: tuple[str, str]):
+    """A contrastive checkpoint's ``tower`` as a one-tower model: its settings (``separate_towers`` off), its
+    weights under the query tower's names, and whether the checkpoint has separate towers (a family's
+    ``towers``; ``prefixes`` and ``tied`` as :func:`fairseq_ext.convert.common.tower_weights` takes them)."""
+    one, separate = tower_weights(weights, tower, prefixes, tied)
+    return dataclasses.replace(args, args=Namespace(**{**vars(args.args), "separate_towers": False})), one, separate
+
+
+def pooled_embedding(args, weights: dict) -> Optional[PooledEmbedding]:
+    """The pooler of a one-tower model (settings ``pooling``, ``pooler_normalize``; weight ``pooler.dense.weight``,
+    the pair interface's names); None for a model without pooling settings (fairseq's ``roberta``)."""
+    s = args.args
+    if getattr(s, "pooling", None) is None:
+        return None
+    return PooledEmbedding(str(s.pooling), weights.get("pooler.dense.weight"), bool(s.pooler_normalize))
 
 
 @dataclass(frozen=True)
