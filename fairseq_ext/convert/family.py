@@ -114,3 +114,6 @@ class Family:
     # (loaded, config, dictionary, hf_dir) -> the encoder as the family's contrastive model (the pair interface
     # of fairseq_ext.models.towers), flags and weights without its pooler's; None: the family has no such model
     contrastive: Optional[Callable[[LoadedHF, Any, Any, Path], FairseqSide]] = None
+    # (to_hf's transformers model, one tower's weights) -> the bare encoder --format sentence-transformers writes,
+    # and a note for the card ("": none); None: to_hf's model is that encoder already
+    sentence_encoder: Optional[Callable[[Any, dict], tuple[Any, str]]] = None

@@ -136,6 +136,7 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, pad_to_mult
     else:
         fs = _contrastive_side(family, loaded, config, dictionary, model_dir, head)
         limit = min(fs.positions, int(getattr(st_model, "max_seq_length", None) or fs.positions))
+        st_model.max_seq_length = limit  # a bare encoder's tokenizer may allow more than the model has positions
         train_flags = head.train_flags()
         length_flags = ["--max-query-tokens", str(limit), "--max-key-tokens", str(limit)]
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
