@@ -8,7 +8,9 @@
 # Edit the variables, then:   SRC="~/src/projectA ~/src/projectB" bash scripts/pretrain_code.sh
 # Rerunning resumes each stage from its checkpoint_last.pt ($WORK/checkpoints, $WORK/contrastive).
 # From an HF T5 (T5Model, T5ForConditionalGeneration or T5EncoderModel directory) instead of a new
-# tokenizer and random weights: INIT_HF=path/to/t5 (its tokenizer is kept; ARCH is ignored).
+# tokenizer and random weights: INIT_HF=path/to/t5 (its tokenizer is kept; ARCH is ignored). To fine-tune a
+# sentence-transformers model or a BERT/RoBERTa/T5 encoder for code search without code MLM, see
+# scripts/finetune_code_search.sh.
 set -euo pipefail
 
 SRC=${SRC:-src/}                   # directories of source files (space separated)
@@ -49,8 +51,10 @@ CONTRASTIVE_INTERVAL=${CONTRASTIVE_INTERVAL:-1000} # updates between validations
 CONTRASTIVE_EXTRA_ARGS=${CONTRASTIVE_EXTRA_ARGS:-} # anything else for this stage's fairseq-train
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-case "$CONTRASTIVE" in 0|1|only) ;; *) echo "CONTRASTIVE must be 0, 1 or only, got '$CONTRASTIVE'" >&2; exit 2;; esac
-case "$TOWERS" in shared|separate) ;; *) echo "TOWERS must be shared or separate, got '$TOWERS'" >&2; exit 2;; esac
+# shellcheck source=lib/code_search.sh
+source "$ROOT/scripts/lib/code_search.sh"
+one_of CONTRASTIVE "$CONTRASTIVE" 0 1 only
+check_contrastive_settings
 LANG_ARGS=()
 if [ -n "$LANGUAGES" ]; then LANG_ARGS=(--languages "$LANGUAGES"); fi
 MASK_ARGS=()
@@ -113,35 +117,23 @@ if [ ! -f "$FROM" ] && [ ! -f "$WORK/contrastive/checkpoint_last.pt" ]; then
     echo "CONTRASTIVE=$CONTRASTIVE: $FROM is missing (run the code MLM stage first, or set INIT_HF)" >&2
     exit 2
 fi
-CONTRASTIVE_ARGS=(--temperature "$TEMPERATURE" --grad-cache-chunk "$GRAD_CACHE_CHUNK" --queue-size "$QUEUE_SIZE")
-if [ "$TOWERS" = separate ]; then CONTRASTIVE_ARGS+=(--separate-towers); fi
-if [ "$LEARN_TEMPERATURE" = 1 ]; then CONTRASTIVE_ARGS+=(--learn-temperature); fi
-if [ "$SYMMETRIC" = 1 ]; then CONTRASTIVE_ARGS+=(--symmetric); fi
+contrastive_args
 
 # The model flags are stage 1's (the checkpoint's shapes); the MLM head is kept, frozen. A rerun resumes
 # from $WORK/contrastive/checkpoint_last.pt; --finetune-from-model only starts the first launch.
 # shellcheck disable=SC2086
 fairseq-train "$WORK/code-pairs" --user-dir "$ROOT/fairseq_ext" \
-    --task code_contrastive "${MODEL_ARGS[@]}" --criterion info_nce "${CONTRASTIVE_ARGS[@]}" \
-    --finetune-from-model "$FROM" \
-    --max-query-tokens "$QUERY_TOKENS" --max-key-tokens "$KEY_TOKENS" \
+    "${MODEL_ARGS[@]}" "${CONTRASTIVE_ARGS[@]}" --finetune-from-model "$FROM" \
     --optimizer adam --adam-betas "(0.9,0.98)" --adam-eps 1e-6 --weight-decay 0.01 --clip-norm 1.0 \
     --lr "$CONTRASTIVE_LR" --lr-scheduler polynomial_decay --warmup-updates "$CONTRASTIVE_WARMUP" \
     --total-num-update "$CONTRASTIVE_UPDATES" --max-update "$CONTRASTIVE_UPDATES" \
     --max-tokens "$CONTRASTIVE_MAX_TOKENS" --update-freq "$UPDATE_FREQ" \
     $PRECISION --num-workers 4 \
-    --best-checkpoint-metric mrr --maximize-best-checkpoint-metric \
     --save-dir "$WORK/contrastive" --save-interval-updates "$CONTRASTIVE_INTERVAL" --keep-interval-updates 3 \
     --no-epoch-checkpoints --validate-interval-updates "$CONTRASTIVE_INTERVAL" \
     --log-format simple --log-interval 100 --tensorboard-logdir "$WORK/tensorboard-contrastive" \
     $EXTRA_TRAIN_ARGS $CONTRASTIVE_EXTRA_ARGS
 
-# The model users search with, and the honest measurement (every held-out query against every held-out
-# key, beside BM25, and on queries whose code has its names replaced).
-fairseq-ext export-hf "$WORK/contrastive/checkpoint_best.pt" -o "$WORK/st-model" --format sentence-transformers --overwrite
-if [ "$TOWERS" = separate ]; then  # st-model embeds queries; keys have a tower of their own
-    fairseq-ext export-hf "$WORK/contrastive/checkpoint_best.pt" -o "$WORK/st-model-keys" --tower key \
-        --format sentence-transformers --overwrite
-fi
-fairseq-ext eval-retrieval "$WORK/contrastive/checkpoint_best.pt" --pairs "$WORK/code-pairs" --rename \
-    --json "$WORK/eval-retrieval.json"
+# The model users search with (sentence-transformers), and the honest measurement: every held-out query
+# against every held-out key, beside BM25, and on queries whose code has its names replaced.
+export_and_evaluate "$WORK/contrastive/checkpoint_best.pt" "$WORK/code-pairs" "$WORK"

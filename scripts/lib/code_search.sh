@@ -5,7 +5,7 @@
 
 # die MESSAGE...: one line on stderr naming the recipe, exit 2 (a setting is wrong; nothing was started).
 die() {
-    echo "$(basename "$0"): $*" >&2
+    echo "${RECIPE:-$(basename "$0")}: $*" >&2
     exit 2
 }
 

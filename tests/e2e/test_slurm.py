@@ -13,6 +13,7 @@ fairseq-train then reads.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
@@ -191,6 +192,36 @@ def test_continue_pretraining_imports_prepares_trains_and_exports(slurm, tmp_pat
     assert re.search(r"parity: max \|logit difference\| fairseq vs transformers = \S+", job.log), job.log[-3000:]
     assert checkpoint_updates(tmp_path / "work" / "checkpoints" / "checkpoint_last.pt") == 6
     assert (tmp_path / "work" / "hf-model" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_pretrain_code_contrastive_stage_fine_tunes_an_init_hf_directory(slurm, bert_dir, tmp_path):
+    """STAGE=contrastive INIT_HF=a sentence-transformers directory: the batch host imports it, makes the pairs
+    with its tokenizer and measures it; two ranks train from the import; the finished job exports and measures."""
+    import shutil
+    import sysconfig
+
+    from support.st_models import bert_st_dir
+
+    init = bert_st_dir(tmp_path / "st-bert", bert_dir, pooling="mean", normalize=True)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for pkg in ("json", "html", "http"):
+        shutil.copytree(stdlib / pkg, tmp_path / "src" / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    work = tmp_path / "work"
+    env = dict(STAGE="contrastive", INIT_HF=str(init), SRC=str(tmp_path / "src"), LANGUAGES="python",
+               VALID_RATIO="0.3", QUERY_TOKENS="32", KEY_TOKENS="48", MAX_TOKENS="640", MAX_UPDATE="4", LR="1e-3",
+               SAVE_INTERVAL="2", EXTRA_TRAIN_ARGS=f"--seed 3 {JSON}")
+    job = Job(slurm, "pretrain_code.sbatch", work, env)
+    job.completed()
+    check_two_ranks_trained(job.log, 4)
+    assert f"loading pretrained model from {work / 'init' / 'checkpoint.pt'}" in job.log
+    assert "max |embedding difference| sentence-transformers vs fairseq" in job.log  # imported on the batch host
+    assert all("mrr" in r for r in TrainLog.parse(job.log).valid) and TrainLog.parse(job.log).valid
+    assert checkpoint_updates(work / "contrastive" / "checkpoint_last.pt") == 4
+    pairs = json.loads((work / "code-pairs" / "code_pairs.json").read_text())["splits"]["valid"]["pairs"]
+    for measured in ("eval-zero-shot.json", "eval-retrieval.json"):
+        assert json.loads((work / measured).read_text())["pool"]["pairs"] == pairs
+    assert (work / "st-model" / "modules.json").exists() and f"pool MRR ({pairs} pairs): start" in job.log
 
 
 @pytest.mark.slow
