@@ -102,9 +102,7 @@ LANG_ARGS=()
 if [ -n "$LANGUAGES" ]; then LANG_ARGS=(--languages "$LANGUAGES"); fi
 MASK_ARGS=()
 if [ -n "$MASK_TOKEN" ]; then MASK_ARGS=(--mask-token "$MASK_TOKEN"); fi
-# Batches of exactly BATCH_SIZE pairs (fairseq would round them to multiples of 8 and drop an epoch's last
-# batch of another size: with a small held-out split, every validation batch).
-BATCH_ARGS=(--batch-size "$BATCH_SIZE" --batch-size-valid "$BATCH_SIZE" --required-batch-size-multiple 1)
+BATCH_ARGS=(--batch-size "$BATCH_SIZE" --batch-size-valid "$BATCH_SIZE")
 if [ -n "$MAX_TOKENS" ]; then BATCH_ARGS+=(--max-tokens "$MAX_TOKENS"); fi
 
 # 1. The model as fairseq sees it (its embeddings checked against sentence-transformers/transformers), and its

@@ -43,13 +43,15 @@ check_contrastive_settings() {
 # contrastive_args: CONTRASTIVE_ARGS, the code_contrastive/info_nce flags every recipe passes, from TEMPERATURE,
 # LEARN_TEMPERATURE, SYMMETRIC, QUEUE_SIZE, GRAD_CACHE_CHUNK (0: off), TOWERS, QUERY_TOKENS and KEY_TOKENS.
 # The best checkpoint is the one with the highest MRR of the whole held-out pool (every validation ranks
-# every held-out query against every held-out key).
+# every held-out query against every held-out key). Batches hold as many pairs as the budget allows:
+# fairseq's default rounds them down to multiples of 8 and drops a last batch of another size, which
+# empties a small held-out split (and crashes validation) and leaves pairs out of every epoch.
 contrastive_args() {
     check_contrastive_settings
     CONTRASTIVE_ARGS=(--task code_contrastive --criterion info_nce --temperature "$TEMPERATURE"
         --queue-size "$QUEUE_SIZE" --grad-cache-chunk "$GRAD_CACHE_CHUNK"
         --max-query-tokens "$QUERY_TOKENS" --max-key-tokens "$KEY_TOKENS"
-        --best-checkpoint-metric mrr --maximize-best-checkpoint-metric)
+        --best-checkpoint-metric mrr --maximize-best-checkpoint-metric --required-batch-size-multiple 1)
     if [ "$TOWERS" = separate ]; then CONTRASTIVE_ARGS+=(--separate-towers); fi
     if [ "$LEARN_TEMPERATURE" = 1 ]; then CONTRASTIVE_ARGS+=(--learn-temperature); fi
     if [ "$SYMMETRIC" = 1 ]; then CONTRASTIVE_ARGS+=(--symmetric); fi
