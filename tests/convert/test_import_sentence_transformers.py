@@ -171,3 +171,36 @@ def test_eval_retrieval_of_the_import_equals_the_directory(request, tmp_path, fa
     model_scores = [k for k in st["pool"]["scores"] if k not in ("bm25", "chance")]
     for key in model_scores:
         assert ckpt["pool"]["scores"][key] == pytest.approx(st["pool"]["scores"][key], abs=1e-6), key
+
+
+QUERY_ENCODER = {"bert": "encoder.sentence_encoder.", "t5": "encoder."}  # the query tower's encoder weights
+
+
+def separate_towers(ckpt: Path, out: Path, query_encoder: str, noise: float = 0.3) -> Path:
+    """``ckpt`` (a one-tower contrastive checkpoint) with a key tower of its own (``key_encoder.*``,
+    ``key_pooler.*``): the query tower's weights moved by ``noise``, so that the towers embed differently."""
+    from fairseq_ext.serialization import safe_torch_load
+
+    state = safe_torch_load(ckpt, map_location="cpu")
+    state["cfg"]["model"]["separate_towers"] = True
+    weights, g = state["model"], torch.Generator().manual_seed(5)
+    for src, dst in ((query_encoder, "key_encoder."), ("pooler.", "key_pooler.")):
+        for k in [k for k in weights if k.startswith(src)]:
+            moved = not k.endswith("version")  # fairseq's bookkeeping tensor stays as it is
+            weights[dst + k[len(src):]] = weights[k] + moved * noise * torch.randn(weights[k].shape, generator=g)
+    torch.save(state, out)
+    return out
+
+
+@pytest.mark.parametrize("family", ["bert", "t5"])
+def test_each_tower_exports_its_own_sentence_encoder(request, tmp_path, family):
+    directory = st_dir(request, family, tmp_path / "st", pooling="mean", dense=8, normalize=True)
+    import_hf(directory, tmp_path / "ckpt")
+    two = separate_towers(tmp_path / "ckpt" / "checkpoint.pt", tmp_path / "ckpt" / "two.pt", QUERY_ENCODER[family])
+    encoded = {}
+    for tower in ("query", "key"):
+        r = export_hf(two, tmp_path / tower, tower=tower, fmt="sentence-transformers")
+        assert r.embedding.separate and r.embedding.tower == tower and r.embedding.st_max_abs_diff <= TOLERANCE
+        encoded[tower] = st_encode(tmp_path / tower)
+    torch.testing.assert_close(encoded["query"], st_encode(directory), atol=1e-6, rtol=0)  # the imported tower
+    assert (encoded["key"] - encoded["query"]).abs().max() > 1e-2
