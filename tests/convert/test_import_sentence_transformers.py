@@ -204,3 +204,18 @@ def test_each_tower_exports_its_own_sentence_encoder(request, tmp_path, family):
         encoded[tower] = st_encode(tmp_path / tower)
     torch.testing.assert_close(encoded["query"], st_encode(directory), atol=1e-6, rtol=0)  # the imported tower
     assert (encoded["key"] - encoded["query"]).abs().max() > 1e-2
+
+
+def test_a_tokenizer_without_fairseqs_specials_is_compared_on_fairseqs_ids(bpe_dir, tmp_path, capsys):
+    """A tokenizer that adds no <s>/</s> of its own: encode() embeds other ids than fairseq's pairs feed, so the
+    check runs on fairseq's ids (the forward on padded batches) and the result says so."""
+    directory = roberta_st_dir(tmp_path / "st", bpe_dir)
+    tokenizer = json.loads((directory / "tokenizer.json").read_text())
+    (directory / "tokenizer.json").write_text(json.dumps({**tokenizer, "post_processor": None}))
+    r = import_hf(directory, tmp_path / "ckpt")
+    assert not r.embedding.tokens_agree and r.embedding.max_abs_diff <= TOLERANCE
+    assert "tokenizer [" in r.embedding.token_example and ", fairseq [0, " in r.embedding.token_example
+    capsys.readouterr()
+    assert main(["import-hf", str(directory), "-o", str(tmp_path / "cli")]) == 0
+    assert "note: the tokenizer's own special tokens differ from what fairseq's pairs feed; compared on fairseq's " \
+           "ids only: " in capsys.readouterr().out
