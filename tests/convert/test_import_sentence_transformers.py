@@ -219,3 +219,19 @@ def test_a_tokenizer_without_fairseqs_specials_is_compared_on_fairseqs_ids(bpe_d
     assert main(["import-hf", str(directory), "-o", str(tmp_path / "cli")]) == 0
     assert "note: the tokenizer's own special tokens differ from what fairseq's pairs feed; compared on fairseq's " \
            "ids only: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("family, pooling, fmt", [("bert", "max", "transformers"),
+                                                  ("roberta", "cls", "sentence-transformers"),
+                                                  ("t5", "max", "transformers")])
+def test_card_transformers_snippet_computes_the_embedding(request, tmp_path, family, pooling, fmt):
+    """The card's plain-transformers code, run as written, gives the directory's embeddings (a masked-LM
+    export's encoder is its base_model; max pooling written out)."""
+    directory = st_dir(request, family, tmp_path / "st", pooling=pooling, dense=8, normalize=True)
+    import_hf(directory, tmp_path / "ckpt")
+    export_hf(tmp_path / "ckpt" / "checkpoint.pt", tmp_path / "hf", fmt=fmt)
+    card = (tmp_path / "hf" / "README.md").read_text()
+    code = card.split("With transformers only")[1].split("```python\n")[1].split("```")[0]
+    scope = {"texts": TEXTS}
+    exec(code, scope)
+    torch.testing.assert_close(scope["emb"], st_encode(directory), atol=1e-5, rtol=0)
