@@ -171,3 +171,67 @@ def test_eval_retrieval_of_the_import_equals_the_directory(request, tmp_path, fa
     model_scores = [k for k in st["pool"]["scores"] if k not in ("bm25", "chance")]
     for key in model_scores:
         assert ckpt["pool"]["scores"][key] == pytest.approx(st["pool"]["scores"][key], abs=1e-6), key
+
+
+QUERY_ENCODER = {"bert": "encoder.sentence_encoder.", "t5": "encoder."}  # the query tower's encoder weights
+
+
+def separate_towers(ckpt: Path, out: Path, query_encoder: str, noise: float = 0.3) -> Path:
+    """``ckpt`` (a one-tower contrastive checkpoint) with a key tower of its own (``key_encoder.*``,
+    ``key_pooler.*``): the query tower's weights moved by ``noise``, so that the towers embed differently."""
+    from fairseq_ext.serialization import safe_torch_load
+
+    state = safe_torch_load(ckpt, map_location="cpu")
+    state["cfg"]["model"]["separate_towers"] = True
+    weights, g = state["model"], torch.Generator().manual_seed(5)
+    for src, dst in ((query_encoder, "key_encoder."), ("pooler.", "key_pooler.")):
+        for k in [k for k in weights if k.startswith(src)]:
+            moved = not k.endswith("version")  # fairseq's bookkeeping tensor stays as it is
+            weights[dst + k[len(src):]] = weights[k] + moved * noise * torch.randn(weights[k].shape, generator=g)
+    torch.save(state, out)
+    return out
+
+
+@pytest.mark.parametrize("family", ["bert", "t5"])
+def test_each_tower_exports_its_own_sentence_encoder(request, tmp_path, family):
+    directory = st_dir(request, family, tmp_path / "st", pooling="mean", dense=8, normalize=True)
+    import_hf(directory, tmp_path / "ckpt")
+    two = separate_towers(tmp_path / "ckpt" / "checkpoint.pt", tmp_path / "ckpt" / "two.pt", QUERY_ENCODER[family])
+    encoded = {}
+    for tower in ("query", "key"):
+        r = export_hf(two, tmp_path / tower, tower=tower, fmt="sentence-transformers")
+        assert r.embedding.separate and r.embedding.tower == tower and r.embedding.st_max_abs_diff <= TOLERANCE
+        encoded[tower] = st_encode(tmp_path / tower)
+    torch.testing.assert_close(encoded["query"], st_encode(directory), atol=1e-6, rtol=0)  # the imported tower
+    assert (encoded["key"] - encoded["query"]).abs().max() > 1e-2
+
+
+def test_a_tokenizer_without_fairseqs_specials_is_compared_on_fairseqs_ids(bpe_dir, tmp_path, capsys):
+    """A tokenizer that adds no <s>/</s> of its own: encode() embeds other ids than fairseq's pairs feed, so the
+    check runs on fairseq's ids (the forward on padded batches) and the result says so."""
+    directory = roberta_st_dir(tmp_path / "st", bpe_dir)
+    tokenizer = json.loads((directory / "tokenizer.json").read_text())
+    (directory / "tokenizer.json").write_text(json.dumps({**tokenizer, "post_processor": None}))
+    r = import_hf(directory, tmp_path / "ckpt")
+    assert not r.embedding.tokens_agree and r.embedding.max_abs_diff <= TOLERANCE
+    assert "tokenizer [" in r.embedding.token_example and ", fairseq [0, " in r.embedding.token_example
+    capsys.readouterr()
+    assert main(["import-hf", str(directory), "-o", str(tmp_path / "cli")]) == 0
+    assert "note: the tokenizer's own special tokens differ from what fairseq's pairs feed; compared on fairseq's " \
+           "ids only: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("family, pooling, fmt", [("bert", "max", "transformers"),
+                                                  ("roberta", "cls", "sentence-transformers"),
+                                                  ("t5", "max", "transformers")])
+def test_card_transformers_snippet_computes_the_embedding(request, tmp_path, family, pooling, fmt):
+    """The card's plain-transformers code, run as written, gives the directory's embeddings (a masked-LM
+    export's encoder is its base_model; max pooling written out)."""
+    directory = st_dir(request, family, tmp_path / "st", pooling=pooling, dense=8, normalize=True)
+    import_hf(directory, tmp_path / "ckpt")
+    export_hf(tmp_path / "ckpt" / "checkpoint.pt", tmp_path / "hf", fmt=fmt)
+    card = (tmp_path / "hf" / "README.md").read_text()
+    code = card.split("With transformers only")[1].split("```python\n")[1].split("```")[0]
+    scope = {"texts": TEXTS}
+    exec(code, scope)
+    torch.testing.assert_close(scope["emb"], st_encode(directory), atol=1e-5, rtol=0)
