@@ -109,6 +109,7 @@ if [ -n "$MAX_TOKENS" ]; then BATCH_ARGS+=(--max-tokens "$MAX_TOKENS"); fi
 #    tokenizer: the pairs are made with it, so ids stay the model's.
 INIT="$WORK/init"
 import_init_hf "$INIT"
+check_sides_fit "$INIT"
 
 # 2. Pairs from your code, split by project (held-out projects are never trained on).
 if [ ! -f "$WORK/code-pairs/dataset_dict.json" ]; then

@@ -87,6 +87,21 @@ import_init_hf() {
         die "$out/model_args.txt is no code_contrastive model (an import for masked-LM training): remove $out"
 }
 
+# check_sides_fit DIR: QUERY_TOKENS and KEY_TOKENS (bos and eos included) within the positions of the model whose
+# flags DIR/model_args.txt holds (--max-positions), before training meets an index error.
+check_sides_fit() {
+    local args positions name
+    read -r -a args < "$1/model_args.txt"
+    for i in "${!args[@]}"; do
+        if [ "${args[$i]}" = --max-positions ]; then positions=${args[$((i + 1))]}; fi
+    done
+    [ -n "${positions:-}" ] || return 0
+    for name in QUERY_TOKENS KEY_TOKENS; do
+        [ "${!name}" -le "$positions" ] ||
+            die "$name=${!name} is longer than the model's $positions positions (--max-positions in $1/model_args.txt)"
+    done
+}
+
 # updates_of CHECKPOINT: the number of updates it was saved after (0 when it does not exist).
 updates_of() {
     if [ ! -f "$1" ]; then echo 0; return; fi

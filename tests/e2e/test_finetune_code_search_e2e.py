@@ -144,6 +144,11 @@ def test_a_rerun_skips_every_stage_and_more_updates_resume(run):
     log = shell(SCRIPT, env)
     assert "fairseq_cli.train" not in log and "wrote" not in log, log[-3000:]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # sides longer than the model's positions: one line, before anything runs (the import's model_args.txt says)
+    log = shell(SCRIPT, dict(env, KEY_TOKENS="65"), check=False)
+    assert log.splitlines()[-1] == (f"finetune_code_search.sh: KEY_TOKENS=65 is longer than the model's 64 positions "
+                                    f"(--max-positions in {work / 'init'}/model_args.txt)"), log[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     log = shell(SCRIPT, dict(env, UPDATES=str(UPDATES + 2)))
     assert f"{work / 'contrastive' / 'checkpoint_last.pt'} (epoch" in log and "loading pretrained" not in log
     assert TrainLog.parse(log).last_update == UPDATES + 2
