@@ -6,7 +6,8 @@
 #   fine-tuned model. Every measurement ranks every held-out query against every held-out key, beside BM25
 #   and chance, and again on the renamed (AdvTest-style) pool where names cannot be matched.
 #
-#   INIT_HF=path/to/all-MiniLM-L6-v2 SRC="~/src/projectA ~/src/projectB" bash scripts/finetune_code_search.sh
+#   INIT_HF=path/to/all-MiniLM-L6-v2 SRC="$HOME/src/projectA $HOME/src/projectB" \
+#       bash scripts/finetune_code_search.sh
 #   INIT_HF=path/to/codebert POOLING=first SRC=~/src bash scripts/finetune_code_search.sh
 #
 # INIT_HF is a local directory, nothing is downloaded: any sentence-transformers directory (modules.json:
@@ -87,12 +88,12 @@ check_init_hf
 [ -n "$SRC" ] || die "set SRC to your source trees or tables (space separated)"
 for src in $SRC; do [ -e "$src" ] || die "SRC: no such file or directory: $src"; done
 one_of PAIR_KIND "$PAIR_KIND" docstring span both
-whole_number BATCH_SIZE "$BATCH_SIZE"
+for name in BATCH_SIZE UPDATE_FREQ UPDATES INTERVAL; do
+    whole_number "$name" "${!name}"
+    [ "${!name}" -ge 1 ] || die "$name must be at least 1, got '${!name}'"
+done
 if [ -n "$MAX_TOKENS" ]; then whole_number MAX_TOKENS "$MAX_TOKENS"; fi
-whole_number UPDATE_FREQ "$UPDATE_FREQ"
-whole_number UPDATES "$UPDATES"
 whole_number WARMUP "$WARMUP"
-whole_number INTERVAL "$INTERVAL"
 whole_number NUM_WORKERS "$NUM_WORKERS"
 positive_number LR "$LR"
 positive_number VALID_RATIO "$VALID_RATIO"

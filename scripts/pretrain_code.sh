@@ -5,7 +5,7 @@
 # CoCoS (masked file, span) pairs from the same trees, split the same way -> InfoNCE training from
 # the code MLM checkpoint (or an imported HF T5 encoder), the best checkpoint by held-out MRR ->
 # export (sentence-transformers) -> eval-retrieval beside BM25.
-# Edit the variables, then:   SRC="~/src/projectA ~/src/projectB" bash scripts/pretrain_code.sh
+# Edit the variables, then:   SRC="$HOME/src/projectA $HOME/src/projectB" bash scripts/pretrain_code.sh
 # Rerunning resumes each stage from its checkpoint_last.pt ($WORK/checkpoints, $WORK/contrastive).
 # From an HF T5 (T5Model, T5ForConditionalGeneration or T5EncoderModel directory) instead of a new
 # tokenizer and random weights: INIT_HF=path/to/t5 (its tokenizer is kept; ARCH is ignored). To fine-tune a

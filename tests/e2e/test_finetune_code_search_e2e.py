@@ -170,6 +170,7 @@ def test_a_rerun_skips_every_stage_and_more_updates_resume(run):
     (dict(LR="fast"), "LR must be a number above 0, got 'fast'"),
     (dict(TEMPERATURE="0"), "TEMPERATURE must be a number above 0, got '0'"),
     (dict(BATCH_SIZE="-8"), "BATCH_SIZE must be a whole number, got '-8'"),
+    (dict(UPDATES="0"), "UPDATES must be at least 1, got '0'"),
     (dict(UPDATES="10", WARMUP="10"), "WARMUP (10) must be below UPDATES (10)"),
 ])
 def test_bad_settings_stop_in_one_line_before_anything_runs(tmp_path, settings, message):
