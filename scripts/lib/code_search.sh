@@ -107,7 +107,8 @@ updates_of() {
     if [ ! -f "$1" ]; then echo 0; return; fi
     python -c 'import sys
 from fairseq_ext.serialization import safe_torch_load
-print((safe_torch_load(sys.argv[1], map_location="cpu").get("optimizer_history") or [{}])[-1].get("num_updates", 0))' "$1"
+history = safe_torch_load(sys.argv[1], map_location="cpu").get("optimizer_history") or [{}]
+print(history[-1].get("num_updates", 0))' "$1"
 }
 
 # export_and_evaluate CHECKPOINT PAIRS OUT: the sentence-transformers model users search with, OUT/st-model
