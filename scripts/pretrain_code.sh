@@ -59,6 +59,10 @@ LANG_ARGS=()
 if [ -n "$LANGUAGES" ]; then LANG_ARGS=(--languages "$LANGUAGES"); fi
 MASK_ARGS=()
 if [ -n "$MASK_TOKEN" ]; then MASK_ARGS=(--mask-token "$MASK_TOKEN"); fi
+if [ -n "$INIT_HF" ] && [ -f "$INIT_HF/modules.json" ] && [ "$CONTRASTIVE" != only ]; then
+    die "INIT_HF=$INIT_HF is a sentence-transformers model (modules.json): fine-tune it with" \
+        "scripts/finetune_code_search.sh, or set CONTRASTIVE=only (the code MLM stage needs an HF T5 encoder)"
+fi
 if [ -n "$INIT_HF" ]; then
     TOKENIZER="$WORK/init-hf"      # import-hf keeps the HF tokenizer: ids stay the model's
     if [ ! -f "$TOKENIZER/checkpoint.pt" ]; then

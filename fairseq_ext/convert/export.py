@@ -143,7 +143,9 @@ def _as_float(value):
 
 def model_card(checkpoint, state, args: CheckpointModelSettings, tok_name, result: ExportResult) -> str:
     data = task_data_dir(state) or "unknown"
-    val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f} (base 2)"
+    # fairseq records the value of --best-checkpoint-metric as "val_loss" (a contrastive run: mrr)
+    metric = str(section(state, "checkpoint").get("best_checkpoint_metric") or "loss")
+    val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f}" + (" (base 2)" if metric == "loss" else "")
     family = FAMILIES[result.family]
     cls = result.hf_class or family.hf_class
     lines = family.card(args, section(state, "task"))
@@ -167,7 +169,7 @@ Converted from the fairseq checkpoint `{Path(checkpoint).name}` by `fairseq-ext 
 | training data | `{data}` |{_started_from(state)}
 | tokenizer | `{tok_name}` ({args.positions} positions) |
 | updates | {result.num_updates} |
-| validation loss | {val} |
+| validation {metric} | {val} |
 | export parity | {parity} |
 
 ```python

@@ -121,6 +121,11 @@ class CodeContrastiveTask(TokenizerDataTask):
                             "trains an encoder with a pooled embedding: --arch t5_encoder_small, t5_encoder_base, "
                             "hf_bert_base, hf_bert_large (BERT and RoBERTa layouts), or the model of a "
                             "`fairseq-ext import-hf` directory")
+        longest = max(self.cfg.max_query_tokens, self.cfg.max_key_tokens)
+        if longest > model.max_positions():  # positions past a learned table's end would index out of it
+            flag = "--max-key-tokens" if self.cfg.max_key_tokens == longest else "--max-query-tokens"
+            raise UserError(f"{flag} {longest}: the model takes at most {model.max_positions()} positions "
+                            "(--max-positions, or the imported model's)")
         for p in model.head_parameters():
             p.requires_grad_(False)
         return model

@@ -263,6 +263,9 @@ def test_a_trained_checkpoint_exports_its_key_tower(two_tower_run, tmp_path):
 
     rows = model_card_rows((out / "README.md").read_text())
     figures = state["task_state"]["retrieval"]
+    # fairseq's "val_loss" holds the --best-checkpoint-metric: the card names it (not "validation loss")
+    assert "validation loss" not in rows
+    assert rows["validation mrr"] == f"{float(state['extra_state']['val_loss']):.4f}"
     assert rows["validation retrieval"].startswith(
         f"MRR {figures['mrr']:.4f}, R@1 {figures['recall@1']:.4f}, R@10 {figures['recall@10']:.4f} over "
         f"{figures['pairs']} held-out pairs")

@@ -212,3 +212,18 @@ def test_the_contrastive_hydra_config_fine_tunes_the_import(run, tmp_path):
     assert "BertFairseqModel" in log or "hf_bert" in log, log[-3000:]
     assert trained.valid and all("mrr" in r for r in trained.valid), log[-3000:]
     assert checkpoint_updates(tmp_path / "ckpt" / "checkpoint_best.pt") == 3
+
+
+def test_the_code_mlm_recipe_sends_a_sentence_transformers_start_to_this_script(tmp_path):
+    """scripts/pretrain_code.sh's masked-LM stage cannot train a sentence encoder's contrastive import: one line."""
+    st_dir = tmp_path / "st"
+    st_dir.mkdir()
+    (st_dir / "modules.json").write_text("[]")
+    (tmp_path / "src").mkdir()
+    env = dict(os.environ, INIT_HF=str(st_dir), SRC=str(tmp_path / "src"), WORK=str(tmp_path / "work"))
+    proc = subprocess.run(["bash", "scripts/pretrain_code.sh"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"pretrain_code.sh: INIT_HF={st_dir} is a sentence-transformers model (modules.json): fine-tune it with "
+        "scripts/finetune_code_search.sh, or set CONTRASTIVE=only (the code MLM stage needs an HF T5 encoder)"]
+    assert not (tmp_path / "work").exists()

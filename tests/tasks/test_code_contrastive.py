@@ -223,6 +223,8 @@ def test_bad_settings_are_one_line(code_pairs_dir, tmp_path):
     task = tasks.setup_task(args)
     with pytest.raises(UserError, match=r"^--arch roberta_base: code_contrastive trains an encoder with a pooled "):
         task.build_model(args)
+    with pytest.raises(UserError, match=r"^--max-key-tokens 64: the model takes at most 48 positions "):
+        build(code_pairs_dir, "--max-positions", "48")
     args = options.parse_args_and_arch(options.get_training_parser(), [
         str(code_pairs_dir), "--user-dir", "fairseq_ext", "--task", "code_contrastive", "--arch", "t5_encoder_small",
         "--grad-cache-chunk", "8", "--criterion", "cross_entropy", "--cpu"])
