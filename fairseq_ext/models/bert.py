@@ -38,7 +38,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from fairseq import utils
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.roberta.model import RobertaEncoder, RobertaModel
@@ -47,7 +47,7 @@ from fairseq.modules.transformer_sentence_encoder import init_bert_params
 
 from fairseq_ext.errors import UserError
 from fairseq_ext.models.presets import apply_preset, dataclass_defaults, settings_namespace
-from fairseq_ext.models.towers import POOLINGS, PairEncoder, Pooler
+from fairseq_ext.models.towers import PairEncoder, PairEncoderConfig, Pooler, check_pair_settings
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _size_help(what: str, key: str) -> dict:
 
 
 @dataclass
-class HFBertConfig(FairseqDataclass):
+class HFBertConfig(PairEncoderConfig):
     """Settings of the ``hf_bert`` model: fairseq RoBERTa's, plus token types, epsilon and HF family."""
 
     encoder_layers: Optional[int] = field(default=None, metadata=_size_help("number of layers", "encoder_layers"))
@@ -117,15 +117,6 @@ class HFBertConfig(FairseqDataclass):
         "help": "AdaPrune regularisation of FFN blocks (fairseq RoBERTa's)"})
     mha_heads_to_keep: int = field(default=-1, metadata={"help": "attention heads to keep per layer; -1: all"})
     ffn_blocks_to_remove: int = field(default=-1, metadata={"help": "FFN blocks to remove per layer; -1: none"})
-    pooling: ChoiceEnum(POOLINGS) = field(default="mean", metadata={
-        "help": "pooled embedding (model.embed, code_contrastive): the first token ([CLS]/<s>), the mean or the "
-        "maximum over non-pad tokens"})
-    pooler_dim: int = field(default=0, metadata={
-        "help": "size of a projection (no bias) after pooling; 0: none, the embedding is the hidden size"})
-    pooler_normalize: bool = field(default=False, metadata={"help": "L2-normalise the pooled embedding"})
-    separate_towers: bool = field(default=False, metadata={
-        "help": "contrastive training: keys get an encoder and pooler of their own (key_encoder.*, key_pooler.*), "
-        "started as copies of the query tower's; default: one tower embeds both"})
     hf_pooler: bool = field(default=False, metadata={
         "help": "carry transformers' pooler layer (dense + tanh on the first token; frozen, unused in training) "
         "so that export-hf writes it back: set by import-hf when the directory has one"})
@@ -192,10 +183,9 @@ def resolved_args(cfg, task=None) -> Namespace:
     _architecture(PRESETS.get(args.arch, {}))(args)
     if args.max_positions is None and task is not None:
         args.max_positions = task.max_positions()
-    for key in ("activation_fn", "pooler_activation_fn", "hf_model_type", "pooling"):
+    for key in ("activation_fn", "pooler_activation_fn", "hf_model_type"):
         setattr(args, key, str(getattr(args, key)))  # a ChoiceEnum member from a config -> its name
-    if args.pooler_dim < 0:
-        raise UserError(f"--pooler-dim (model.pooler_dim) must be 0 (none) or positive, got {args.pooler_dim}")
+    check_pair_settings(args)
     if args.type_vocab_size < 1:
         raise UserError(f"--type-vocab-size (model.type_vocab_size) must be at least 1, got {args.type_vocab_size}")
     if args.max_positions is None or args.max_positions < 1:

@@ -16,19 +16,44 @@ checkpoint or an imported encoder continued contrastively) fills it in (:meth:`P
 the key tower as a copy of the checkpoint's query tower, a projection from the model's initialisation.
 """
 
-from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from torch import nn
+
+from fairseq_ext.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 TOWERS = ("query", "key")
 POOLINGS = ("first", "mean", "max")  # sentence-transformers' cls, mean, max
+
+
+@dataclass
+class PairEncoderConfig(FairseqDataclass):
+    """The settings every pair encoder has (its model's config dataclass derives from this one)."""
+
+    pooling: ChoiceEnum(POOLINGS) = field(default="mean", metadata={
+        "help": "pooled embedding (model.embed, code_contrastive): the first token (BERT's [CLS]), the mean or "
+        "the maximum over non-pad tokens"})
+    pooler_dim: int = field(default=0, metadata={
+        "help": "size of a projection (no bias) after pooling; 0: none, the embedding is the hidden size"})
+    pooler_normalize: bool = field(default=False, metadata={"help": "L2-normalise the pooled embedding"})
+    separate_towers: bool = field(default=False, metadata={
+        "help": "contrastive training: keys get an encoder and pooler of their own (key_encoder.*, key_pooler.*), "
+        "started as copies of the query tower's; default: one tower embeds both"})
+
+
+def check_pair_settings(args) -> None:
+    """A model's resolved settings (a Namespace): the pooling as its name, the projection's size checked."""
+    args.pooling = str(args.pooling)  # a ChoiceEnum member from a config -> its name
+    if args.pooler_dim < 0:
+        raise UserError(f"--pooler-dim (model.pooler_dim) must be 0 (none) or positive, got {args.pooler_dim}")
 
 
 class Pooler(nn.Module):

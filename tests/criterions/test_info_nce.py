@@ -6,18 +6,16 @@ gradient caching under DistributedDataParallel (chunks replayed in the backward,
 from __future__ import annotations
 
 import math
-import os
 import types
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from fairseq_ext.criterions.info_nce import InfoNCECriterion
 from fairseq_ext.errors import UserError
-from support.gloo import free_port
+from support.gloo import on_two_workers, worker_rows
 
 DIM, FEATURES = 8, 6
 SIZES = (3, 5)  # pairs of worker 0 and worker 1: unequal, as batches by token budget are
@@ -78,21 +76,13 @@ def batches(steps: int = 2):
     return [(torch.randn(n, FEATURES, generator=g), torch.randn(n, FEATURES, generator=g)) for _ in range(steps)]
 
 
-def rows(rank: int, world: int) -> tuple[int, int]:
-    """The rows of every batch this worker takes: its share of SIZES, or all of them alone."""
-    if world == 1:
-        return 0, sum(SIZES)
-    lo = sum(SIZES[:rank])
-    return lo, lo + SIZES[rank]
-
-
 def run(options: dict, rank: int = 0, world: int = 1) -> list[dict]:
     """Train-mode steps on this worker's rows; per step: the loss summed over workers and every gradient
     summed over workers (what DDP's average times fairseq's workers / sample size amounts to)."""
     towers = Towers()
     criterion = InfoNCECriterion(None, **options)
     criterion.train()
-    lo, hi = rows(rank, world)
+    lo, hi = worker_rows(SIZES, rank, world)
     out = []
     for xq, xk in batches():
         towers.zero_grad()
@@ -117,7 +107,7 @@ def run_forward(options: dict, rank: int = 0, world: int = 1) -> list[dict]:
     model = torch.nn.parallel.DistributedDataParallel(towers) if world > 1 else towers
     criterion = InfoNCECriterion(TASK, **options)
     criterion.train()
-    lo, hi = rows(rank, world)
+    lo, hi = worker_rows(SIZES, rank, world)
     out = []
     for queries, keys in token_batches():
         towers.zero_grad()
@@ -137,19 +127,10 @@ def run_forward(options: dict, rank: int = 0, world: int = 1) -> list[dict]:
     return out
 
 
-def _worker(rank: int, world: int, port: int, results: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        for name, options in OPTIONS.items():
-            steps = run(options, rank, world)
-            if rank == 0:
-                results[name] = steps
-        steps = run_forward(CACHED, rank, world)
-        if rank == 0:
-            results["cached"] = steps
-    finally:
-        dist.destroy_process_group()
+def every_option(rank: int, world: int) -> dict:
+    """Every option's steps, then the cached steps (on one of two workers)."""
+    results = {name: run(options, rank, world) for name, options in OPTIONS.items()}
+    return {**results, "cached": run_forward(CACHED, rank, world)}
 
 
 OPTIONS = {
@@ -163,10 +144,7 @@ CACHED = {"grad_cache_chunk": 2, "symmetric": True, "queue_size": 6, "learn_temp
 @pytest.fixture(scope="module")
 def two_workers() -> dict:
     """Every option's steps on two spawned workers (one process group for all: spawning costs seconds)."""
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_worker, args=(2, free_port(), results), nprocs=2, join=True)
-        return dict(results)
+    return on_two_workers(every_option)
 
 
 @pytest.mark.parametrize("name", list(OPTIONS))

@@ -6,19 +6,16 @@ and a plain fairseq RoBERTa checkpoint continues as an hf_bert pair encoder."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from fairseq.data import Dictionary
 from fairseq.models import ARCH_MODEL_REGISTRY
 
 import fairseq_ext  # noqa: F401  (registers the models)
 from fairseq_ext.criterions.info_nce import InfoNCECriterion
 from fairseq_ext.models.towers import PairEncoder
-from support.gloo import free_port
+from support.gloo import on_two_workers, worker_rows
 
 SIZES = (3, 5)  # pairs of worker 0 and worker 1: unequal, as batches by token budget are
 T5 = {"_name": "t5_encoder_small", "encoder_layers": 2, "encoder_embed_dim": 16, "kv_dim": 4,
@@ -82,20 +79,13 @@ def token_batches(steps: int = 2):
     return [(side(), side()) for _ in range(steps)]
 
 
-def rows(rank: int, world: int) -> tuple[int, int]:
-    if world == 1:
-        return 0, sum(SIZES)
-    lo = sum(SIZES[:rank])
-    return lo, lo + SIZES[rank]
-
-
 def steps(cfg: dict, rank: int = 0, world: int = 1) -> list[dict]:
     """Training steps through info_nce; per step the loss and every gradient summed over workers."""
     model = build(cfg)
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     criterion = InfoNCECriterion(Task(), **OPTIONS)
     criterion.train()
-    lo, hi = rows(rank, world)
+    lo, hi = worker_rows(SIZES, rank, world)
     out = []
     for queries, keys in token_batches():
         model.zero_grad()
@@ -115,25 +105,14 @@ def steps(cfg: dict, rank: int = 0, world: int = 1) -> list[dict]:
     return out
 
 
-def _worker(rank: int, world: int, port: int, results: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        for name, cfg in MODELS.items():
-            out = steps(cfg, rank, world)
-            if rank == 0:
-                results[name] = out
-    finally:
-        dist.destroy_process_group()
+def every_model(rank: int, world: int) -> dict:
+    return {name: steps(cfg, rank, world) for name, cfg in MODELS.items()}
 
 
 @pytest.fixture(scope="module")
 def two_workers() -> dict:
     """Every model's steps on two spawned workers (one process group for all: spawning costs seconds)."""
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_worker, args=(2, free_port(), results), nprocs=2, join=True)
-        return dict(results)
+    return on_two_workers(every_model)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.models import (
     FairseqEncoder,
     FairseqEncoderModel,
@@ -45,7 +45,7 @@ from torch import nn
 from fairseq_ext.errors import UserError
 from fairseq_ext.models.presets import apply_preset, dataclass_defaults, settings_namespace
 from fairseq_ext.models.t5.modules import FEED_FORWARD_PROJ, T5Layer, T5LayerNorm, T5LMHead, init_t5_weights
-from fairseq_ext.models.towers import POOLINGS, PairEncoder, Pooler
+from fairseq_ext.models.towers import PairEncoder, PairEncoderConfig, Pooler, check_pair_settings
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _size_help(what: str, key: str) -> dict:
 
 
 @dataclass
-class T5EncoderConfig(FairseqDataclass):
+class T5EncoderConfig(PairEncoderConfig):
     """Settings of the ``t5_encoder`` model (transformers' ``T5Config`` names in brackets)."""
 
     encoder_embed_dim: Optional[int] = field(default=None, metadata=_size_help("hidden size [d_model]",
@@ -89,14 +89,6 @@ class T5EncoderConfig(FairseqDataclass):
     max_positions: Optional[int] = field(default=None, metadata={
         "help": "longest input accepted; T5 has no position table, so this is only a limit "
                 f"(default: the task's --tokens-per-sample, else {DEFAULT_MAX_POSITIONS})"})
-    pooling: ChoiceEnum(POOLINGS) = field(default="mean", metadata={
-        "help": "pooled embedding (model.embed): the first token, the mean or the maximum over non-pad tokens"})
-    pooler_dim: int = field(default=0, metadata={
-        "help": "size of a projection (no bias) after pooling; 0: none, the embedding is the hidden size"})
-    pooler_normalize: bool = field(default=False, metadata={"help": "L2-normalise the pooled embedding"})
-    separate_towers: bool = field(default=False, metadata={
-        "help": "contrastive training: keys get an encoder and pooler of their own (key_encoder.*, key_pooler.*), "
-        "started as copies of the query tower's; default: one tower embeds both"})
 
 
 DEFAULTS = dataclass_defaults(T5EncoderConfig)
@@ -115,8 +107,9 @@ def resolved_settings(cfg, task=None) -> Namespace:
     if args.max_positions is None:
         task_max = task.max_positions() if task is not None else None
         args.max_positions = task_max if isinstance(task_max, int) else DEFAULT_MAX_POSITIONS
-    args.feed_forward_proj, args.pooling = str(args.feed_forward_proj), str(args.pooling)
+    args.feed_forward_proj = str(args.feed_forward_proj)
     _check(args)
+    check_pair_settings(args)
     return args
 
 
@@ -134,8 +127,6 @@ def _check(args: Namespace) -> None:
     if args.feed_forward_proj not in FEED_FORWARD_PROJ:
         raise UserError(f"--feed-forward-proj (model.feed_forward_proj) must be relu or gated-gelu, "
                         f"got {args.feed_forward_proj!r}")
-    if args.pooler_dim < 0:
-        raise UserError(f"--pooler-dim (model.pooler_dim) must be 0 (none) or positive, got {args.pooler_dim}")
 
 
 class T5Encoder(FairseqEncoder):
