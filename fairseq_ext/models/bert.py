@@ -14,6 +14,13 @@ exactly and ``export-hf`` gives it back bit for bit:
   LM head).
 * ``--hf-model-type bert|roberta``: which transformers family ``export-hf``
   writes by default.
+* a pooled embedding and query/key towers for ``--task code_contrastive``
+  (:mod:`fairseq_ext.models.towers`: ``--pooling``, ``--pooler-dim``,
+  ``--pooler-normalize``, ``--separate-towers``; weights ``pooler.dense``,
+  ``key_encoder.*`` named as ``encoder.sentence_encoder.*``, ``key_pooler.dense``);
+  ``--hf-pooler`` carries transformers' own pooler layer (``hf_pooler.{weight,bias}``,
+  frozen and unused: fairseq_ext's embedding is the Pooler's) so that an imported
+  sentence encoder exports back bit for bit.
 
 Its settings are :class:`HFBertConfig` (flags, hydra ``model.*`` keys, the
 ``cfg.model`` of a checkpoint). The architectures ``hf_bert``/``hf_bert_base``
@@ -23,10 +30,12 @@ and ``hf_bert_large`` are presets: they fill the sizes the user left unset.
 is fairseq's RoBERTa, so its tasks, criteria and hub work unchanged.
 """
 
+import logging
 from argparse import Namespace
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
 import torch.nn as nn
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
@@ -38,6 +47,9 @@ from fairseq.modules.transformer_sentence_encoder import init_bert_params
 
 from fairseq_ext.errors import UserError
 from fairseq_ext.models.presets import apply_preset, dataclass_defaults, settings_namespace
+from fairseq_ext.models.towers import POOLINGS, PairEncoder, Pooler
+
+logger = logging.getLogger(__name__)
 
 BERT_BASE = {"encoder_layers": 12, "encoder_embed_dim": 768, "encoder_ffn_embed_dim": 3072,
              "encoder_attention_heads": 12}
@@ -105,6 +117,18 @@ class HFBertConfig(FairseqDataclass):
         "help": "AdaPrune regularisation of FFN blocks (fairseq RoBERTa's)"})
     mha_heads_to_keep: int = field(default=-1, metadata={"help": "attention heads to keep per layer; -1: all"})
     ffn_blocks_to_remove: int = field(default=-1, metadata={"help": "FFN blocks to remove per layer; -1: none"})
+    pooling: ChoiceEnum(POOLINGS) = field(default="mean", metadata={
+        "help": "pooled embedding (model.embed, code_contrastive): the first token ([CLS]/<s>), the mean or the "
+        "maximum over non-pad tokens"})
+    pooler_dim: int = field(default=0, metadata={
+        "help": "size of a projection (no bias) after pooling; 0: none, the embedding is the hidden size"})
+    pooler_normalize: bool = field(default=False, metadata={"help": "L2-normalise the pooled embedding"})
+    separate_towers: bool = field(default=False, metadata={
+        "help": "contrastive training: keys get an encoder and pooler of their own (key_encoder.*, key_pooler.*), "
+        "started as copies of the query tower's; default: one tower embeds both"})
+    hf_pooler: bool = field(default=False, metadata={
+        "help": "carry transformers' pooler layer (dense + tanh on the first token; frozen, unused in training) "
+        "so that export-hf writes it back: set by import-hf when the directory has one"})
 
 
 DEFAULTS = dataclass_defaults(HFBertConfig)
@@ -135,14 +159,25 @@ class TypedTransformerEncoder(TransformerEncoder):
 class BertEncoder(RobertaEncoder):
     def __init__(self, args, dictionary):
         super().__init__(args, dictionary)
-        for module in self.modules():
-            if isinstance(module, nn.LayerNorm) or type(module).__name__ == "FusedLayerNorm":
-                module.eps = args.layer_norm_eps
+        _set_layer_norm_eps(self, args.layer_norm_eps)
 
     def build_encoder(self, args, dictionary, embed_tokens):
         encoder = TypedTransformerEncoder(args, dictionary, embed_tokens)
         encoder.apply(init_bert_params)
         return encoder
+
+    def build_key_encoder(self, args) -> TypedTransformerEncoder:
+        """A second sentence encoder of the same shape (the key tower), with its own embeddings."""
+        embed = self.build_embedding(len(self.dictionary), args.encoder_embed_dim, self.dictionary.pad())
+        encoder = self.build_encoder(args, self.dictionary, embed)
+        _set_layer_norm_eps(encoder, args.layer_norm_eps)
+        return encoder
+
+
+def _set_layer_norm_eps(module: nn.Module, eps: float) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.LayerNorm) or type(m).__name__ == "FusedLayerNorm":
+            m.eps = eps
 
 
 def resolved_args(cfg, task=None) -> Namespace:
@@ -157,8 +192,10 @@ def resolved_args(cfg, task=None) -> Namespace:
     _architecture(PRESETS.get(args.arch, {}))(args)
     if args.max_positions is None and task is not None:
         args.max_positions = task.max_positions()
-    for key in ("activation_fn", "pooler_activation_fn", "hf_model_type"):
+    for key in ("activation_fn", "pooler_activation_fn", "hf_model_type", "pooling"):
         setattr(args, key, str(getattr(args, key)))  # a ChoiceEnum member from a config -> its name
+    if args.pooler_dim < 0:
+        raise UserError(f"--pooler-dim (model.pooler_dim) must be 0 (none) or positive, got {args.pooler_dim}")
     if args.type_vocab_size < 1:
         raise UserError(f"--type-vocab-size (model.type_vocab_size) must be at least 1, got {args.type_vocab_size}")
     if args.max_positions is None or args.max_positions < 1:
@@ -167,8 +204,25 @@ def resolved_args(cfg, task=None) -> Namespace:
 
 
 @register_model("hf_bert", dataclass=HFBertConfig)
-class BertModel(RobertaModel):
-    """RoBERTa with BERT's token-type embeddings and a configurable layer-norm epsilon."""
+class BertModel(PairEncoder, RobertaModel):
+    """RoBERTa with BERT's token-type embeddings and a configurable layer-norm epsilon, a pooled
+    embedding and query/key towers."""
+
+    QUERY_PREFIX = "encoder.sentence_encoder."
+
+    def __init__(self, args, encoder: BertEncoder):
+        super().__init__(args, encoder)  # RobertaModel initialises what is built so far (init_bert_params)
+        d = args.encoder_embed_dim
+        self.pooler = Pooler(d, args.pooling, args.pooler_dim, args.pooler_normalize)
+        self.pooler.apply(init_bert_params)
+        if args.separate_towers:
+            self.key_encoder = encoder.build_key_encoder(args)
+            self.key_pooler = Pooler(d, args.pooling, args.pooler_dim, args.pooler_normalize)
+        if args.hf_pooler:
+            self.hf_pooler = nn.Linear(d, d)
+            self.hf_pooler.apply(init_bert_params)
+            self.hf_pooler.requires_grad_(False)
+        self.start_key_tower()
 
     @classmethod
     def add_args(cls, parser):
@@ -180,6 +234,40 @@ class BertModel(RobertaModel):
     def build_model(cls, cfg, task):
         args = resolved_args(cfg, task)
         return cls(args, BertEncoder(args, task.source_dictionary))
+
+    def forward(self, src_tokens=None, features_only=False, return_all_hiddens=False, classification_head_name=None,
+                query_tokens=None, key_tokens=None, **kwargs):
+        """RoBERTa's forward; with ``query_tokens``/``key_tokens`` (and no ``src_tokens``): -> (query
+        embeddings (B, D) or None, key embeddings (B', D) or None), each from its tower."""
+        if src_tokens is None:
+            return self.embed_pair(query_tokens, key_tokens)
+        return super().forward(src_tokens, features_only, return_all_hiddens, classification_head_name, **kwargs)
+
+    def query_encoder(self) -> TypedTransformerEncoder:
+        return self.encoder.sentence_encoder
+
+    def features(self, encoder: TypedTransformerEncoder, tokens: torch.Tensor) -> torch.Tensor:
+        return encoder(tokens)["encoder_out"][0].transpose(0, 1)  # (T, B, C) -> (B, T, C)
+
+    def head_parameters(self):
+        head = self.encoder.lm_head  # its weight is the embeddings unless --untie-weights-roberta
+        own = [*head.dense.parameters(), *head.layer_norm.parameters(), head.bias]
+        return own if head.weight is self.encoder.sentence_encoder.embed_tokens.weight else [*own, head.weight]
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        """RoBERTa's, then fill in what the checkpoint lacks: a token-type table (a fairseq ``roberta``
+        checkpoint: zeros, which change nothing), transformers' pooler (--hf-pooler), the towers' additions."""
+        super().upgrade_state_dict_named(state_dict, name)
+        prefix = name + "." if name else ""
+        own = self.state_dict()
+        types = self.QUERY_PREFIX + "embed_token_types.weight"
+        if prefix + types not in state_dict and prefix + self.QUERY_PREFIX + "embed_tokens.weight" in state_dict:
+            state_dict[prefix + types] = torch.zeros_like(own[types])
+            logger.info(f"checkpoint has no token-type table: {types} starts as zeros (a RoBERTa checkpoint)")
+        added = [k for k in own if k.startswith("hf_pooler.") and prefix + k not in state_dict]
+        for k in added:
+            state_dict[prefix + k] = own[k].clone()
+        self.fill_towers(state_dict, prefix)
 
 
 def _architecture(preset: dict):

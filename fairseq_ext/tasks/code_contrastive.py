@@ -1,4 +1,9 @@
-"""``--task code_contrastive``: train a ``t5_encoder`` to embed (query, key) pairs for code search.
+"""``--task code_contrastive``: train an encoder to embed (query, key) pairs for code search.
+
+Any model with the pair interface of :mod:`fairseq_ext.models.towers` trains: ``t5_encoder`` and
+``hf_bert`` (the BERT and RoBERTa layouts: BERT, MiniLM-style sentence encoders, CodeBERT,
+GraphCodeBERT, UniXcoder), from scratch or from ``fairseq-ext import-hf`` of a sentence-transformers
+directory or an HF encoder (its ``model_args.txt`` holds the pooling it used).
 
 DATA is a pairs directory (``fairseq-ext code-pairs``): docstring -> code and CoCoS span pairs, already
 split by directory. Each side becomes model input by :func:`~fairseq_ext.data.pair_dataset.side_tokens`
@@ -6,7 +11,8 @@ split by directory. Each side becomes model input by :func:`~fairseq_ext.data.pa
 ``--criterion info_nce``. Start from a ``code_mlm`` checkpoint or an imported T5 encoder with
 ``--restore-file CKPT --reset-optimizer --reset-dataloader --reset-meters --reset-lr-scheduler``
 (what the checkpoint lacks, a key tower or a pooler projection, is filled in: see the model).
-The MLM head is kept as it is (frozen): no worker waits for gradients it never gets.
+The MLM head is kept as it is (frozen, ``model.head_parameters()``): no worker waits for gradients it
+never gets.
 
 Large batches at constant memory (``--grad-cache-chunk N``, the technique of sentence-transformers'
 CachedMultipleNegativesRankingLoss, from Gao et al.'s GradCache): a setting of this task, done by
@@ -37,6 +43,7 @@ from fairseq_ext.criterions.ranking import RETRIEVAL_KEYS
 from fairseq_ext.data.arrow_dataset import CodeDataError, is_arrow_dataset_dir
 from fairseq_ext.data.pair_dataset import PairDataset
 from fairseq_ext.errors import UserError
+from fairseq_ext.models.towers import PairEncoder
 from fairseq_ext.tasks.base import TokenizerDataConfig, TokenizerDataTask
 
 logger = logging.getLogger(__name__)
@@ -109,13 +116,13 @@ class CodeContrastiveTask(TokenizerDataTask):
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
-        if not hasattr(model, "embed") or not hasattr(model, "tower"):
+        if not isinstance(model, PairEncoder):
             raise UserError(f"--arch {getattr(cfg, '_name', None) or getattr(cfg, 'arch', '?')}: code_contrastive "
-                            "trains a t5_encoder model (--arch t5_encoder_small, t5_encoder_base, t5_encoder)")
-        head = getattr(model, "lm_head", None)
-        if head is not None:  # its tied weight is the embeddings: only the head's own parameters are frozen
-            for p in (*head.dense.parameters(), *head.layer_norm.parameters(), head.bias):
-                p.requires_grad_(False)
+                            "trains an encoder with a pooled embedding: --arch t5_encoder_small, t5_encoder_base, "
+                            "hf_bert_base, hf_bert_large (BERT and RoBERTa layouts), or the model of a "
+                            "`fairseq-ext import-hf` directory")
+        for p in model.head_parameters():
+            p.requires_grad_(False)
         return model
 
     def build_criterion(self, cfg, from_checkpoint=False):

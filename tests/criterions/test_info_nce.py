@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import types
 
 import pytest
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 
 from fairseq_ext.criterions.info_nce import InfoNCECriterion
 from fairseq_ext.errors import UserError
+from support.gloo import free_port
 
 DIM, FEATURES = 8, 6
 SIZES = (3, 5)  # pairs of worker 0 and worker 1: unequal, as batches by token budget are
@@ -150,12 +150,6 @@ def _worker(rank: int, world: int, port: int, results: dict) -> None:
             results["cached"] = steps
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 OPTIONS = {

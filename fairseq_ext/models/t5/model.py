@@ -44,10 +44,10 @@ from torch import nn
 
 from fairseq_ext.errors import UserError
 from fairseq_ext.models.presets import apply_preset, dataclass_defaults, settings_namespace
-from fairseq_ext.models.t5.modules import FEED_FORWARD_PROJ, T5Layer, T5LayerNorm, T5LMHead, T5Pooler, init_t5_weights
+from fairseq_ext.models.t5.modules import FEED_FORWARD_PROJ, T5Layer, T5LayerNorm, T5LMHead, init_t5_weights
+from fairseq_ext.models.towers import POOLINGS, PairEncoder, Pooler
 
 logger = logging.getLogger(__name__)
-TOWERS = ("query", "key")
 
 # the sizes of t5-small and t5-base (their encoders)
 T5_SMALL = {"encoder_embed_dim": 512, "encoder_layers": 6, "encoder_attention_heads": 8, "kv_dim": 64,
@@ -89,8 +89,8 @@ class T5EncoderConfig(FairseqDataclass):
     max_positions: Optional[int] = field(default=None, metadata={
         "help": "longest input accepted; T5 has no position table, so this is only a limit "
                 f"(default: the task's --tokens-per-sample, else {DEFAULT_MAX_POSITIONS})"})
-    pooling: ChoiceEnum(["first", "mean"]) = field(default="mean", metadata={
-        "help": "pooled embedding (model.embed): the first token or the mean over non-pad tokens"})
+    pooling: ChoiceEnum(POOLINGS) = field(default="mean", metadata={
+        "help": "pooled embedding (model.embed): the first token, the mean or the maximum over non-pad tokens"})
     pooler_dim: int = field(default=0, metadata={
         "help": "size of a projection (no bias) after pooling; 0: none, the embedding is the hidden size"})
     pooler_normalize: bool = field(default=False, metadata={"help": "L2-normalise the pooled embedding"})
@@ -169,7 +169,7 @@ class T5Encoder(FairseqEncoder):
 
 
 @register_model("t5_encoder", dataclass=T5EncoderConfig)
-class T5EncoderFairseqModel(FairseqEncoderModel):
+class T5EncoderFairseqModel(PairEncoder, FairseqEncoderModel):
     """A T5 encoder with an MLM head and a pooled embedding, called like fairseq's RoBERTa."""
 
     def __init__(self, args: Namespace, encoder: T5Encoder):
@@ -177,14 +177,10 @@ class T5EncoderFairseqModel(FairseqEncoderModel):
         self.args = args
         d = args.encoder_embed_dim
         self.lm_head = T5LMHead(d, encoder.embed_tokens.weight, args.layer_norm_eps)
-        self.pooler = T5Pooler(d, args.pooling, args.pooler_dim, args.pooler_normalize)
+        self.pooler = Pooler(d, args.pooling, args.pooler_dim, args.pooler_normalize)
         if getattr(args, "separate_towers", False):
             self.key_encoder = T5Encoder(args, encoder.dictionary)
-            self.key_pooler = T5Pooler(d, args.pooling, args.pooler_dim, args.pooler_normalize)
-
-    @property
-    def separate_towers(self) -> bool:
-        return hasattr(self, "key_encoder")
+            self.key_pooler = Pooler(d, args.pooling, args.pooler_dim, args.pooler_normalize)
 
     @classmethod
     def build_model(cls, cfg, task):
@@ -192,9 +188,7 @@ class T5EncoderFairseqModel(FairseqEncoderModel):
         model = cls(args, T5Encoder(args, task.source_dictionary))
         init_t5_weights(model, args)
         model.encoder.embed_tokens.weight.data.normal_(0.0, 1.0)  # T5's shared embeddings: N(0, 1)
-        if model.separate_towers:  # both towers start equal
-            model.key_encoder.load_state_dict(model.encoder.state_dict())
-            model.key_pooler.load_state_dict(model.pooler.state_dict())
+        model.start_key_tower()
         return model
 
     def forward(self, src_tokens=None, features_only: bool = False, return_all_hiddens: bool = False,
@@ -206,43 +200,26 @@ class T5EncoderFairseqModel(FairseqEncoderModel):
         key embeddings (B', D) or None), each from its tower.
         """
         if src_tokens is None:
-            return (None if query_tokens is None else self.embed(query_tokens, "query"),
-                    None if key_tokens is None else self.embed(key_tokens, "key"))
+            return self.embed_pair(query_tokens, key_tokens)
         x, inner_states = self.encoder(src_tokens, return_all_hiddens=return_all_hiddens)
         if not features_only:
             x = self.lm_head(x, masked_tokens)
         return x, {"inner_states": inner_states}
 
-    def tower(self, name: str = "query") -> tuple[T5Encoder, T5Pooler]:
-        """(encoder, pooler) that embeds ``name`` ("query" or "key"; one tower unless --separate-towers)."""
-        if name not in TOWERS:
-            raise ValueError(f"tower must be one of {TOWERS}, got {name!r}")
-        if name == "key" and self.separate_towers:
-            return self.key_encoder, self.key_pooler
-        return self.encoder, self.pooler
+    def query_encoder(self) -> T5Encoder:
+        return self.encoder
 
-    def embed(self, src_tokens: torch.Tensor, tower: str = "query") -> torch.Tensor:
-        """The pooled embedding of each sequence by ``tower``'s encoder and pooler: (B, T) -> (B, D)."""
-        encoder, pooler = self.tower(tower)
-        features, _ = encoder(src_tokens)
-        return pooler(features, src_tokens.eq(encoder.padding_idx))
+    def features(self, encoder: T5Encoder, tokens: torch.Tensor) -> torch.Tensor:
+        return encoder(tokens)[0]
+
+    def head_parameters(self):
+        head = self.lm_head  # its tied weight is the embeddings: only the head's own parameters
+        return [*head.dense.parameters(), *head.layer_norm.parameters(), head.bias]
 
     def upgrade_state_dict_named(self, state_dict, name):
         """Fill in what a checkpoint without this model's additions lacks (see the module's docstring)."""
         super().upgrade_state_dict_named(state_dict, name)
-        prefix = name + "." if name else ""
-        own = self.state_dict()
-        if self.separate_towers and not any(k.startswith(prefix + "key_encoder.") for k in state_dict):
-            for src, dst in (("encoder.", "key_encoder."), ("pooler.", "key_pooler.")):
-                for k in [k for k in state_dict if k.startswith(prefix + src)]:
-                    state_dict[prefix + dst + k[len(prefix + src):]] = state_dict[k].clone()
-            logger.info("checkpoint has one tower: the key tower starts as a copy of it (--separate-towers)")
-        added = [k for k in own if k.startswith(("pooler.dense.", "key_pooler.dense."))
-                 and prefix + k not in state_dict]
-        for k in added:
-            state_dict[prefix + k] = own[k].clone()
-        if added:
-            logger.info(f"checkpoint has no pooler projection: {', '.join(added)} newly initialised (--pooler-dim)")
+        self.fill_towers(state_dict, name + "." if name else "")
 
     def max_positions(self) -> int:
         return self.encoder.max_positions()

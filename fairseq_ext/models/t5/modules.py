@@ -8,7 +8,8 @@
 * :class:`T5FeedForward`: ReLU (T5 v1.0) or gated GELU with the tanh approximation (v1.1).
 * :class:`T5Layer`: pre-norm residual blocks; in fp16 the residual stream is clamped below the
   largest finite value as transformers' ``T5Block`` does (no host-device synchronisation).
-* :class:`T5LMHead` and :class:`T5Pooler`: what this project adds for masked LM and embeddings.
+* :class:`T5LMHead`: what this project adds for masked LM (the pooled embedding is
+  :class:`fairseq_ext.models.towers.Pooler`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fairseq_ext.models.towers import Pooler
 
 FEED_FORWARD_PROJ = ("relu", "gated-gelu")
 
@@ -160,27 +163,6 @@ class T5LMHead(nn.Module):
         return F.linear(x * self.scale, self.weight) + self.bias
 
 
-class T5Pooler(nn.Module):
-    """One vector per sequence: the first token or the mean of the non-pad tokens, an optional
-    projection without bias (sentence-T5's ``Dense``), optional L2 normalisation."""
-
-    def __init__(self, dim: int, pooling: str, pooler_dim: int, normalize: bool):
-        super().__init__()
-        self.pooling, self.normalize = pooling, normalize
-        self.dense = nn.Linear(dim, pooler_dim, bias=False) if pooler_dim > 0 else None
-
-    def forward(self, features: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        """features: (B, T, C); padding_mask: (B, T), True at pad -> (B, D)."""
-        if self.pooling == "first":
-            x = features[:, 0]
-        else:
-            keep = (~padding_mask).unsqueeze(-1).to(features.dtype)  # (B, T, 1)
-            x = (features * keep).sum(1) / keep.sum(1).clamp(min=1)
-        if self.dense is not None:
-            x = self.dense(x)
-        return F.normalize(x, dim=-1) if self.normalize else x
-
-
 @torch.no_grad()
 def init_t5_weights(module: nn.Module, args) -> None:
     """transformers' ``T5PreTrainedModel._init_weights`` with factor 1.0 (this project's head and pooler:
@@ -204,5 +186,5 @@ def init_t5_weights(module: nn.Module, args) -> None:
             m.dense.weight.normal_(0.0, d ** -0.5)
             m.dense.bias.zero_()
             m.bias.zero_()
-        elif isinstance(m, T5Pooler) and m.dense is not None:
+        elif isinstance(m, Pooler) and m.dense is not None:
             m.dense.weight.normal_(0.0, d ** -0.5)
