@@ -99,6 +99,30 @@ def pad_rows(tensor: torch.Tensor, rows: int, std: float, seed: int = 0) -> torc
     return torch.cat([tensor, fresh])
 
 
+def tower_weights(weights: dict, tower: str, prefixes: dict[str, tuple[str, ...]],
+                  tied: tuple[str, str]) -> tuple[dict, bool]:
+    """One tower's weights under the query tower's names, and whether the checkpoint has separate towers.
+
+    ``prefixes``: each tower's weight prefixes, ``{"query": (encoder, pooler), "key": (key_encoder, key_pooler)}``
+    in the same order. The other tower's encoder and pooler are left out; the rest (the MLM head) is kept,
+    the head's tied output projection ``tied[0]`` set to this tower's embeddings ``tied[1]`` (the model ties
+    them when it loads). ``tower="key"`` of a one-tower checkpoint is the query tower: it embedded both sides.
+    """
+    if tower not in prefixes:
+        raise ConversionError(f"tower must be query or key, got {tower!r}")
+    key_prefixes = prefixes["key"]
+    separate = any(k.startswith(key_prefixes) for k in weights)
+    if not separate or tower == "query":
+        return {k: v for k, v in weights.items() if not k.startswith(key_prefixes)}, separate
+    query_prefixes = prefixes["query"]
+    out = {k: v for k, v in weights.items() if not k.startswith(query_prefixes + key_prefixes)}
+    for src, dst in zip(key_prefixes, query_prefixes):
+        out.update({dst + k[len(src):]: v for k, v in weights.items() if k.startswith(src)})
+    if tied[0] in out:
+        out[tied[0]] = out[tied[1]]
+    return out, separate
+
+
 def task_summary(task: dict, keys) -> str:
     """``": key=value, ..."`` for the task settings ``keys`` the checkpoint has, for the model card."""
     parts = [f"{k}={task[k]}" for k in keys if task.get(k) is not None]

@@ -39,6 +39,8 @@ class ExportResult:
     parameters: int
     format: str = "transformers"
     embedding: st.EmbeddingInfo | None = None  # the pooled embedding of a family that has one
+    hf_class: str = ""  # the transformers class written (the family's, or its bare encoder for sentence-transformers)
+    card_note: str = ""  # what the sentence-transformers format's encoder says about itself
 
 
 def hf_family(model_name: str, hf_model_type: str | None, family: str | None) -> str:
@@ -57,7 +59,7 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
     state = load_checkpoint(checkpoint)
     args = checkpoint_model_settings(state, checkpoint)
     target = export_family(args.model, args.hf_model_type, family)
-    _check_embedding_options(target, checkpoint, tower, fmt)
+    _check_embedding_options(target, args, checkpoint, tower, fmt)
     tok_name, tok = checkpoint_tokenizer(state, checkpoint, tokenizer)
     weights = state["model"]
     if target.embed_key not in weights:
@@ -75,8 +77,11 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
         pooled = None  # an MLM checkpoint's pooler was never trained: the export is the encoder alone
     info = None if pooled is None else st.embedding_info(state, args.positions, pooled, tower or "query", separate,
                                                          tok, dictionary)
+    note = ""
+    if fmt == FORMATS[1] and target.sentence_encoder is not None:  # checked below by the embeddings it gives
+        hf_model, note = target.sentence_encoder(hf_model, one_weights)
     result = ExportResult(str(out_dir), target.name, diff, *_training_figures(state),
-                          sum(p.numel() for p in hf_model.parameters()), fmt, info)
+                          sum(p.numel() for p in hf_model.parameters()), fmt, info, type(hf_model).__name__, note)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         hf_model.save_pretrained(str(tmp), safe_serialization=True)
         if target.input_names is not None:
@@ -118,14 +123,15 @@ def export_record(result: ExportResult, state: dict) -> dict:
     return record
 
 
-def _check_embedding_options(target, checkpoint, tower: str | None, fmt: str) -> None:
-    """--tower needs a family with towers, --format sentence-transformers one with a pooled embedding."""
-    if tower is not None and target.towers is None:
-        raise ConversionError(f"{checkpoint}: --tower {tower}: {target.checkpoint_kind} has no query/key towers "
-                              "(only contrastive T5 encoder checkpoints have)")
-    if fmt != FORMATS[0] and target.pooled is None:
-        raise ConversionError(f"{checkpoint}: --format {fmt}: {target.checkpoint_kind} has no pooled embedding "
-                              "(only T5 encoder checkpoints export one)")
+def _check_embedding_options(target, args, checkpoint, tower: str | None, fmt: str) -> None:
+    """--tower and --format sentence-transformers need a model with towers and a pooled embedding."""
+    pooled = target.pooled is not None and target.pooled(args, {}) is not None
+    if tower is not None and (target.towers is None or not pooled):
+        raise ConversionError(f"{checkpoint}: --tower {tower}: a {args.model} checkpoint has no query/key towers "
+                              "(contrastive t5_encoder and hf_bert checkpoints have)")
+    if fmt != FORMATS[0] and not pooled:
+        raise ConversionError(f"{checkpoint}: --format {fmt}: a {args.model} checkpoint has no pooled embedding "
+                              "(t5_encoder and hf_bert checkpoints export one)")
 
 
 def _as_float(value):
@@ -139,9 +145,9 @@ def model_card(checkpoint, state, args: CheckpointModelSettings, tok_name, resul
     data = task_data_dir(state) or "unknown"
     val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f} (base 2)"
     family = FAMILIES[result.family]
-    cls = family.hf_class
+    cls = result.hf_class or family.hf_class
     lines = family.card(args, section(state, "task"))
-    notes = f"\n{family.card_notes}\n" if family.card_notes else ""
+    notes = "".join(f"\n{n}\n" for n in (family.card_notes, result.card_note) if n)
     parity = (f"max abs {family.parity_measure} difference {result.max_abs_diff:.2e} vs. fairseq "
               f"(fp32, tolerance {TOLERANCE:g})")
     return f"""---

@@ -8,11 +8,14 @@ is a field here, filled in by the family's own module.
 
 from __future__ import annotations
 
+import dataclasses
 from argparse import Namespace
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from fairseq_ext.convert.common import tower_weights
 
 
 @dataclass
@@ -50,9 +53,26 @@ class CardLines:
 class PooledEmbedding:
     """How a model pools its final hidden states into one vector per sequence (``model.embed``)."""
 
-    pooling: str  # "mean" over non-pad tokens or "first" token
+    pooling: str  # "mean" or "max" over non-pad tokens, or the "first" token
     dense: Any  # the projection's (D, C) weight (no bias), or None
     normalize: bool  # L2-normalised by the model itself
+
+
+def one_tower(args, weights: dict, tower: str, prefixes: dict, tied: tuple[str, str]):
+    """A contrastive checkpoint's ``tower`` as a one-tower model: its settings (``separate_towers`` off), its
+    weights under the query tower's names, and whether the checkpoint has separate towers (a family's
+    ``towers``; ``prefixes`` and ``tied`` as :func:`fairseq_ext.convert.common.tower_weights` takes them)."""
+    one, separate = tower_weights(weights, tower, prefixes, tied)
+    return dataclasses.replace(args, args=Namespace(**{**vars(args.args), "separate_towers": False})), one, separate
+
+
+def pooled_embedding(args, weights: dict) -> Optional[PooledEmbedding]:
+    """The pooler of a one-tower model (settings ``pooling``, ``pooler_normalize``; weight ``pooler.dense.weight``,
+    the pair interface's names); None for a model without pooling settings (fairseq's ``roberta``)."""
+    s = args.args
+    if getattr(s, "pooling", None) is None:
+        return None
+    return PooledEmbedding(str(s.pooling), weights.get("pooler.dense.weight"), bool(s.pooler_normalize))
 
 
 @dataclass(frozen=True)
@@ -91,3 +111,9 @@ class Family:
     # (one tower's settings, weights) -> its pooled embedding; None: none (no --format sentence-transformers)
     pooled: Optional[Callable[[Any, dict], PooledEmbedding]] = None
     card_notes: str = ""  # a paragraph for the card (what export left out, how to use it)
+    # (loaded, config, dictionary, hf_dir) -> the encoder as the family's contrastive model (the pair interface
+    # of fairseq_ext.models.towers), flags and weights without its pooler's; None: the family has no such model
+    contrastive: Optional[Callable[[LoadedHF, Any, Any, Path], FairseqSide]] = None
+    # (to_hf's transformers model, one tower's weights) -> the bare encoder --format sentence-transformers writes,
+    # and a note for the card ("": none); None: to_hf's model is that encoder already
+    sentence_encoder: Optional[Callable[[Any, dict], tuple[Any, str]]] = None

@@ -28,7 +28,7 @@ from fairseq_ext.convert.family import PooledEmbedding
 from fairseq_ext.convert.settings import section, task_data_dir
 from fairseq_ext.criterions.info_nce import MAX_LOGIT_SCALE  # the cap on 1 / temperature: never below 0.01
 
-ST_POOLING = {"mean": "mean", "first": "cls"}  # fairseq --pooling -> sentence-transformers' pooling_mode
+ST_POOLING = {"mean": "mean", "first": "cls", "max": "max"}  # fairseq --pooling -> sentence-transformers' mode
 # texts to check with when the checkpoint's pairs directory is gone: a query and code of different lengths
 FALLBACK_TEXTS = (
     "Return the sum of two numbers.",
@@ -183,16 +183,22 @@ def reference_embeddings(fs_model, tokens: torch.Tensor, tower: str, normalize: 
     return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
 
 
-def save_sentence_transformers(out: Path, pooled: PooledEmbedding, info: EmbeddingInfo) -> None:
-    """Turn ``out`` (holding a transformers model and its tokenizer) into a sentence-transformers directory."""
-    from sentence_transformers import SentenceTransformer
-
-    try:  # sentence-transformers >= 6; before, the same classes were in sentence_transformers.models
+def module_classes():
+    """sentence-transformers' Transformer, Pooling, Dense and Normalize classes (>= 6:
+    ``sentence_transformer.modules``; before, the same classes were in ``sentence_transformers.models``)."""
+    try:
         from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
     except ImportError:
         from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
+    return Transformer, Pooling, Dense, Normalize
 
+
+def save_sentence_transformers(out: Path, pooled: PooledEmbedding, info: EmbeddingInfo) -> None:
+    """Turn ``out`` (holding a transformers model and its tokenizer) into a sentence-transformers directory."""
+    from sentence_transformers import SentenceTransformer
     from transformers import AutoConfig
+
+    Transformer, Pooling, Dense, Normalize = module_classes()
 
     hidden = AutoConfig.from_pretrained(str(out), local_files_only=True).hidden_size  # T5: d_model
     transformer = Transformer(str(out), max_seq_length=info.max_seq_length)  # a local directory: no hub access
@@ -209,28 +215,37 @@ def save_sentence_transformers(out: Path, pooled: PooledEmbedding, info: Embeddi
 
 
 @torch.no_grad()
-def check_sentence_transformers(out: Path, fs_model, tok, dictionary, info: EmbeddingInfo, texts: list[str]) -> float:
-    """Largest |embedding difference| between ``SentenceTransformer(out)`` and fairseq on ``texts``.
+def compare_embeddings(st, fs_model, tok, dictionary, tower: str, normalize: bool, limit: int,
+                       texts: list[str]) -> tuple[float, bool, str]:
+    """Largest |embedding difference| between the SentenceTransformer ``st`` and fairseq's ``tower`` on ``texts``,
+    whether the tokenizer's own special tokens give fairseq's inputs, and one text's ids both ways.
 
-    Both on the same padded batch of token ids (fairseq's inputs), and, when the tokenizer's own
-    special tokens give those inputs, ``encode(texts)`` against the same fairseq embeddings.
+    Both on the same padded batch of token ids (fairseq's inputs, cut to ``limit``), and, when the tokenizer's
+    own special tokens give those inputs, ``encode(texts)`` against the same fairseq embeddings.
     """
-    from sentence_transformers import SentenceTransformer
-
-    st = SentenceTransformer(str(out), device="cpu", local_files_only=True)
     st.eval()
-    info.tokens_agree, info.token_example = tokens_agree(st.tokenizer, dictionary)
+    agree, example = tokens_agree(st.tokenizer, dictionary)
     pad = dictionary.pad()
-    rows = [fairseq_input(tok(t, add_special_tokens=False)["input_ids"], info.max_seq_length, dictionary)
-            for t in texts]
+    rows = [fairseq_input(tok(t, add_special_tokens=False)["input_ids"], limit, dictionary) for t in texts]
     tokens = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad)  # (B, T)
-    expected = reference_embeddings(fs_model, tokens, info.tower, info.normalize)  # (B, D)
+    expected = reference_embeddings(fs_model, tokens, tower, normalize)  # (B, D)
     features = {"input_ids": tokens, "attention_mask": tokens.ne(pad).long()}
     got = st(features)["sentence_embedding"].float()
     worst = float((got - expected).abs().max())
-    if info.tokens_agree:
+    if agree:
         encoded = torch.as_tensor(st.encode(texts, batch_size=len(texts), show_progress_bar=False))
         worst = max(worst, float((encoded.float() - expected).abs().max()))
+    return worst, agree, example
+
+
+def check_sentence_transformers(out: Path, fs_model, tok, dictionary, info: EmbeddingInfo, texts: list[str]) -> float:
+    """Largest |embedding difference| between ``SentenceTransformer(out)`` and fairseq on ``texts``
+    (:func:`compare_embeddings`); the card's token agreement is set from the directory's tokenizer."""
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(out), device="cpu", local_files_only=True)
+    worst, info.tokens_agree, info.token_example = compare_embeddings(
+        st, fs_model, tok, dictionary, info.tower, info.normalize, info.max_seq_length, texts)
     return worst
 
 

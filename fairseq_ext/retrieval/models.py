@@ -1,10 +1,13 @@
 """The embedding models ``eval-retrieval`` measures, behind one interface.
 
-* a fairseq checkpoint (``.pt``) of ``t5_encoder`` trained by ``--task code_contrastive``: queries are
-  embedded by the query tower, keys by the key tower (the same one unless ``--separate-towers``),
-  compared as its ``info_nce`` criterion compared them (``similarity`` cosine or dot);
-* a directory written by ``fairseq-ext export-hf --format sentence-transformers``: one tower embeds
-  both sides through ``SentenceTransformer.forward``, compared by its ``similarity_fn_name``.
+* a fairseq checkpoint (``.pt``) of any contrastive model (``t5_encoder``, ``hf_bert``: the pair
+  interface of :mod:`fairseq_ext.models.towers`) for ``--task code_contrastive``, trained or imported by
+  ``import-hf``: queries are embedded by the query tower, keys by the key tower (the same one unless
+  ``--separate-towers``), compared as its ``info_nce`` criterion compared them (``similarity`` cosine or dot);
+* a sentence-transformers directory (written by ``fairseq-ext export-hf --format sentence-transformers``,
+  or any other): one tower embeds both sides through ``SentenceTransformer.forward``, compared by its
+  ``similarity_fn_name``; sides are cut as the export recorded, else to the directory's ``max_seq_length``
+  (where ``encode()`` cuts them).
 
 Both are given the same token ids (:func:`fairseq_ext.data.pair_dataset.side_tokens` over the pairs
 directory's tokenizer), so a checkpoint and its export score the same pool the same way.
@@ -78,7 +81,7 @@ def load_embedding_model(path: str | os.PathLike, tokenizer_path: Path, device: 
 
 def _fairseq_checkpoint(path: Path, tok, tokenizer_path: Path, device: str) -> EmbeddingModel:
     from fairseq_ext.convert.checkpoint_io import build_fairseq_model, dictionary_for_rows, load_checkpoint
-    from fairseq_ext.convert.registry import checkpoint_model_settings
+    from fairseq_ext.convert.registry import checkpoint_model_settings, export_family
     from fairseq_ext.convert.settings import section
     from fairseq_ext.tasks.code_contrastive import MAX_KEY_TOKENS, MAX_QUERY_TOKENS
 
@@ -86,13 +89,18 @@ def _fairseq_checkpoint(path: Path, tok, tokenizer_path: Path, device: str) -> E
     task = section(state, "task")
     task_name = str(task.get("_name") or task.get("task") or "")
     settings = checkpoint_model_settings(state, path)
-    if settings.model != "t5_encoder" or task_name != CONTRASTIVE_TASK:
-        raise UserError(f"{path}: not a t5_encoder checkpoint trained by --task {CONTRASTIVE_TASK} "
-                        f"(its model is {settings.model or '?'}, its task {task_name or '?'})")
+    if task_name != CONTRASTIVE_TASK:
+        raise UserError(f"{path}: not a checkpoint for --task {CONTRASTIVE_TASK} (its model is "
+                        f"{settings.model or '?'}, its task {task_name or '?'}); import-hf makes one of an encoder "
+                        "with a sentence-transformers directory or --pooling")
     weights = state["model"]
-    dictionary = dictionary_for_rows(tok, weights["encoder.embed_tokens.weight"].shape[0], tokenizer_path, path,
-                                     state)
+    embed_key = export_family(settings.model, settings.hf_model_type, None).embed_key
+    if embed_key not in weights:
+        raise UserError(f"{path}: no {embed_key} in the weights of a {settings.model} checkpoint")
+    dictionary = dictionary_for_rows(tok, weights[embed_key].shape[0], tokenizer_path, path, state)
     module = build_fairseq_model(settings.args, dictionary, weights, path)
+    if not hasattr(module, "embed"):
+        raise UserError(f"{path}: its {settings.model} model has no pooled embedding (model.embed)")
     similarity = str(section(state, "criterion").get("similarity") or "cosine")
     return EmbeddingModel(
         name=str(path), kind="fairseq checkpoint", module=module, similarity=similarity, dictionary=dictionary,
@@ -127,6 +135,11 @@ def _sentence_transformer(path: Path, tok, tokenizer_path: Path, device: str) ->
                               dictionary=dictionary, max_query_tokens=limits["max_query_tokens"],
                               max_key_tokens=limits["max_key_tokens"],
                               limits_from="the training settings export-hf recorded (fairseq_ext_export.json)")
+    own = getattr(module, "max_seq_length", None)
+    if own and int(own) <= 1 << 16:  # where encode() cuts every text (a tokenizer without a limit says 1e30)
+        return EmbeddingModel(name=str(path), kind="sentence-transformers", module=module, similarity=similarity,
+                              dictionary=dictionary, max_query_tokens=int(own), max_key_tokens=int(own),
+                              limits_from="the directory's max_seq_length, where encode() cuts texts")
     return EmbeddingModel(name=str(path), kind="sentence-transformers", module=module, similarity=similarity,
                           dictionary=dictionary, max_query_tokens=MAX_QUERY_TOKENS, max_key_tokens=MAX_KEY_TOKENS,
                           limits_from="code_contrastive's defaults: give the model's training values with "

@@ -314,8 +314,8 @@ ROWS = TABLE_ROWS + [
     row(*EXPORT, "--tokenizer", "{text}", expect="{text}: not a valid tokenizer.json"),
     row("export-hf", "{moved_ckpt}", "-o", "{out}", expect="no tokenizer.json in the data directory"),
     row(*EXPORT, "--family", "gpt2", expect="argument --family: invalid choice: 'gpt2'"),
-    row(*EXPORT, "--tower", "key", expect="{ckpt}: --tower key: an encoder checkpoint has no query/key towers"),
-    row(*EXPORT, "--format", "sentence-transformers", expect="{ckpt}: --format sentence-transformers: an encoder "
+    row(*EXPORT, "--tower", "key", expect="{ckpt}: --tower key: a roberta checkpoint has no query/key towers"),
+    row(*EXPORT, "--format", "sentence-transformers", expect="{ckpt}: --format sentence-transformers: a roberta "
         "checkpoint has no pooled embedding"),
     row(*EXPORT, "--tower", "side", expect="argument --tower: invalid choice: 'side'"),
     row(*EXPORT, "--format", "onnx", expect="argument --format: invalid choice: 'onnx'"),

@@ -8,6 +8,12 @@ token-type row, layer-norm epsilon 1e-5, as the released RoBERTa checkpoints);
 BERT, and any RoBERTa with more, becomes the ``hf_bert`` model
 (:mod:`fairseq_ext.models.bert`), which carries the token-type table and the
 epsilon exactly.
+
+For contrastive training (import-hf of a sentence-transformers directory, or ``--pooling``) both
+families become ``hf_bert`` (fairseq's ``roberta`` model has no towers), with the directory's
+BertPooler/RobertaPooler carried as ``hf_pooler`` (``--hf-pooler``) so that the sentence-transformers
+export writes it back bit-identical; ``towers`` and ``pooled`` give that export one tower's pooled
+embedding.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import torch
 
 from fairseq_ext.convert.common import ConversionError, check_loaded, load_weights, task_summary
 from fairseq_ext.convert.families import bert_weights as encoder
-from fairseq_ext.convert.family import CardLines, FairseqSide, Family, LoadedHF
+from fairseq_ext.convert.family import CardLines, FairseqSide, Family, LoadedHF, one_tower, pooled_embedding
 
 # transformers hidden_act -> fairseq activation (same function)
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_accurate", "gelu_pytorch_tanh": "gelu_accurate", "relu": "relu",
@@ -84,13 +90,16 @@ def load_hf(hf_dir, config, seed: int) -> LoadedHF:
     return LoadedHF(model.eval(), head, dropped, seed=seed)
 
 
-def to_fairseq(loaded: LoadedHF, config, dictionary) -> FairseqSide:
+def to_fairseq(loaded: LoadedHF, config, dictionary, keep_types: bool | None = None) -> FairseqSide:
+    """Flags and weights of fairseq's ``roberta`` (a RoBERTa with no more than it has) or ``hf_bert``
+    (``keep_types`` True: always ``hf_bert``)."""
     family = config.model_type
     state = loaded.model.state_dict()
     names = encoder.embedding_names(family)
     types = state[names["types"]]
-    keep_types = family == "bert" or not (
-        types.size(0) == 1 and not types.abs().max() > 0 and config.layer_norm_eps == 1e-5)
+    if keep_types is None:
+        keep_types = family == "bert" or not (
+            types.size(0) == 1 and not types.abs().max() > 0 and config.layer_norm_eps == 1e-5)
     # BERT's table holds its positions; RoBERTa's also the pad + 1 unused rows before them
     positions = config.max_position_embeddings - (0 if family == "bert" else dictionary.pad() + 1)
     flags = encoder_flags(config, family, positions, keep_types)
@@ -101,6 +110,23 @@ def to_fairseq(loaded: LoadedHF, config, dictionary) -> FairseqSide:
     if not torch.equal(state[names["bias"]], state[names["decoder_bias"]]):
         dropped.append(f"{names['bias']} (unused beside the untied {names['decoder_bias']}; exported equal to it)")
     return FairseqSide(flags, weights, positions, str(config.num_hidden_layers), config.hidden_size, dropped)
+
+
+def contrastive(loaded: LoadedHF, config, dictionary, hf_dir) -> FairseqSide:
+    """The encoder as a contrastive ``hf_bert`` (either family), carrying the directory's pooler (``--hf-pooler``)
+    when it has one: the masked-LM import leaves it out, this one keeps it for the export back."""
+    fs = to_fairseq(loaded, config, dictionary, keep_types=True)
+    pooler = encoder.hf_pooler_state(hf_dir, config.model_type)
+    if pooler:
+        fs.flags.append("--hf-pooler")
+        fs.weights.update(pooler)
+        loaded.dropped = [n for n in loaded.dropped if ".pooler." not in f".{n}"]  # carried, not dropped
+    return fs
+
+
+def towers(args, weights: dict, tower: str):
+    """One tower of a contrastive ``hf_bert`` as a one-tower model (see :func:`one_tower`)."""
+    return one_tower(args, weights, tower, encoder.TOWER_PREFIXES, encoder.TIED_HEAD)
 
 
 def card(args, task: dict) -> CardLines:
@@ -122,7 +148,8 @@ def _family(name: str, title: str, hf_class: str, default_for: tuple[str, ...], 
         fill_settings=fill_settings, positions_setting="max_positions", load_hf=load_hf, to_fairseq=to_fairseq,
         to_hf=lambda args, dictionary, weights, where: encoder.hf_encoder_from_fairseq(args, name, dictionary,
                                                                                       weights, where),
-        parity=encoder.encoder_parity, card=card,
+        parity=encoder.encoder_parity, card=card, towers=towers, pooled=pooled_embedding, contrastive=contrastive,
+        sentence_encoder=lambda hf_model, weights: encoder.sentence_encoder(hf_model, weights, name),
     )
 
 

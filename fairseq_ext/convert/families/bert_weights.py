@@ -11,7 +11,11 @@ things, each exact:
   ``p + pad + 1`` (the same table); BERT puts it at row p, so BERT's table is
   fairseq's from row ``pad + 1`` on;
 * token types: fairseq's ``roberta`` has none (exported as a zero table); the
-  ``hf_bert`` model (:mod:`fairseq_ext.models.bert`) carries the table as is.
+  ``hf_bert`` model (:mod:`fairseq_ext.models.bert`) carries the table as is;
+* a contrastive ``hf_bert`` (:mod:`fairseq_ext.models.towers`): one tower's weights under the query
+  tower's names (:data:`TOWER_PREFIXES`); its pooler (``pooler.*``) and the transformers pooler it carries
+  (``hf_pooler.*``, ``--hf-pooler``) are not in ``*ForMaskedLM``: the sentence-transformers format writes
+  the bare ``BertModel``/``RobertaModel`` with that pooler (:func:`sentence_encoder`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ HEAD = {
     "roberta": {"dense": "lm_head.dense", "layer_norm": "lm_head.layer_norm", "bias": "lm_head.bias",
                 "decoder": "lm_head.decoder"},
 }
+# a contrastive hf_bert's towers: (encoder, pooler) prefixes; the MLM head's projection is tied to the embeddings
+TOWER_PREFIXES = {"query": (FS, "pooler."), "key": ("key_encoder.", "key_pooler.")}
+TIED_HEAD = ("encoder.lm_head.weight", f"{FS}embed_tokens.weight")
+# fairseq weights *ForMaskedLM has no place for: the pooled embedding's projection, the carried transformers pooler
+FAIRSEQ_DROPPED = ("pooler.", "hf_pooler.")
+HF_POOLER = {"hf_pooler.weight": "pooler.dense.weight", "hf_pooler.bias": "pooler.dense.bias"}  # fairseq -> bare
 # fairseq activation -> transformers hidden_act (same function)
 ACTIVATIONS = {"gelu": "gelu", "gelu_accurate": "gelu_new", "gelu_fast": "gelu_new", "relu": "relu",
                "tanh": "tanh", "linear": "linear"}
@@ -114,6 +124,8 @@ def fairseq_to_hf_state(state: dict, args: CheckpointModelSettings, family: str,
             out[table[key]] = tensor
         elif key in special:
             out.update(special[key](tensor))
+        elif key.startswith(FAIRSEQ_DROPPED):
+            continue  # the pooled embedding's: written by sentence_encoder for the sentence-transformers format
         elif key.startswith("classification_heads."):
             raise ConversionError(f"{key}: classification heads are not converted; export the pretrained model")
         else:
@@ -196,6 +208,41 @@ def hf_classes(family: str):
     from transformers import BertConfig, BertForMaskedLM, RobertaConfig, RobertaForMaskedLM
 
     return {"bert": (BertConfig, BertForMaskedLM), "roberta": (RobertaConfig, RobertaForMaskedLM)}[family]
+
+
+def bare_class(family: str):
+    """The transformers encoder without a head (with its pooler): what sentence-transformers loads."""
+    from transformers import BertModel, RobertaModel
+
+    return {"bert": BertModel, "roberta": RobertaModel}[family]
+
+
+def hf_pooler_state(hf_dir, family: str) -> dict:
+    """The directory's BertPooler/RobertaPooler dense layer as ``hf_pooler.*`` (empty when it has none)."""
+    from fairseq_ext.convert.common import load_weights
+
+    model, info = load_weights(bare_class(family), hf_dir, output_loading_info=True)
+    if any(k.startswith("pooler.") for k in info["missing_keys"]):
+        return {}
+    state = model.state_dict()
+    return {fs: state[hf].detach().clone() for fs, hf in HF_POOLER.items()}
+
+
+def sentence_encoder(hf_model, weights: dict, family: str):
+    """The bare encoder of ``hf_model`` (a ``*ForMaskedLM``) with the pooler the checkpoint carries, and a note
+    for the card: without ``hf_pooler.*`` the pooler is zeros (sentence-transformers never uses it, and a
+    model written without one makes transformers report it missing on every load)."""
+    base = hf_model.base_model
+    model = bare_class(family)(base.config, add_pooling_layer=True)
+    state = {**base.state_dict()}
+    note = ""
+    for fs, hf in HF_POOLER.items():
+        present = weights.get(fs)
+        state[hf] = present if present is not None else torch.zeros_like(model.state_dict()[hf])
+    if any(weights.get(fs) is None for fs in HF_POOLER):
+        note = (f"The checkpoint carries no transformers pooler (`--hf-pooler`): `{type(model).__name__}`'s "
+                "`pooler.dense.*` are zeros. The sentence embedding does not use them.")
+    return load_hf_state(model, state, "the sentence encoder"), note
 
 
 def hf_encoder_from_fairseq(args: CheckpointModelSettings, family: str, dictionary, weights: dict, where):

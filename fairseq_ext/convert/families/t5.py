@@ -11,12 +11,11 @@ behind, and the card says so.
 
 from __future__ import annotations
 
-import dataclasses
 from argparse import Namespace
 
 from fairseq_ext.convert.common import ConversionError, check_loaded, load_hf_state, load_weights, task_summary
 from fairseq_ext.convert.families import t5_weights as t5
-from fairseq_ext.convert.family import CardLines, FairseqSide, Family, LoadedHF, PooledEmbedding
+from fairseq_ext.convert.family import CardLines, FairseqSide, Family, LoadedHF, one_tower, pooled_embedding
 from fairseq_ext.models.t5.model import DEFAULT_MAX_POSITIONS, resolved_settings
 
 MLM_KEYS = ("mask_prob", "leave_unmasked_prob", "random_token_prob", "mask_unit", "sample_break_mode",
@@ -90,15 +89,8 @@ def to_hf(args, dictionary, weights: dict, where):
 
 
 def towers(args, weights: dict, tower: str):
-    """The settings and weights of one tower as a one-tower ``t5_encoder`` (see :func:`t5.tower_weights`)."""
-    one, separate = t5.tower_weights(weights, tower)
-    return dataclasses.replace(args, args=Namespace(**{**vars(args.args), "separate_towers": False})), one, separate
-
-
-def pooled(args, weights: dict) -> PooledEmbedding:
-    """The pooler of a one-tower model (``pooler.*``): pooling, projection, normalisation."""
-    s = args.args
-    return PooledEmbedding(str(s.pooling), weights.get("pooler.dense.weight"), bool(s.pooler_normalize))
+    """The settings and weights of one tower as a one-tower ``t5_encoder`` (see :func:`one_tower`)."""
+    return one_tower(args, weights, tower, t5.TOWER_PREFIXES, ("lm_head.weight", t5.FS_EMBEDDINGS))
 
 
 def card(args, task: dict) -> CardLines:
@@ -125,7 +117,8 @@ FAMILY = Family(
     fill_settings=fill_settings, positions_setting="max_positions", load_hf=load_hf,
     to_fairseq=to_fairseq, to_hf=to_hf,
     parity=lambda fs_model, hf_model, dictionary, positions: t5.t5_parity(fs_model, hf_model, dictionary),
-    card=card, parity_measure="hidden-state", towers=towers, pooled=pooled,
+    card=card, parity_measure="hidden-state", towers=towers, pooled=pooled_embedding,
+    contrastive=lambda loaded, config, dictionary, hf_dir: to_fairseq(loaded, config, dictionary),  # t5_encoder
     card_notes="An encoder only: `T5EncoderModel` gives each token's final hidden state (feature extraction). "
                "The fairseq model's masked-LM head (`lm_head.*`) and pooled-embedding projection (`pooler.*`, "
                "when trained with `--pooler-dim`) are not in `T5EncoderModel`: the pooled embedding is written out "

@@ -9,8 +9,9 @@ table of :func:`rename_table`; beyond renaming:
 * dropped on import (:data:`HF_DROPPED`): ``T5ForConditionalGeneration``'s decoder and ``lm_head``;
 * dropped on export (:data:`FAIRSEQ_DROPPED`): the fairseq MLM head and the pooler, which
   ``T5EncoderModel`` has no place for;
-* towers (``--separate-towers``): :func:`tower_weights` gives one tower's weights under the query
-  tower's names (``key_encoder.`` -> ``encoder.``, ``key_pooler.`` -> ``pooler.``), the other dropped;
+* towers (``--separate-towers``): :data:`TOWER_PREFIXES`, by which
+  :func:`fairseq_ext.convert.common.tower_weights` gives one tower's weights under the query tower's
+  names (``key_encoder.`` -> ``encoder.``, ``key_pooler.`` -> ``pooler.``), the other dropped;
 * made fresh on import (:func:`fresh_head`): the MLM head, which transformers' T5 encoder lacks.
 
 Any other name is an error, so nothing is lost or invented silently.
@@ -91,28 +92,6 @@ def hf_dropped(hf_state: dict) -> list[str]:
 def fairseq_dropped(weights: dict) -> list[str]:
     """The fairseq weights :func:`fairseq_to_hf_state` deliberately leaves out (MLM head, pooler)."""
     return sorted(k for k in weights if k.startswith(FAIRSEQ_DROPPED))
-
-
-def tower_weights(weights: dict, tower: str) -> tuple[dict, bool]:
-    """One tower's weights under the query tower's names, and whether the checkpoint has separate towers.
-
-    The other tower's encoder and pooler are left out; the MLM head is kept (it is dropped on export),
-    its tied ``lm_head.weight`` set to this tower's embeddings (the model ties them when it loads).
-    ``tower="key"`` of a one-tower checkpoint is the query tower: both sides were embedded by it.
-    """
-    if tower not in TOWER_PREFIXES:
-        raise ConversionError(f"tower must be query or key, got {tower!r}")
-    key_prefixes = TOWER_PREFIXES["key"]
-    separate = any(k.startswith(key_prefixes) for k in weights)
-    if not separate or tower == "query":
-        return {k: v for k, v in weights.items() if not k.startswith(key_prefixes)}, separate
-    query_prefixes = TOWER_PREFIXES["query"]
-    out = {k: v for k, v in weights.items() if not k.startswith(query_prefixes + key_prefixes)}
-    for src, dst in zip(key_prefixes, query_prefixes):
-        out.update({dst + k[len(src):]: v for k, v in weights.items() if k.startswith(src)})
-    if "lm_head.weight" in out:
-        out["lm_head.weight"] = out[FS_EMBEDDINGS]
-    return out, separate
 
 
 def hf_embeddings(hf_state: dict) -> torch.Tensor:
