@@ -64,13 +64,13 @@ SPLIT = ["--languages", "python", "--kind", "docstring", "--split-by", "director
 class Setup:
     """The training settings both sides get (one place, so that they cannot drift apart)."""
 
-    steps: int = 60
-    batch_size: int = 32
-    cached_steps: int = 15
-    cached_batch_size: int = 128
-    chunk: int = 32
-    probe_steps: int = 2
-    lr: float = 5e-5
+    steps: int = 40
+    batch_size: int = 16
+    cached_steps: int = 10
+    cached_batch_size: int = 64
+    chunk: int = 16
+    probe_steps: int = 1
+    lr: float = 1e-4
     warmup_ratio: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -141,30 +141,73 @@ def st_worker(job: dict) -> dict:
     pairs = datasets.load_from_disk(job["pairs"])["train"].select_columns(["query", "key"])  # anchor, positive
     spec = dict(job["loss"])
     loss = getattr(losses, spec.pop("name"))(model, **spec)
-    timer = step_timer()
+    clock = StepClock()
     args = SentenceTransformerTrainingArguments(
         output_dir=str(Path(job["out"]).with_suffix(".trainer")), use_cpu=True, save_strategy="no",
         report_to="none", logging_steps=10, disable_tqdm=True, dataloader_num_workers=0, **job["args"])
-    SentenceTransformerTrainer(model=model, args=args, train_dataset=pairs, loss=loss, callbacks=[timer]).train()
+    SentenceTransformerTrainer(model=model, args=args, train_dataset=pairs, loss=loss,
+                               callbacks=[step_timer(clock)]).train()
     model.save(job["out"])
-    return {"steps": timer.steps, "seconds": timer.seconds, "batch": job["args"]["per_device_train_batch_size"]}
+    return {**clock.totals(), "batch": job["args"]["per_device_train_batch_size"]}
 
 
-def step_timer():
-    """A TrainerCallback summing the time of the optimizer steps (on_step_begin to on_step_end)."""
+class StepClock:
+    """Wall and CPU seconds (the process's, all threads) summed over the training steps, on both sides."""
+
+    def __init__(self):
+        self.steps, self.seconds, self.cpu_seconds, self._start = 0, 0.0, 0.0, (0.0, 0.0)
+
+    def begin(self) -> None:
+        self._start = (time.perf_counter(), time.process_time())
+
+    def end(self) -> None:
+        self.seconds += time.perf_counter() - self._start[0]
+        self.cpu_seconds += time.process_time() - self._start[1]
+        self.steps += 1
+
+    def totals(self) -> dict:
+        return {"steps": self.steps, "seconds": self.seconds, "cpu_seconds": self.cpu_seconds}
+
+
+def step_timer(clock: StepClock):
+    """A TrainerCallback: the clock runs from on_step_begin to on_step_end (forward, backward, clipping, optimizer
+    and scheduler step; the batch is fetched and collated before on_step_begin)."""
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
-        steps, seconds, _start = 0, 0.0, 0.0
-
         def on_step_begin(self, args, state, control, **kwargs):
-            self._start = time.perf_counter()
+            clock.begin()
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.seconds += time.perf_counter() - self._start
-            self.steps += 1
+            clock.end()
 
     return StepTimer()
+
+
+def fairseq_worker(timing: Path, argv: list[str]) -> None:
+    """fairseq-train's own entry point (fairseq_cli.train.cli_main) with fairseq's Trainer.train_step on the
+    clock (forward, backward, clipping, optimizer step and the scheduler's step_update; the batch is fetched and
+    collated before it), the totals written to TIMING when it returns."""
+    import logging
+
+    from fairseq.trainer import Trainer
+    from fairseq_cli.train import cli_main
+
+    # fairseq-train's own log format (fairseq_cli.train sets it only if nothing imported before it has)
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
+                        level=logging.INFO, stream=sys.stdout, force=True)
+    clock, train_step = StepClock(), Trainer.train_step
+
+    def timed(self, *args, **kwargs):
+        clock.begin()
+        out = train_step(self, *args, **kwargs)
+        clock.end()
+        return out
+
+    Trainer.train_step = timed
+    sys.argv = ["fairseq-train", *argv]
+    cli_main()
+    timing.write_text(json.dumps(clock.totals()))
 
 
 # ---------------------------------------------------------------- measuring a child process
@@ -182,16 +225,15 @@ def measured(cmd: list, log: Path, env: dict | None = None) -> float:
     return usage.ru_maxrss / 1024
 
 
-def fairseq_timing(log_text: str) -> dict:
-    """Steps, mean logged bsz and train_wall seconds of a fairseq-train --log-format json log (epoch lines)."""
+def fairseq_logged(log_text: str) -> dict:
+    """Updates, the logged bsz (the first epoch's mean) and fairseq's own train_wall meter (whole seconds,
+    summed over the epochs) from a fairseq-train --log-format json log: a cross-check of the clock."""
     epochs = [json.loads(m.group(1)) for m in re.finditer(r"\| train \| (\{.*\})", log_text)]
     if not epochs:
         raise ValueError("no end-of-epoch line ('| train | {...}') in the fairseq-train log")
-    steps = int(float(epochs[-1]["train_num_updates"]))
-    seconds = sum(float(e["train_wall"]) for e in epochs)
-    bsz = sum(float(e["train_bsz"]) * float(e["train_num_updates"]) for e in epochs[:1]) / max(
-        1.0, float(epochs[0]["train_num_updates"]))
-    return {"steps": steps, "seconds": seconds, "logged_bsz": bsz}
+    return {"logged_updates": int(float(epochs[-1]["train_num_updates"])),
+            "logged_bsz": float(epochs[0]["train_bsz"]),  # "train_wall" there is the time since the start
+            "logged_train_wall": sum(float(e["train_train_wall"]) for e in epochs)}
 
 
 # ---------------------------------------------------------------- the runs
@@ -234,16 +276,18 @@ def train_ours(name: str, imported: Path, pairs: Path, s: Setup, batch: int, ste
                work: Path) -> dict:
     save = work / f"{name}.checkpoints"
     model_args = (imported / "model_args.txt").read_text().split()
-    rss = measured([BIN / "fairseq-train", pairs, "--user-dir", HERE.parent / "fairseq_ext", *model_args,
-                    "--restore-file", imported / "checkpoint.pt", "--reset-optimizer", "--reset-dataloader",
-                    "--reset-meters", "--reset-lr-scheduler", *fairseq_train_args(s, batch, steps, chunk),
-                    "--cpu", "--num-workers", "0", "--disable-validation", "--save-dir", save,
-                    "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", "10"],
-                   work / f"{name}.log", threads_env(s))
-    timing = fairseq_timing((work / f"{name}.log").read_text())
+    timing = work / f"{name}.timing.json"
+    # fairseq-train's entry point in a process of this script, so that its train_step is on the same clock
+    rss = measured([sys.executable, __file__, "--fairseq-worker", timing, pairs, "--user-dir",
+                    HERE.parent / "fairseq_ext", *model_args, "--restore-file", imported / "checkpoint.pt",
+                    "--reset-optimizer", "--reset-dataloader", "--reset-meters", "--reset-lr-scheduler",
+                    *fairseq_train_args(s, batch, steps, chunk), "--cpu", "--num-workers", "0",
+                    "--disable-validation", "--save-dir", save, "--no-epoch-checkpoints", "--log-format", "json",
+                    "--log-interval", "10"], work / f"{name}.log", threads_env(s))
+    logged = fairseq_logged((work / f"{name}.log").read_text())
     run([BIN / "fairseq-ext", "export-hf", save / "checkpoint_last.pt", "-o", work / name,
          "--format", "sentence-transformers"])
-    return {**timing, "batch": batch, "peak_rss_mb": rss, "model": work / name}
+    return {**json.loads(timing.read_text()), **logged, "batch": batch, "peak_rss_mb": rss, "model": work / name}
 
 
 def padded_tokens_per_pair(pairs: Path, s: Setup, batch: int) -> dict:
@@ -267,21 +311,21 @@ def padded_tokens_per_pair(pairs: Path, s: Setup, batch: int) -> dict:
 
 # ---------------------------------------------------------------- the report
 
-def pairs_per_s(r: dict) -> float:
-    return r["steps"] * r["batch"] / r["seconds"] if r.get("seconds") else float("nan")
+def pairs_per_s(r: dict, clock: str = "seconds") -> float:
+    return r["steps"] * r["batch"] / r[clock] if r.get(clock) else float("nan")
 
 
 def report(scores: dict[str, dict], runs: dict[str, dict], s: Setup) -> list[str]:
     """The table (one row per model) and the ratios the issue asks for."""
     head = (f"| {'model':<28} | held-out MRR | R@1 | R@10 | renamed MRR | R@1 | R@10 | steps x batch | "
-            "step s | pairs/s | peak RSS MB |")
-    lines = [head, "|---|" + "---:|" * 10]
+            "steps' s | pairs/s | steps' CPU s | peak RSS MB |")
+    lines = [head, "|---|" + "---:|" * 11]
     for name, r in rows(scores, runs):
         pool, ren = r.get("pool"), r.get("renamed")
         cells = [f"{m[k]:.3f}" if m else "" for m in (pool, ren) for k in ("mrr", "recall@1", "recall@10")]
         run_ = runs.get(name)
-        cells += ([f"{run_['steps']} x {run_['batch']}", f"{run_['seconds']:.1f}", f"{pairs_per_s(run_):.1f}",
-                   f"{run_['peak_rss_mb']:,.0f}"] if run_ else ["", "", "", ""])
+        cells += ([f"{run_['steps']} x {run_['batch']}", f"{run_['seconds']:.1f}", f"{pairs_per_s(run_):.2f}",
+                   f"{run_['cpu_seconds']:.1f}", f"{run_['peak_rss_mb']:,.0f}"] if run_ else [""] * 5)
         lines.append(f"| {name:<28} | " + " | ".join(cells) + " |")
     return lines + ratios(scores, runs, s)
 
@@ -305,8 +349,9 @@ def ratios(scores: dict[str, dict], runs: dict[str, dict], s: Setup) -> list[str
     out = []
     for ours, theirs in (("ours", "theirs"), ("ours cached", "theirs cached")):
         if ours in runs and theirs in runs:
-            out.append(f"{ours}/{theirs} pairs/s: {pairs_per_s(runs[ours]) / pairs_per_s(runs[theirs]):.2f}x "
-                       "(goal >= 1.0)")
+            a, b = runs[ours], runs[theirs]
+            out.append(f"{ours}/{theirs} pairs/s: {pairs_per_s(a) / pairs_per_s(b):.2f}x (goal >= 1.0); pairs per "
+                       f"CPU second: {pairs_per_s(a, 'cpu_seconds') / pairs_per_s(b, 'cpu_seconds'):.2f}x")
         if ours in scores and theirs in scores:
             out.append(f"{ours} - {theirs} MRR: held-out {mrr(ours, 'pool') - mrr(theirs, 'pool'):+.3f}, renamed "
                        f"{mrr(ours, 'renamed') - mrr(theirs, 'renamed'):+.3f} (goal >= -0.01)")
@@ -381,6 +426,10 @@ def trainings(s: Setup, sides: list[str]) -> list[tuple[str, str, int, int, int]
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--fairseq-worker"]:  # TIMING, then fairseq-train's arguments
+        fairseq_worker(Path(argv[1]), argv[2:])
+        return 0
     args = parse_args(argv)
     if args.st_worker:
         job = json.loads(args.st_worker.read_text())
@@ -403,8 +452,9 @@ def main(argv=None) -> int:
         train = train_ours if side == "ours" else train_theirs
         runs[name] = train(name.replace(" ", "-").replace("@", "b"), imported if side == "ours" else st_dir,
                            pairs, s, batch, steps, chunk, args.work)
-        print(f"{name}: {runs[name]['steps']} steps x {batch} in {runs[name]['seconds']:.1f} s of steps = "
-              f"{pairs_per_s(runs[name]):.1f} pairs/s, peak RSS {runs[name]['peak_rss_mb']:,.0f} MB", flush=True)
+        r = runs[name]
+        print(f"{name}: {r['steps']} steps x {batch} in {r['seconds']:.1f} s of steps ({r['cpu_seconds']:.1f} CPU s) "
+              f"= {pairs_per_s(r):.2f} pairs/s, peak RSS {r['peak_rss_mb']:,.0f} MB", flush=True)
         if "@" not in name:
             scores[name] = evaluate(runs[name]["model"], pairs, s, args.work / f"{name}.eval.json".replace(" ", "-"),
                                     args.eval_limit)

@@ -93,15 +93,18 @@ def sgd(lr: float):
     return opt
 
 
-def test_the_steps_time_and_batch_size_are_read_from_fairseqs_log():
-    log = ("2024-01-01 10:00:00 | INFO | train_inner | {\"epoch\": 1, \"update\": 0.074, \"loss\": \"2.1\", "
-           "\"bsz\": \"32\", \"train_wall\": \"40\", \"wall\": \"45\"}\n"
-           "2024-01-01 10:00:01 | INFO | train | {\"epoch\": 1, \"train_loss\": \"1.9\", \"train_bsz\": \"32\", "
-           "\"train_num_updates\": \"60\", \"train_lr\": \"0\", \"train_train_wall\": \"1\", \"train_wall\": \"84\", "
-           "\"train_gb_free\": \"0\"}\n")
-    assert bench.fairseq_timing(log) == {"steps": 60, "seconds": 84.0, "logged_bsz": 32.0}
+def test_updates_batch_size_and_train_wall_are_read_from_fairseqs_log():
+    """Lines as fairseq-train --log-format json wrote them in a run of the benchmark: the steps' time is the
+    epoch's train_wall meter ("train_train_wall"), not "train_wall" (the time since the trainer started)."""
+    log = ('2026-12-07 08:43:20 | INFO | train_inner | {"epoch": 1, "update": 0.002, "loss": "0.2", "bsz": "8", '
+           '"num_updates": "2", "train_wall": "14", "wall": "18"}\n'
+           '2026-12-07 08:43:26 | INFO | train | {"epoch": 1, "train_loss": "0.189", "train_accuracy": "0.9688", '
+           '"train_candidates": "8", "train_wps": "111.8", "train_ups": "0.26", "train_wpb": "456", '
+           '"train_bsz": "8", "train_num_updates": "4", "train_lr": "0", "train_gnorm": "8.163", "train_clip": "100", '
+           '"train_train_wall": "27", "train_wall": "31"}\n')
+    assert bench.fairseq_logged(log) == {"logged_updates": 4, "logged_bsz": 8.0, "logged_train_wall": 27.0}
     with pytest.raises(ValueError, match="no end-of-epoch line"):
-        bench.fairseq_timing(log.splitlines()[0])
+        bench.fairseq_logged(log.splitlines()[0])
 
 
 def test_batches_by_size_pad_less_than_random_batches(code_pairs_dir):
@@ -118,21 +121,22 @@ def scores(mrr: float, renamed: float) -> dict:
 
 def test_the_report_gives_the_table_the_ratios_and_the_verdicts():
     s = bench.Setup(cached_batch_size=64, chunk=16)
-    runs = {"theirs": {"steps": 10, "batch": 16, "seconds": 80.0, "peak_rss_mb": 1500.0},
-            "ours": {"steps": 10, "batch": 16, "seconds": 40.0, "peak_rss_mb": 1400.0},
-            "theirs cached": {"steps": 5, "batch": 64, "seconds": 100.0, "peak_rss_mb": 1300.0},
-            "ours cached": {"steps": 5, "batch": 64, "seconds": 200.0, "peak_rss_mb": 1200.0},
-            "theirs plain @64": {"steps": 1, "batch": 64, "seconds": 10.0, "peak_rss_mb": 3000.0},
-            "ours plain @64": {"steps": 1, "batch": 64, "seconds": 10.0, "peak_rss_mb": 1100.0}}
+    runs = {"theirs": {"steps": 10, "batch": 16, "seconds": 80.0, "cpu_seconds": 150.0, "peak_rss_mb": 1500.0},
+            "ours": {"steps": 10, "batch": 16, "seconds": 40.0, "cpu_seconds": 100.0, "peak_rss_mb": 1400.0},
+            "theirs cached": {"steps": 5, "batch": 64, "seconds": 100.0, "cpu_seconds": 190.0, "peak_rss_mb": 1300.0},
+            "ours cached": {"steps": 5, "batch": 64, "seconds": 200.0, "cpu_seconds": 380.0, "peak_rss_mb": 1200.0},
+            "theirs plain @64": {"steps": 1, "batch": 64, "seconds": 10.0, "cpu_seconds": 19.0, "peak_rss_mb": 3000.0},
+            "ours plain @64": {"steps": 1, "batch": 64, "seconds": 10.0, "cpu_seconds": 19.0, "peak_rss_mb": 1100.0}}
     table = {"zero-shot": scores(0.6, 0.25), "theirs": scores(0.62, 0.35), "ours": scores(0.65, 0.28),
              "theirs cached": scores(0.6, 0.31), "ours cached": scores(0.6, 0.33)}
     lines = bench.report(table, runs, s)
     rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
     assert list(rows)[1:] == ["random (expected)", "BM25", "zero-shot", "theirs", "ours", "theirs cached",
                               "ours cached", "theirs plain @64", "ours plain @64"]
-    assert "| 10 x 16 | 40.0 | 4.0 | 1,400 |" in rows["ours"]
+    assert "| 10 x 16 | 40.0 | 4.00 | 100.0 | 1,400 |" in rows["ours"]
     text = "\n".join(lines)
-    assert "ours/theirs pairs/s: 2.00x" in text and "ours cached/theirs cached pairs/s: 0.50x" in text
+    assert "ours/theirs pairs/s: 2.00x (goal >= 1.0); pairs per CPU second: 1.50x" in text
+    assert "ours cached/theirs cached pairs/s: 0.50x (goal >= 1.0); pairs per CPU second: 0.50x" in text
     assert "ours - theirs MRR: held-out +0.030, renamed -0.070" in text
     assert "beat zero-shot (0.250) and BM25 (0.300): theirs yes, ours NO, theirs cached yes, ours cached yes" in text
     assert "theirs: batch 64 plain peaks at 3,000 MB, cached (chunk 16) at 1,300 MB: in a limit of 1,300 MB " \
