@@ -11,15 +11,17 @@ derived from the checkpoint's own settings, weights as safetensors, the
 tokenizer, and a model card (README.md) with the recipe, data, updates and
 validation figures.
 
-A contrastive t5_encoder checkpoint (code_contrastive + info_nce) exports one
+A contrastive t5_encoder or hf_bert checkpoint (code_contrastive + info_nce) exports one
 tower (--tower query|key; a one-tower checkpoint embeds both sides with the
 same weights), and its pooled embedding: the card states pooling, projection,
 normalisation, similarity, temperature and the last validation's retrieval
 figures; a projection (--pooler-dim) is written to pooler.safetensors. With
 --format sentence-transformers the directory is also a sentence-transformers
 model: `SentenceTransformer(DIR).encode(texts)` gives fairseq's embeddings
-(Pooling, Dense without bias, Normalize when the pooler or the cosine
-similarity normalised), max_seq_length from the task's pair limits.
+(Pooling cls/mean/max, Dense without bias, Normalize when the pooler or the
+cosine similarity normalised), max_seq_length from the task's pair limits;
+an hf_bert encoder is written as the bare BertModel/RobertaModel with the
+pooler layer it carries (--hf-pooler; zeros, said in the card, without).
 
 Before writing, both models run on the same padded batches; if any logit (T5:
 final hidden state; sentence-transformers: the embedding, also of held-out
@@ -54,11 +56,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="transformers family to write, for a checkpoint that more than one family takes (an "
                    "encoder: bert or roberta); default: the family it came from")
     p.add_argument("--tower", choices=("query", "key"),
-                   help="contrastive T5 encoder checkpoints: the tower to export (default: query; a one-tower "
-                   "checkpoint embeds both with the same weights)")
+                   help="contrastive checkpoints (t5_encoder, hf_bert): the tower to export (default: query; a "
+                   "one-tower checkpoint embeds both with the same weights)")
     p.add_argument("--format", dest="fmt", choices=("transformers", "sentence-transformers"), default="transformers",
                    help="transformers: the model class and tokenizer (default); sentence-transformers: also the "
-                   "pooling, projection and normalisation modules of a T5 encoder's pooled embedding")
+                   "pooling, projection and normalisation modules of a t5_encoder's or hf_bert's pooled embedding "
+                   "(the encoder as T5EncoderModel, BertModel or RobertaModel)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from fairseq_ext.convert.sentence_transformers import ST_POOLING, EmbeddingInfo
 
+POOLING_WORDS = {"mean": "mean over non-pad tokens", "max": "maximum over non-pad tokens", "first": "the first token"}
+# the pooling written out for the card's transformers code: hidden (B, T, C), mask (B, T, 1)
+POOLING_CODE = {"mean": "(hidden * mask).sum(1) / mask.sum(1)", "first": "hidden[:, 0]",
+                "max": "hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).amax(1)"}
+
 
 def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -25,8 +30,7 @@ def embedding_rows(info: EmbeddingInfo) -> str:
     """Table rows (markdown) for the card."""
     tower = (f"{info.tower} (the checkpoint has separate query and key towers)" if info.separate else
              f"{info.tower}: the checkpoint has one tower, which embedded queries and keys alike")
-    pooling = ("mean over non-pad tokens" if info.pooling == "mean" else "the first token") + \
-        f" (sentence-transformers pooling_mode `{ST_POOLING[info.pooling]}`)"
+    pooling = f"{POOLING_WORDS[info.pooling]} (sentence-transformers pooling_mode `{ST_POOLING[info.pooling]}`)"
     dense = "none" if info.dense is None else f"linear {info.dense[0]} -> {info.dense[1]}, no bias, no activation"
     norm = f"L2 ({info.normalize_why})" if info.normalize else "none"
     if not info.contrastive:
@@ -57,12 +61,14 @@ def tokens_note(info: EmbeddingInfo) -> str:
             f"({info.token_example}); add them yourself for faithful embeddings.")
 
 
-def embedding_section(info: EmbeddingInfo, out_dir: str, st_format: bool) -> str:
-    """The card's section: a table and usage for sentence-transformers and for plain transformers."""
-    pool = ("(hidden * mask).sum(1) / mask.sum(1)" if info.pooling == "mean" else "hidden[:, 0]")
-    lines = ["import torch", "from transformers import AutoTokenizer, T5EncoderModel",
+def embedding_section(info: EmbeddingInfo, out_dir: str, st_format: bool, hf_class: str = "T5EncoderModel") -> str:
+    """The card's section: a table and usage for sentence-transformers and for plain transformers (``hf_class``:
+    the model class written; a masked-LM model's encoder is its ``base_model``)."""
+    pool = POOLING_CODE[info.pooling]
+    encoder = ".base_model" if hf_class.endswith("ForMaskedLM") else ""
+    lines = ["import torch", f"from transformers import AutoTokenizer, {hf_class}",
              f'tok = AutoTokenizer.from_pretrained("{out_dir}")',
-             f'model = T5EncoderModel.from_pretrained("{out_dir}").eval()',
+             f'model = {hf_class}.from_pretrained("{out_dir}"){encoder}.eval()',
              f'batch = tok(texts, padding=True, truncation=True, max_length={info.max_seq_length}, '
              'return_tensors="pt")',
              "with torch.no_grad():",

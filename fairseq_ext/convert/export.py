@@ -181,7 +181,7 @@ model = {cls}.from_pretrained("{result.out_dir}")
 def _embedding(result: ExportResult) -> str:
     if result.embedding is None:
         return ""
-    return embedding_section(result.embedding, result.out_dir, result.format == FORMATS[1])
+    return embedding_section(result.embedding, result.out_dir, result.format == FORMATS[1], result.hf_class)
 
 
 def _started_from(state) -> str:

@@ -128,14 +128,16 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, pad_to_mult
     if config.pad_token_id is not None and config.pad_token_id != dictionary.pad():
         raise ConversionError(f"{model_dir}: config.json says pad_token_id {config.pad_token_id}, its tokenizer's "
                               f"pad token is id {dictionary.pad()}")
+    if head is not None and family.contrastive is None:
+        raise ConversionError(f"{model_dir}: a {family.title} model cannot be imported for contrastive training "
+                              "(sentence-transformers directories and --pooling take encoders)")
     st_model = None if head is None else st_import.load_sentence_transformer(hf_dir, head)
     loaded = family.load_hf(model_dir, config, seed)
     if head is None:
         fs = family.to_fairseq(loaded, config, dictionary)
         train_flags, length_flags = list(family.train_flags), ["--tokens-per-sample", str(fs.positions)]
     else:
-        fs = _contrastive_side(family, loaded, config, dictionary, model_dir, head)
-        limit = min(fs.positions, int(getattr(st_model, "max_seq_length", None) or fs.positions))
+        fs, limit = _contrastive_side(family, loaded, config, dictionary, model_dir, head, st_model)
         train_flags = head.train_flags()
         length_flags = ["--max-query-tokens", str(limit), "--max-key-tokens", str(limit)]
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
@@ -171,11 +173,13 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, pad_to_mult
                         embedding)
 
 
-def _contrastive_side(family, loaded, config, dictionary, model_dir: Path, head) -> FairseqSide:
-    """The family's contrastive model with the directory's pooling, projection and normalisation."""
-    if family.contrastive is None:
-        raise ConversionError(f"{model_dir}: a {family.title} model cannot be imported for contrastive training "
-                              "(sentence-transformers directories and --pooling take encoders)")
+def _contrastive_side(family, loaded, config, dictionary, model_dir: Path, head, st_model) -> tuple[FairseqSide, int]:
+    """The family's contrastive model with the directory's pooling, projection and normalisation, and the side
+    limit: the directory's max_seq_length (where encode() cuts), at most the positions the model has (which is
+    also where the SentenceTransformer compared with now cuts: a bare encoder's tokenizer may allow more)."""
     fs = family.contrastive(loaded, config, dictionary, model_dir)
-    return FairseqSide([*fs.flags, *head.model_flags()], {**fs.weights, **head.weights()}, fs.positions, fs.layers,
+    limit = min(fs.positions, int(getattr(st_model, "max_seq_length", None) or fs.positions))
+    st_model.max_seq_length = limit
+    side = FairseqSide([*fs.flags, *head.model_flags()], {**fs.weights, **head.weights()}, fs.positions, fs.layers,
                        fs.d_model, fs.dropped, fs.fresh_head)
+    return side, limit

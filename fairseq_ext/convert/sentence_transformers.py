@@ -226,7 +226,8 @@ def compare_embeddings(st, fs_model, tok, dictionary, tower: str, normalize: boo
     st.eval()
     agree, example = tokens_agree(st.tokenizer, dictionary)
     pad = dictionary.pad()
-    rows = [fairseq_input(tok(t, add_special_tokens=False)["input_ids"], limit, dictionary) for t in texts]
+    rows = [fairseq_input(tok(t, add_special_tokens=False, verbose=False)["input_ids"], limit, dictionary)
+            for t in texts]  # (cut here: no warning that a text is longer than the model takes)
     tokens = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad)  # (B, T)
     expected = reference_embeddings(fs_model, tokens, tower, normalize)  # (B, D)
     features = {"input_ids": tokens, "attention_mask": tokens.ne(pad).long()}

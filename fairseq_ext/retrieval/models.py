@@ -66,7 +66,8 @@ def load_embedding_model(path: str | os.PathLike, tokenizer_path: Path, device: 
         model = _sentence_transformer(path, tok, tokenizer_path, device)
     elif path.is_dir() and (path / "config.json").is_file():
         raise UserError(f"{path}: a transformers model without modules.json; eval-retrieval reads a fairseq "
-                        "checkpoint or a directory written by `fairseq-ext export-hf --format sentence-transformers`")
+                        "checkpoint or a sentence-transformers directory (`fairseq-ext import-hf DIR -o OUT --pooling "
+                        "first|mean|max` makes a checkpoint of a bare encoder)")
     else:
         model = _fairseq_checkpoint(path, tok, tokenizer_path, device)
     if max_query_tokens is not None:

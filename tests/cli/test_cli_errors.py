@@ -314,9 +314,10 @@ ROWS = TABLE_ROWS + [
     row(*EXPORT, "--tokenizer", "{text}", expect="{text}: not a valid tokenizer.json"),
     row("export-hf", "{moved_ckpt}", "-o", "{out}", expect="no tokenizer.json in the data directory"),
     row(*EXPORT, "--family", "gpt2", expect="argument --family: invalid choice: 'gpt2'"),
-    row(*EXPORT, "--tower", "key", expect="{ckpt}: --tower key: a roberta checkpoint has no query/key towers"),
-    row(*EXPORT, "--format", "sentence-transformers", expect="{ckpt}: --format sentence-transformers: a roberta "
-        "checkpoint has no pooled embedding"),
+    row("export-hf", "{roberta_ckpt}", "-o", "{out}", "--tower", "key", expect="{roberta_ckpt}: --tower key: a "
+        "roberta checkpoint has no query/key towers (contrastive t5_encoder and hf_bert checkpoints have)"),
+    row("export-hf", "{roberta_ckpt}", "-o", "{out}", "--format", "sentence-transformers", expect="{roberta_ckpt}: "
+        "--format sentence-transformers: a roberta checkpoint has no pooled embedding"),
     row(*EXPORT, "--tower", "side", expect="argument --tower: invalid choice: 'side'"),
     row(*EXPORT, "--format", "onnx", expect="argument --format: invalid choice: 'onnx'"),
     row(*EXPORT[:-1], "{file}", expect="{file}: " + NOT_DIR, out="{file}"),
@@ -330,12 +331,16 @@ ROWS = TABLE_ROWS + [
     row("eval-retrieval", "{text}", "--pairs", "{pairs}", "--json", "{out}",
         expect="{text}: not a fairseq checkpoint (not a file torch.save writes)"),
     row("eval-retrieval", "{ckpt}", "--pairs", "{pairs}", "--json", "{out}",
-        expect="{ckpt}: not a t5_encoder checkpoint trained by --task code_contrastive (its model is hf_bert"),
+        expect="{ckpt}: not a checkpoint for --task code_contrastive (its model is hf_bert, its task hf_masked_lm)"),
     row("eval-retrieval", "{t5_ckpt}", "--pairs", "{pairs}", "--json", "{out}",
-        expect="{t5_ckpt}: not a t5_encoder checkpoint trained by --task code_contrastive (its model is t5_encoder"),
+        expect="{t5_ckpt}: not a checkpoint for --task code_contrastive (its model is t5_encoder, its task code_mlm)"),
     row("eval-retrieval", "{hf}", "--pairs", "{pairs}", "--json", "{out}",
         expect="{hf}: a transformers model without modules.json; eval-retrieval reads a fairseq checkpoint or a "
-        "directory written by `fairseq-ext export-hf --format sentence-transformers`"),
+        "sentence-transformers directory (`fairseq-ext import-hf DIR -o OUT --pooling first|mean|max` makes"),
+    row("eval-retrieval", "{st}", "--pairs", "{pairs}", "--json", "{out}",
+        expect="{st} was made with a tokenizer of"),
+    row("eval-retrieval", "{st_ckpt}", "--pairs", "{pairs}", "--json", "{out}",
+        expect="checkpoint {st_ckpt} was made with a tokenizer of"),
     row("eval-retrieval", "{cc_other}", "--pairs", "{pairs}", "--json", "{out}",
         expect="checkpoint {cc_other} was made with a tokenizer of"),
     row("eval-retrieval", "{cc_ckpt}", "--pairs", "{missing}", "--json", "{out}",
@@ -369,6 +374,22 @@ ROWS = TABLE_ROWS + [
     row(*IMPORT, "--seed", "x", expect="argument --seed: invalid int value: 'x'"),
     row(*IMPORT[:-1], "{full}", expect="{full}: " + NOT_EMPTY, out="{full}"),
     row(*IMPORT[:-1], "{hf}", "--overwrite", expect="-o {hf}: " + REPLACES, out="{hf}"),
+    row("import-hf", "{st_badmodule}", "-o", "{out}", expect="{st_badmodule}/modules.json: module "
+        "'sentence_transformers.models.LayerNorm' cannot be converted; import-hf converts Transformer, Pooling, "
+        "Dense, Normalize"),
+    row("import-hf", "{st_badpool}", "-o", "{out}", expect="{st_badpool}/1_Pooling/config.json: pooling mode "
+        "weightedmean is not supported; import-hf converts cls, mean, max"),
+    row("import-hf", "{st_twopool}", "-o", "{out}", expect="{st_twopool}/1_Pooling/config.json: pooling mode "
+        "cls + mean is not supported"),
+    row("import-hf", "{st_densebias}", "-o", "{out}", expect="{st_densebias}/2_Dense/config.json: a Dense with a "
+        "bias cannot be converted"),
+    row("import-hf", "{st_densetanh}", "-o", "{out}", expect="{st_densetanh}/2_Dense/config.json: a Dense with "
+        "activation torch.nn.modules.activation.Tanh cannot be converted"),
+    row("import-hf", "{st_order}", "-o", "{out}", expect="{st_order}/modules.json: modules Transformer -> Dense -> "
+        "Pooling -> Normalize; import-hf converts Transformer -> Pooling [-> Dense] [-> Normalize]"),
+    row("import-hf", "{st}", "-o", "{out}", "--pooling", "mean", expect="{st}: --pooling mean: a sentence-transformers "
+        "directory pools as its modules.json says; leave --pooling out"),
+    row(*IMPORT, "--pooling", "cls", expect="argument --pooling: invalid choice: 'cls'"),
     row("import-hf", "{hf_t5_silu}", "-o", "{out}", expect="{hf_t5_silu}: feed_forward_proj='gated-silu': t5_encoder "
         "supports relu and gated-gelu"),
     row("export-hf", "{t5_ckpt}", "-o", "{out}", "--family", "bert", expect="a T5 encoder checkpoint exports as t5, "
@@ -495,12 +516,48 @@ def ws(tmp_path_factory, text_file, bpe_dir, bert_dir, spm_model) -> dict:
     import_hf(t5_dir(root / "hf-t5", spm_model, "relu", T5EncoderModel), root / "t5-ckpt")
     p["t5_ckpt"] = root / "t5-ckpt" / "checkpoint.pt"
     p["hf_t5_silu"] = t5_dir(root / "hf-t5-silu", spm_model, "gated-silu", T5EncoderModel)
+    p.update(sentence_transformers_dirs(root, bert_dir, bpe_dir))
     from support.pairs import small_pairs, untrained_checkpoint
 
     p["pairs"] = small_pairs(root / "pairs", bpe_dir)
     p["cc_ckpt"] = untrained_checkpoint(root / "cc.pt", p["pairs"] / "tokenizer.json", p["pairs"])
     p["cc_other"] = untrained_checkpoint(root / "cc-other.pt", bert_dir, p["pairs"])  # another tokenizer
     return {k: str(v) for k, v in p.items()}
+
+
+def sentence_transformers_dirs(root: Path, bert_dir, bpe_dir) -> dict:
+    """A BERT sentence-transformers directory, copies of it with one thing import-hf cannot convert each, its
+    import, and a fairseq ``roberta`` checkpoint (no towers, no pooled embedding)."""
+    from fairseq_ext.convert.import_hf import import_hf
+    from support.st_models import bert_st_dir, roberta_encoder_dir
+
+    p = {"st": bert_st_dir(root / "st", bert_dir, dense=8, normalize=True)}
+
+    def edit(file: str, change):
+        def spoil(d: Path) -> None:
+            (d / file).write_text(json.dumps(change(json.loads((d / file).read_text()))), encoding="utf-8")
+        return spoil
+
+    spoils = {
+        "badmodule": edit("modules.json", lambda m: [*m, {"idx": 4, "name": "4", "path": "4_LayerNorm",
+                                                          "type": "sentence_transformers.models.LayerNorm"}]),
+        "order": edit("modules.json", lambda m: [m[0], m[2], m[1], m[3]]),
+        "badpool": edit("1_Pooling/config.json", lambda c: {**c, "pooling_mode": "weightedmean"}),
+        "twopool": edit("1_Pooling/config.json", lambda c: {"embedding_dimension": 32, "pooling_mode_cls_token": True,
+                                                           "pooling_mode_mean_tokens": True}),
+        "densebias": edit("2_Dense/config.json", lambda c: {**c, "bias": True}),
+        "densetanh": edit("2_Dense/config.json", lambda c: {**c, "activation_function":
+                                                            "torch.nn.modules.activation.Tanh"}),
+    }
+    for name, spoil in spoils.items():
+        shutil.copytree(p["st"], root / f"st-{name}")
+        spoil(root / f"st-{name}")
+        p[f"st_{name}"] = root / f"st-{name}"
+    import_hf(p["st"], root / "st-ckpt")
+    p["st_ckpt"] = root / "st-ckpt" / "checkpoint.pt"
+    import_hf(roberta_encoder_dir(root / "hf-roberta", bpe_dir, zero_types=True), root / "roberta-ckpt")
+    p["roberta_ckpt"] = root / "roberta-ckpt" / "checkpoint.pt"
+    return p
 
 
 def bad_tables(root: Path, write) -> dict:

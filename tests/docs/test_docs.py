@@ -22,6 +22,7 @@ Conventions of the pages relied on:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -204,6 +205,7 @@ def make_inputs(root: Path, bert_dir: Path, spm_model: Path) -> None:
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, T5ForConditionalGeneration
 
     from support.hf_models import t5_dir
+    from support.st_models import bert_st_dir
 
     def write(path, lines):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -239,6 +241,7 @@ def make_inputs(root: Path, bert_dir: Path, spm_model: Path) -> None:
         shutil.copytree(stdlib / pkg, root / "src" / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "my-t5").mkdir()
     t5_dir(root / "my-t5", spm_model, "gated-gelu", T5ForConditionalGeneration)
+    bert_st_dir(root / "my-sentence-encoder", bert_dir, normalize=True)  # all-MiniLM-L6-v2's modules, tiny
     for name in ("fairseq_ext", "scripts"):  # the repository root, as the pages' commands expect
         (root / name).symlink_to(REPO / name)
 
@@ -290,6 +293,11 @@ def test_documented_code_blocks_run(tmp_path, bert_dir, spm_model):
                  "my-code-t5-continued/config.json", "tok-t5/tokenizer.json", "data-shards/shard2/train.idx",
                  "data-parts/shard2/train.idx",
                  "ckpt-shards/checkpoint_last.pt", "data-bin-classic/train.bin", "code-search-st/modules.json",
-                 "eval.json"):
+                 "eval.json", "st-start/checkpoint.pt", "my-sentence-encoder-tuned/modules.json"):
         assert (root / path).exists(), path
+    # conversion.md: a sentence-transformers directory and its import rank the pairs alike
+    st, imported = (json.loads((root / f).read_text())["pool"]["scores"] for f in ("eval-st.json",
+                                                                                    "eval-st-start.json"))
+    for name, figures in st.items():
+        assert imported[name] == pytest.approx(figures, abs=1e-6), name
     assert len(ran) >= 15

@@ -16,19 +16,11 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel, RobertaConfig, RobertaModel, T5Config, T5EncoderModel
 
+from fairseq_ext.convert.sentence_transformers import module_classes
 from fairseq_ext.vocab.tokenizer import load_tokenizer, save_tokenizer
 
 SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 POSITIONS = 64  # positions a tiny encoder takes (RoBERTa's table has pad + 1 more rows)
-
-
-def st_modules():
-    """sentence-transformers' module classes (>= 6: sentence_transformer.modules; before: models)."""
-    try:
-        from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
-    except ImportError:
-        from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
-    return Transformer, Pooling, Dense, Normalize
 
 
 def randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -50,22 +42,26 @@ def _save_encoder(model, tok, out: Path) -> Path:
     return out
 
 
-def bert_encoder_dir(out: Path, bert_dir: Path, seed: int = 0, **config) -> Path:
-    """A bare ``BertModel`` (with its pooler) and the conftest WordPiece tokenizer."""
+def bert_encoder_dir(out: Path, bert_dir: Path, seed: int = 0, pooler: bool = True, **config) -> Path:
+    """A bare ``BertModel`` (with its pooler unless ``pooler`` is False) and the conftest WordPiece tokenizer."""
     tok = AutoTokenizer.from_pretrained(str(bert_dir))
     cfg = BertConfig(vocab_size=len(tok), max_position_embeddings=POSITIONS, pad_token_id=0, **{**SIZE, **config})
-    return _save_encoder(randomise(BertModel(cfg), seed), tok, out)
+    return _save_encoder(randomise(BertModel(cfg, add_pooling_layer=pooler), seed), tok, out)
 
 
 def roberta_encoder_dir(out: Path, bpe_dir: Path, seed: int = 0, types: int = 1, eps: float = 1e-5,
-                        **config) -> Path:
+                        zero_types: bool = False, **config) -> Path:
     """A bare ``RobertaModel`` (with its pooler) and the conftest byte-level BPE tokenizer: positions offset by
-    pad + 1, ``types`` token types (1 as CodeBERT; 2 with eps 1e-12 as some RoBERTa-layout encoders)."""
+    pad + 1, ``types`` token types (1 as CodeBERT; 2 with eps 1e-12 as some RoBERTa-layout encoders);
+    ``zero_types``: the type row zero, as fairseq's own ``roberta`` model has it (import-hf's MLM import)."""
     tok = AutoTokenizer.from_pretrained(str(bpe_dir))
     cfg = RobertaConfig(vocab_size=len(tok), max_position_embeddings=POSITIONS + tok.pad_token_id + 1,
                         pad_token_id=tok.pad_token_id, bos_token_id=0, eos_token_id=2, type_vocab_size=types,
                         layer_norm_eps=eps, **{**SIZE, **config})
-    return _save_encoder(randomise(RobertaModel(cfg), seed), tok, out)
+    model = randomise(RobertaModel(cfg), seed)
+    if zero_types:
+        model.embeddings.token_type_embeddings.weight.data.zero_()
+    return _save_encoder(model, tok, out)
 
 
 def t5_encoder_dir(out: Path, spm_model: Path, seed: int = 0, proj: str = "relu", **config) -> Path:
@@ -90,7 +86,7 @@ def sentence_transformers_dir(hf_dir: Path, pooling: str = "mean", dense: int = 
     weights), Normalize when ``normalize``; ``similarity``: the model's similarity_fn_name (None: its default)."""
     from sentence_transformers import SentenceTransformer
 
-    transformer_cls, pooling_cls, dense_cls, normalize_cls = st_modules()
+    transformer_cls, pooling_cls, dense_cls, normalize_cls = module_classes()
     transformer = transformer_cls(str(hf_dir), max_seq_length=max_seq_length)
     hidden = transformer.auto_model.config.hidden_size  # T5: d_model
     modules = [transformer, pooling_cls(hidden, pooling_mode=pooling)]
@@ -106,9 +102,10 @@ def sentence_transformers_dir(hf_dir: Path, pooling: str = "mean", dense: int = 
 
 
 def bert_st_dir(out: Path, bert_dir: Path, pooling: str = "mean", dense: int = 0, normalize: bool = False,
-                seed: int = 0, **config) -> Path:
+                seed: int = 0, similarity: str | None = None, **config) -> Path:
     """A BERT sentence encoder (as all-MiniLM-L6-v2: mean pooling, normalised, when asked so)."""
-    return sentence_transformers_dir(bert_encoder_dir(out, bert_dir, seed, **config), pooling, dense, normalize, seed)
+    return sentence_transformers_dir(bert_encoder_dir(out, bert_dir, seed, **config), pooling, dense, normalize, seed,
+                                     similarity)
 
 
 def roberta_st_dir(out: Path, bpe_dir: Path, pooling: str = "mean", dense: int = 0, normalize: bool = False,
