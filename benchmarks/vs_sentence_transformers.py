@@ -66,7 +66,7 @@ class Setup:
 
     steps: int = 40
     batch_size: int = 16
-    cached_steps: int = 10
+    cached_steps: int = 6
     cached_batch_size: int = 64
     chunk: int = 16
     probe_steps: int = 1
