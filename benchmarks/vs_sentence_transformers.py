@@ -28,9 +28,12 @@ warmup starts at lr / W, transformers' at 0).
 
 Measured for each training: pairs per second of TRAINING STEPS only -- steps x batch / the summed time of the
 steps (forward, backward, clipping, optimizer and scheduler step; batch loading, process start and model
-loading excluded; ours: fairseq's train_wall meter, theirs: a TrainerCallback from on_step_begin to
-on_step_end) -- and the training process's peak RSS (its rusage, ru_maxrss). Ratios: ours/theirs pairs/s
-(plain and cached), MRR differences, and whether both fine-tuned models beat zero-shot and BM25 on renamed code.
+loading excluded), wall and CPU seconds by one clock (StepClock) on both sides: ours around fairseq's
+Trainer.train_step (fairseq-train's own cli_main, run in a process of this script so that it can wrap it;
+fairseq's logged bsz and train_wall meter are kept as a cross-check), theirs from a TrainerCallback's
+on_step_begin to on_step_end -- and the training process's peak RSS (its rusage, ru_maxrss). Ratios: ours/theirs
+pairs/s (plain and cached), MRR differences, and whether both fine-tuned models beat zero-shot and BM25 on
+renamed code. On a shared machine, compare only rows run under the same load (the CPU seconds are steadier).
 
     python benchmarks/vs_sentence_transformers.py [--steps N] [--batch-size N] [--threads N] [--work DIR] [--quick]
 
