@@ -32,7 +32,8 @@ def embedding_rows(info: EmbeddingInfo) -> str:
              f"{info.tower}: the checkpoint has one tower, which embedded queries and keys alike")
     pooling = f"{POOLING_WORDS[info.pooling]} (sentence-transformers pooling_mode `{ST_POOLING[info.pooling]}`)"
     dense = "none" if info.dense is None else f"linear {info.dense[0]} -> {info.dense[1]}, no bias, no activation"
-    norm = f"L2 ({info.normalize_why})" if info.normalize else "none"
+    norm = (f"L2 ({info.normalize_why})" if info.normalize else
+            "none (scored by cosine similarity: `model.similarity` normalises both sides)" if info.cosine else "none")
     if not info.contrastive:
         similarity = temperature = "not recorded (the checkpoint was not trained with the info_nce criterion)"
     else:
@@ -82,7 +83,9 @@ def embedding_section(info: EmbeddingInfo, out_dir: str, st_format: bool, hf_cla
                   f'emb = emb @ load_file(f"{out_dir}/" + {weights})[{key}].T  # (B, {info.dense[1]})']
     if info.normalize:
         lines.append("emb = torch.nn.functional.normalize(emb, dim=-1)")
-    score = "cosine similarity" if info.normalize else "dot product"
+    if info.cosine and not info.normalize:
+        lines.append("# scored by cosine similarity: normalise emb (torch.nn.functional.normalize) before comparing")
+    score = "cosine similarity" if info.cosine else "dot product"
     st = "" if not st_format else f"""
 ```python
 from sentence_transformers import SentenceTransformer

@@ -5,7 +5,9 @@ the ``T5EncoderModel`` and its tokenizer at the root (``Transformer``, as senten
 one), then ``Pooling`` (fairseq's ``mean`` over non-pad tokens is ST's ``mean``; ``first`` is ST's
 ``cls``, the first position whose attention mask is 1: position 0 of a right-padded batch), ``Dense``
 (the pooler's projection: no bias, identity activation) when the checkpoint has one, and ``Normalize``
-when the pooler L2-normalises or the criterion scores by cosine (it normalises both sides first).
+when the pooler L2-normalises; the model's ``similarity_fn_name`` is the criterion's similarity (cosine
+unless trained with ``--similarity dot``). The embedding is what the model computes, so a directory
+imported by ``import-hf`` exports back with the modules it had.
 
 Before the directory is published, it is loaded back and must embed the same padded batches of real
 token ids as fairseq's ``model.embed(tokens, tower)`` (normalised as the criterion scored them), and
@@ -48,7 +50,7 @@ class EmbeddingInfo:
     pooling: str  # "mean" or "first"
     dense: tuple[int, int] | None  # (in, out) of the projection, None: no projection
     normalize: bool  # the exported embedding is L2-normalised
-    normalize_why: str  # why: the pooler, the criterion's cosine similarity; "" when not
+    normalize_why: str  # why: the pooler normalises; "" when not
     contrastive: bool  # trained with the info_nce criterion
     similarity: str | None  # the criterion's similarity: "cosine" or "dot"; None when not recorded
     temperature: float | None
@@ -61,6 +63,11 @@ class EmbeddingInfo:
     tokens_fixed: bool = False  # the export gave the tokenizer a post-processor adding fairseq's bos/eos
     st_max_abs_diff: float | None = None  # the sentence-transformers check, when that format was written
     texts_checked: int = 0
+
+    @property
+    def cosine(self) -> bool:
+        """Scored by cosine similarity (the export's similarity_fn_name): unless trained with --similarity dot."""
+        return self.normalize or self.similarity != "dot"
 
 
 def is_contrastive(state: dict) -> bool:
@@ -87,8 +94,9 @@ def embedding_info(state: dict, positions: int, pooled: PooledEmbedding, tower: 
     similarity = str(crit["similarity"]) if contrastive and crit.get("similarity") is not None else None
     learned = bool(crit.get("learn_temperature")) if contrastive else False
     temperature = trained_temperature(crit, state.get("criterion")) if contrastive else None
-    why = ("the pooler normalises (--pooler-normalize)" if pooled.normalize else
-           "the criterion scores by cosine similarity, which normalises both sides" if similarity == "cosine" else "")
+    # the embedding is what the model computes: normalised when its pooler normalises; a criterion's cosine is
+    # how it is scored (the export's similarity_fn_name), so an import exports back with the modules it had
+    why = "the pooler normalises (--pooler-normalize)" if pooled.normalize else ""
     dense = None if pooled.dense is None else (int(pooled.dense.shape[1]), int(pooled.dense.shape[0]))
     length, source = _max_seq_length(task, positions, tower, separate)
     agree, example = tokens_agree(tok, dictionary)
@@ -209,8 +217,7 @@ def save_sentence_transformers(out: Path, pooled: PooledEmbedding, info: Embeddi
                              init_weight=weight))
     if info.normalize:
         modules.append(Normalize())
-    similarity = "cosine" if info.normalize or info.similarity != "dot" else "dot"
-    model = SentenceTransformer(modules=modules, device="cpu", similarity_fn_name=similarity)
+    model = SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine" if info.cosine else "dot")
     model.save(str(out), create_model_card=False)
 
 

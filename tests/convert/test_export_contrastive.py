@@ -153,7 +153,7 @@ def test_sentence_transformers_encode_equals_fairseq(base, tmp_path, separate, t
     out = tmp_path / "st"
     export(ckpt, out, "--format", "sentence-transformers", "--tower", tower)
     modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((out / "modules.json").read_text())]
-    normalised = normalize or similarity == "cosine"
+    normalised = normalize  # the model's own embedding; a cosine criterion is the similarity_fn_name
     assert modules == ["Transformer", "Pooling"] + ["Dense"] * bool(pooler_dim) + ["Normalize"] * normalised
     model = SentenceTransformer(str(out), device="cpu", local_files_only=True)
     limit = 40 if separate and tower == "key" else 24 if separate else 40
@@ -163,7 +163,7 @@ def test_sentence_transformers_encode_equals_fairseq(base, tmp_path, separate, t
     want = fairseq_embeddings(ckpt, texts, tower, limit, normalised)
     assert got.shape == want.shape == (len(texts), pooler_dim or 32)
     assert float((got - want).abs().max()) <= 1e-4
-    assert model.similarity_fn_name == ("dot" if similarity == "dot" and not normalised else "cosine")
+    assert model.similarity_fn_name == ("dot" if similarity == "dot" and not normalize else "cosine")
 
 
 def test_card_states_the_embedding_and_the_checkpoints_figures(base, tmp_path, capsys):
@@ -175,7 +175,7 @@ def test_card_states_the_embedding_and_the_checkpoints_figures(base, tmp_path, c
     assert rows["tower"] == "key (the checkpoint has separate query and key towers)"
     assert rows["pooling"].startswith("mean over non-pad tokens")
     assert rows["projection"] == "linear 32 -> 16, no bias, no activation"
-    assert rows["normalisation"].startswith("L2 (the criterion scores by cosine")
+    assert rows["normalisation"] == "none (scored by cosine similarity: `model.similarity` normalises both sides)"
     assert rows["similarity"] == "cosine"
     assert rows["temperature"] == f"{math.exp(-LOGIT_SCALE):.4g} (learned: exp(-logit_scale))"  # 0.07, not 0.05
     assert rows["validation retrieval"] == ("MRR 0.4375, R@1 0.3125, R@10 0.8750 over 16 held-out pairs (every "
@@ -201,8 +201,9 @@ def test_card_transformers_snippet_computes_the_embedding(base, tmp_path):
     texts = texts_of(base, "query")
     scope = {"texts": texts}
     exec(code, scope)
-    want = fairseq_embeddings(ckpt, texts, "query", 40, True)
+    want = fairseq_embeddings(ckpt, texts, "query", 40, False)  # the pooler does not normalise: scored by cosine
     assert float((scope["emb"] - want).abs().max()) <= 1e-4
+    assert "scored by cosine similarity: normalise emb" in code
 
 
 def test_failing_parity_writes_nothing(base, tmp_path, monkeypatch, capsys):
@@ -255,8 +256,8 @@ def test_a_trained_checkpoint_exports_its_key_tower(two_tower_run, tmp_path):
     limit = state["cfg"]["task"]["max_key_tokens"]
     rows = [side_tokens(tok(t, add_special_tokens=False)["input_ids"], limit, d.bos_index, d.eos()) for t in texts]
     with torch.no_grad():
-        want = torch.nn.functional.normalize(torch.cat([model.embed(r[None], tower="key") for r in rows]), dim=-1)
-        assert not torch.allclose(want, torch.nn.functional.normalize(
+        want = torch.cat([model.embed(r[None], tower="key") for r in rows])  # as the pooler gives it: no Normalize
+        assert not torch.allclose(torch.nn.functional.normalize(want, dim=-1), torch.nn.functional.normalize(
             torch.cat([model.embed(r[None], tower="query") for r in rows]), dim=-1), atol=1e-4)  # towers differ
     got = torch.as_tensor(SentenceTransformer(str(out), device="cpu", local_files_only=True).encode(texts))
     assert float((got - want).abs().max()) <= 1e-4

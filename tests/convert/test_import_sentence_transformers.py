@@ -99,10 +99,11 @@ def test_dot_similarity_is_what_the_criterion_scores_by(bert_dir, tmp_path):
             "model._name=hf_bert", "++model.pooling=mean"} <= set(overrides)
 
 
-@pytest.mark.parametrize("family, pooling", [("bert", "max"), ("roberta", "cls"), ("roberta-types2", "mean"),
-                                             ("t5", "max")])
-def test_round_trip_is_bit_identical(request, tmp_path, family, pooling):
-    directory = st_dir(request, family, tmp_path / "st", pooling=pooling, dense=8, normalize=True)
+@pytest.mark.parametrize("family, pooling, normalize", [
+    ("bert", "max", True), ("roberta", "cls", True), ("roberta-types2", "mean", True), ("t5", "max", True),
+    ("bert", "mean", False), ("roberta", "max", False)])  # without Normalize: scored by cosine all the same
+def test_round_trip_is_bit_identical(request, tmp_path, family, pooling, normalize):
+    directory = st_dir(request, family, tmp_path / "st", pooling=pooling, dense=8, normalize=normalize)
     import_hf(directory, tmp_path / "ckpt")
     back = tmp_path / "back"
     r = export_hf(tmp_path / "ckpt" / "checkpoint.pt", back, fmt="sentence-transformers")
@@ -113,8 +114,11 @@ def test_round_trip_is_bit_identical(request, tmp_path, family, pooling):
         assert [k for k in a if not (a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]))] == [], weights
     kinds = [[m["type"].rsplit(".", 1)[-1] for m in json.loads((d / "modules.json").read_text())]
              for d in (directory, back)]
-    assert kinds[0] == kinds[1] == ["Transformer", "Pooling", "Dense", "Normalize"]
+    assert kinds[0] == kinds[1] == ["Transformer", "Pooling", "Dense", *(["Normalize"] if normalize else [])]
     assert json.loads((back / "1_Pooling/config.json").read_text())["pooling_mode"] == pooling
+    similarity = [json.loads((d / "config_sentence_transformers.json").read_text()).get("similarity_fn_name")
+                  for d in (directory, back)]
+    assert similarity[1] == "cosine" and similarity[0] in ("cosine", None)  # None: sentence-transformers' cosine
     assert torch.equal(st_encode(back), st_encode(directory))
 
 
