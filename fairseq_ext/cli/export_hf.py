@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     measure = FAMILIES[r.family].parity_measure
     print(f"parity: max |{measure} difference| fairseq vs transformers = {r.max_abs_diff:.2e} "
           f"(tolerance {TOLERANCE:g})")
-    print(f"exported {r.family} ({r.parameters:,} parameters, {r.num_updates} updates, validation loss {val})")
+    print(f"exported {r.family} ({r.parameters:,} parameters, {r.num_updates} updates, "
+          f"validation {r.val_metric} {val})")
     e = r.embedding
     if e is not None:
         sides = "its own tower" if e.separate else "the one tower of the checkpoint (queries and keys alike)"

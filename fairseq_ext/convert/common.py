@@ -129,6 +129,18 @@ def task_summary(task: dict, keys) -> str:
     return ": " + ", ".join(parts) if parts else ""
 
 
+PAIR_KEYS = ("max_query_tokens", "max_key_tokens")  # a contrastive task's (code_contrastive) side limits
+
+
+def objective_line(task: dict, mlm_keys) -> str:
+    """The model card's objective: contrastive InfoNCE for a pairs task (its side limits recorded), else
+    masked language modelling with the task's ``mlm_keys`` settings."""
+    name = task.get("_name") or task.get("task")
+    if all(task.get(k) is not None for k in PAIR_KEYS):
+        return f"{name} (contrastive InfoNCE over query/key pairs{task_summary(task, PAIR_KEYS)})"
+    return f"{name or 'masked LM'} (masked language modelling{task_summary(task, mlm_keys)})"
+
+
 def parity_batches(vocab_size: int, roles, special_ids, max_len: int, seed: int = 0) -> Iterator:
     """Two padded batches of random ordinary tokens: (src, prev_output_tokens), shaped (B, T).
 

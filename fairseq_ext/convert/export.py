@@ -35,7 +35,8 @@ class ExportResult:
     family: str
     max_abs_diff: float
     num_updates: int | None
-    val_loss: float | None
+    val_loss: float | None  # the checkpoint's last validation figure of val_metric (fairseq's "val_loss")
+    val_metric: str  # --best-checkpoint-metric: "loss" (base 2), or e.g. "mrr" for a contrastive run
     parameters: int
     format: str = "transformers"
     embedding: st.EmbeddingInfo | None = None  # the pooled embedding of a family that has one
@@ -105,10 +106,12 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
     return result
 
 
-def _training_figures(state: dict) -> tuple[int | None, float | None]:
-    """(updates, last validation loss) a checkpoint records."""
+def _training_figures(state: dict) -> tuple[int | None, float | None, str]:
+    """(updates, last validation figure, its metric) a checkpoint records: fairseq saves the value of
+    --best-checkpoint-metric as "val_loss" (a contrastive run: mrr)."""
     history = state.get("optimizer_history") or [{}]
-    return history[-1].get("num_updates"), _as_float((state.get("extra_state") or {}).get("val_loss"))
+    metric = str(section(state, "checkpoint").get("best_checkpoint_metric") or "loss")
+    return history[-1].get("num_updates"), _as_float((state.get("extra_state") or {}).get("val_loss")), metric
 
 
 def export_record(result: ExportResult, state: dict) -> dict:
@@ -143,9 +146,8 @@ def _as_float(value):
 
 def model_card(checkpoint, state, args: CheckpointModelSettings, tok_name, result: ExportResult) -> str:
     data = task_data_dir(state) or "unknown"
-    # fairseq records the value of --best-checkpoint-metric as "val_loss" (a contrastive run: mrr)
-    metric = str(section(state, "checkpoint").get("best_checkpoint_metric") or "loss")
-    val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f}" + (" (base 2)" if metric == "loss" else "")
+    val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f}" + (
+        " (base 2)" if result.val_metric == "loss" else "")
     family = FAMILIES[result.family]
     cls = result.hf_class or family.hf_class
     lines = family.card(args, section(state, "task"))
@@ -154,7 +156,7 @@ def model_card(checkpoint, state, args: CheckpointModelSettings, tok_name, resul
               f"(fp32, tolerance {TOLERANCE:g})")
     return f"""---
 library_name: {"sentence-transformers" if result.format == FORMATS[1] else "transformers"}
-pipeline_tag: {family.pipeline_tag}
+pipeline_tag: {"sentence-similarity" if result.format == FORMATS[1] else family.pipeline_tag}
 tags: [{family.name}, fairseq, fairseq_ext]
 ---
 
@@ -169,7 +171,7 @@ Converted from the fairseq checkpoint `{Path(checkpoint).name}` by `fairseq-ext 
 | training data | `{data}` |{_started_from(state)}
 | tokenizer | `{tok_name}` ({args.positions} positions) |
 | updates | {result.num_updates} |
-| validation {metric} | {val} |
+| validation {result.val_metric} | {val} |
 | export parity | {parity} |
 
 ```python
@@ -187,5 +189,8 @@ def _embedding(result: ExportResult) -> str:
 
 
 def _started_from(state) -> str:
-    source = (state.get("extra_state") or {}).get("imported_from")
+    """The directory import-hf made the run's first checkpoint from: the import's own record, or what the
+    task carried on from the checkpoint it started from (--restore-file / --finetune-from-model)."""
+    source = (state.get("extra_state") or {}).get("imported_from") or (state.get("task_state") or {}).get(
+        "started_from")
     return f"\n| started from | `{source}` (fairseq-ext import-hf) |" if source else ""

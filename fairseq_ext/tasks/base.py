@@ -72,6 +72,7 @@ class TokenizerDataTask(FairseqTask):
         super().__init__(cfg)
         self.dictionary = dictionary
         self._checked_dirs: set[str] = set()
+        self.started_from: str | None = None  # the import-hf directory the run started from (check_checkpoint)
 
     @classmethod
     def load_dictionary(cls, filename):
@@ -170,15 +171,22 @@ class TokenizerDataTask(FairseqTask):
         return os.path.join(data_paths(self.cfg.data)[0], "tokenizer.json")
 
     def state_dict(self):
-        return {**super().state_dict(), **tokenizer_task_state(self.dictionary.identity())}
+        state = {**super().state_dict(), **tokenizer_task_state(self.dictionary.identity())}
+        if self.started_from is not None:
+            state["started_from"] = self.started_from
+        return state
 
     def load_state_dict(self, state_dict):
         self._check_tokenizer({"task_state": state_dict}, "being loaded")
         super().load_state_dict(state_dict)
 
     def check_checkpoint(self, state: dict, path) -> None:
-        """Called before a checkpoint's weights go into this task's model (see :mod:`fairseq_ext.runtime`)."""
+        """Called before a checkpoint's weights go into this task's model (see :mod:`fairseq_ext.runtime`).
+        What the run started from (an ``import-hf`` directory) is carried on into every checkpoint it writes,
+        for export-hf's model card."""
         self._check_tokenizer(state, path)
+        self.started_from = ((state.get("extra_state") or {}).get("imported_from")
+                             or (state.get("task_state") or {}).get("started_from") or self.started_from)
 
     def _check_tokenizer(self, state: dict, path) -> None:
         recorded = recorded_tokenizer(state, path)

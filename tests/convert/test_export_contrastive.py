@@ -235,7 +235,7 @@ def test_the_card_shows_the_temperature_the_criterion_trained_with(learned):
 
 
 @pytest.mark.slow
-def test_a_trained_checkpoint_exports_its_key_tower(two_tower_run, tmp_path):
+def test_a_trained_checkpoint_exports_its_key_tower(two_tower_run, tmp_path, capsys):
     """A checkpoint written by 2 torchrun ranks of fairseq-train code_contrastive (separate towers, learned
     temperature), exported --tower key --format sentence-transformers: encode() equals the checkpoint as
     fairseq itself loads it; the card's figures are the checkpoint's."""
@@ -248,6 +248,7 @@ def test_a_trained_checkpoint_exports_its_key_tower(two_tower_run, tmp_path):
     state = safe_torch_load(ckpt, map_location="cpu")
     out = tmp_path / "st"
     export(ckpt, out, "--tower", "key", "--format", "sentence-transformers")
+    assert f"updates, validation mrr {float(state['extra_state']['val_loss']):.4f})" in capsys.readouterr().out
 
     (model,), _cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)])
     model.eval()

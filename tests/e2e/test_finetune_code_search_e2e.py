@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, REPO, make_text, shell
+from conftest import BIN, REPO, make_text, model_card_rows, shell
 from support.st_models import bert_st_dir, roberta_encoder_dir, t5_st_dir
 from support.training import TrainLog, checkpoint_updates
 
@@ -121,6 +121,11 @@ def test_the_export_loads_in_sentence_transformers_pools_as_the_start_and_was_tr
     if env.get("TOWERS") == "separate":  # the key tower too, a model of its own that embeds otherwise
         assert module_types(work / "st-model-keys") == exported
         assert not torch.allclose(st_encode(work / "st-model"), st_encode(work / "st-model-keys"), atol=1e-6)
+    card = (work / "st-model" / "README.md").read_text()
+    rows = model_card_rows(card)
+    assert "pipeline_tag: sentence-similarity" in card
+    assert rows["objective"].startswith("code_contrastive (contrastive InfoNCE over query/key pairs")
+    assert rows["started from"].startswith(f"`{init}`") and "validation mrr" in rows  # carried on from the import
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from argparse import Namespace
 
 import torch
 
-from fairseq_ext.convert.common import ConversionError, check_loaded, load_weights, task_summary
+from fairseq_ext.convert.common import ConversionError, check_loaded, load_weights, objective_line
 from fairseq_ext.convert.families import bert_weights as encoder
 from fairseq_ext.convert.family import CardLines, FairseqSide, Family, LoadedHF, one_tower, pooled_embedding
 
@@ -130,11 +130,10 @@ def towers(args, weights: dict, tower: str):
 
 
 def card(args, task: dict) -> CardLines:
-    task_name = task.get("_name") or task.get("task")
     return CardLines(
         f"{args.encoder_layers} layers, d_model {args.encoder_embed_dim}, {args.encoder_attention_heads} heads, "
         f"FFN {args.encoder_ffn_embed_dim}",
-        f"{task_name or 'masked LM'} (masked language modelling{task_summary(task, MLM_KEYS)})",
+        objective_line(task, MLM_KEYS),
     )
 
 

@@ -13,14 +13,20 @@ from __future__ import annotations
 
 from argparse import Namespace
 
-from fairseq_ext.convert.common import ConversionError, check_loaded, load_hf_state, load_weights, task_summary
+from fairseq_ext.convert.common import (
+    PAIR_KEYS,
+    ConversionError,
+    check_loaded,
+    load_hf_state,
+    load_weights,
+    objective_line,
+)
 from fairseq_ext.convert.families import t5_weights as t5
 from fairseq_ext.convert.family import CardLines, FairseqSide, Family, LoadedHF, one_tower, pooled_embedding
 from fairseq_ext.models.t5.model import DEFAULT_MAX_POSITIONS, resolved_settings
 
 MLM_KEYS = ("mask_prob", "leave_unmasked_prob", "random_token_prob", "mask_unit", "sample_break_mode",
             "tokens_per_sample")
-PAIR_KEYS = ("max_query_tokens", "max_key_tokens")  # a contrastive task's (code_contrastive) side limits
 WHOLE_MODEL = "T5ForConditionalGeneration"
 
 
@@ -95,16 +101,11 @@ def towers(args, weights: dict, tower: str):
 
 def card(args, task: dict) -> CardLines:
     s = args.args
-    task_name = task.get("_name") or task.get("task")
-    if all(task.get(k) is not None for k in PAIR_KEYS):
-        objective = f"{task_name} (contrastive InfoNCE over query/key pairs{task_summary(task, PAIR_KEYS)})"
-    else:
-        objective = f"{task_name or 'masked LM'} (masked language modelling{task_summary(task, MLM_KEYS)})"
     return CardLines(
         f"{s.encoder_layers} layers, d_model {s.encoder_embed_dim}, {s.encoder_attention_heads} heads of "
         f"{s.kv_dim}, FFN {s.encoder_ffn_embed_dim} ({s.feed_forward_proj}), relative positions "
         f"({s.relative_attention_num_buckets} buckets, max distance {s.relative_attention_max_distance})",
-        objective,
+        objective_line(task, MLM_KEYS),
     )
 
 
