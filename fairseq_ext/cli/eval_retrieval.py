@@ -1,12 +1,13 @@
 """Measure code search on held-out pairs: the model beside BM25 and chance, on the whole pool.
 
-MODEL is a fairseq checkpoint of t5_encoder trained by --task code_contrastive
-(queries embedded by the query tower, keys by the key tower, compared as its
-info_nce criterion compared them: cosine or dot), or a directory written by
-`fairseq-ext export-hf --format sentence-transformers` (one tower for both
-sides, its own similarity). Both are given the same token ids, built from the
-pairs directory's tokenizer as training and validation build them; the
-tokenizer must be the one MODEL was made with.
+MODEL is a fairseq checkpoint of --task code_contrastive, of any family
+(t5_encoder, hf_bert), trained or made by `fairseq-ext import-hf` (queries
+embedded by the query tower, keys by the key tower, compared as its info_nce
+criterion compared them: cosine or dot), or any sentence-transformers
+directory, an `export-hf --format sentence-transformers` one or another (one
+tower for both sides, its own similarity). Both are given the same token ids,
+built from the pairs directory's tokenizer as training and validation build
+them; the tokenizer must be the one MODEL was made with.
 
 The pool is one split of a `fairseq-ext code-pairs` directory (--kinds, --limit
 narrow it): every query is ranked against EVERY key of the pool, ties counted
@@ -47,7 +48,8 @@ def kinds_list(text: str) -> tuple[str, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL",
-                   help="checkpoint .pt of --task code_contrastive, or an export-hf --format sentence-transformers dir")
+                   help="a --task code_contrastive checkpoint .pt (t5_encoder, hf_bert), or a sentence-transformers "
+                   "directory")
     p.add_argument("--pairs", required=True, metavar="DIR", help="a directory written by `fairseq-ext code-pairs`")
     p.add_argument("--split", default="valid", help="which split is the pool (default %(default)s)")
     p.add_argument("--kinds", type=kinds_list, metavar="KIND[,KIND]",

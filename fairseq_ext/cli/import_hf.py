@@ -1,4 +1,5 @@
-"""Convert a Hugging Face BART, BERT, RoBERTa or T5 directory into a fairseq checkpoint to continue pretraining.
+"""Convert a Hugging Face BART, BERT, RoBERTa or T5 directory into a fairseq checkpoint to continue pretraining,
+or a sentence-transformers directory (or a bare encoder given --pooling) into a contrastive (code search) one.
 
 Writes DIR/checkpoint.pt, the tokenizer (tokenizer.json ...), dict.txt,
 DIR/model_args.txt (the fairseq-train flags, --arch and sizes, that rebuild
@@ -30,9 +31,9 @@ example:
   fairseq-ext import-hf my-hf-bert -o bert-start
   fairseq-ext import-hf all-MiniLM-L6-v2 -o minilm-start    # a sentence-transformers directory
   fairseq-ext binarize --tokenizer bert-start --train tweets.txt --valid tweets-valid.txt -o data-bin
-  fairseq-train data-bin --user-dir fairseq_ext --task hf_masked_lm --criterion masked_lm_with_accuracy \\
-      $(cat bert-start/model_args.txt) --restore-file bert-start/checkpoint.pt \\
-      --reset-optimizer --reset-dataloader --reset-meters ...
+  fairseq-train data-bin --user-dir "$(fairseq-ext user-dir)" --task hf_masked_lm \\
+      --criterion masked_lm_with_accuracy $(cat bert-start/model_args.txt) --restore-file bert-start/checkpoint.pt \\
+      --reset-optimizer --reset-dataloader --reset-meters --reset-lr-scheduler ...
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ import argparse
 
 from fairseq_ext.cli.arguments import positive_int, refuse_output_over_inputs
 
-HELP = "convert a transformers BART/BERT/RoBERTa/T5 directory to a fairseq checkpoint (parity checked)"
+HELP = ("convert a transformers BART/BERT/RoBERTa/T5 directory to a fairseq checkpoint, or a sentence-transformers "
+        "one (or --pooling) to a code_contrastive one (parity checked)")
+RESETS = "--reset-optimizer --reset-dataloader --reset-meters --reset-lr-scheduler"  # a new run from its weights
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -92,6 +95,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: dropped weights the masked-LM model does not use: {', '.join(r.dropped)}")
     print(f"wrote {args.output}: checkpoint.pt, dict.txt, tokenizer files, model_args.txt, hydra_overrides.txt")
     data = "PAIRS" if e is not None else "DATA"  # pairs: fairseq-ext code-pairs --tokenizer OUT
-    print(f"continue with: fairseq-train {data} --user-dir fairseq_ext $(cat {args.output}/model_args.txt) "
-          f"--restore-file {args.output}/checkpoint.pt --reset-optimizer --reset-dataloader --reset-meters ...")
+    print(f"continue with: fairseq-train {data} --user-dir \"$(fairseq-ext user-dir)\" "
+          f"$(cat {args.output}/model_args.txt) --restore-file {args.output}/checkpoint.pt {RESETS} ...")
     return 0

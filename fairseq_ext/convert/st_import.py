@@ -6,7 +6,10 @@ models (:mod:`fairseq_ext.models.towers`) have exactly four of them: the transfo
 (``Transformer``), ``Pooling`` ("cls" is fairseq's ``first``, "mean", "max"), a projection without bias
 and activation (``Dense``, fairseq's ``--pooler-dim``) and ``Normalize`` (``--pooler-normalize``).
 Anything else (another module, pooling mode, a Dense with a bias or an activation) cannot be carried,
-and is one line naming the file that says so, before any weight is read.
+and is one line naming the file that says so, before any weight is read. So is what sentence-transformers does
+to a text before its tokenizer, since fairseq's pairs are the tokenizer's ids alone (``code-pairs``) and training
+and ``eval-retrieval`` feed them as they are: prompts (``config_sentence_transformers.json``) and the Transformer
+module's input settings (``sentence_bert_config.json``: ``do_lower_case`` and the rest of :data:`INPUT_SETTINGS`).
 
 The imported model is trained by ``--task code_contrastive --criterion info_nce`` with the similarity
 the directory scores by: cosine when it normalises or its ``similarity_fn_name`` is cosine (its default).
@@ -31,6 +34,16 @@ LEGACY_POOLING = {  # sentence-transformers < 5 wrote one boolean per mode
     "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
     "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
 IDENTITY = "torch.nn.modules.linear.Identity"
+ST_CONFIG = "config_sentence_transformers.json"
+# the Transformer module's configuration, under its current name first, then the names older versions wrote
+TRANSFORMER_CONFIGS = ("sentence_bert_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",
+                       "sentence_camembert_config.json", "sentence_albert_config.json",
+                       "sentence_xlm-roberta_config.json", "sentence_xlnet_config.json")
+# its settings that change the ids the encoder sees (set: not null, false or empty); max_seq_length only cuts
+# texts, as --max-query-tokens/--max-key-tokens do. tokenizer_args/processor_kwargs: how the tokenizer is loaded;
+# processing_kwargs: how it is called; query_length/document_length/query_expansion: per-side lengths and padding
+INPUT_SETTINGS = ("do_lower_case", "tokenizer_args", "processor_kwargs", "processing_kwargs", "query_length",
+                  "document_length", "query_expansion")
 CONTRASTIVE_TRAIN = ("--task", "code_contrastive", "--criterion", "info_nce")
 
 
@@ -118,6 +131,9 @@ def read_modules(st_dir: Path) -> PooledHead:
         raise ConversionError(f"{where}: modules {' -> '.join(kinds)}; import-hf converts Transformer -> Pooling "
                               "[-> Dense] [-> Normalize]")
     paths = [st_dir / str(e.get("path") or "") for e in entries]
+    _refuse_input_settings(paths[0])
+    st_config = _json(st_dir / ST_CONFIG) if (st_dir / ST_CONFIG).is_file() else {}
+    _refuse_prompts(st_config, st_dir / ST_CONFIG)
     pooling = _pooling(paths[1] / "config.json")
     head = PooledHead(paths[0], pooling, normalize="Normalize" in kinds, similarity="cosine")
     head.modules = [f"Pooling({pooling})"]
@@ -126,8 +142,39 @@ def read_modules(st_dir: Path) -> PooledHead:
         head.modules.append(f"Dense({head.dense_dims[0]} -> {head.dense_dims[1]})")
     if head.normalize:
         head.modules.append("Normalize")
-    head.similarity = "cosine" if head.normalize else _similarity(st_dir / "config_sentence_transformers.json")
+    head.similarity = "cosine" if head.normalize else _similarity(st_config)
     return head
+
+
+def _refuse_input_settings(transformer_dir: Path) -> None:
+    """One line for a Transformer module that changes a text before or while tokenising it (lower-casing it, ...):
+    fairseq's pairs hold the tokenizer's own ids, so the embedding would be of other ids than the directory's."""
+    found = [transformer_dir / name for name in TRANSFORMER_CONFIGS if (transformer_dir / name).is_file()]
+    if not found:
+        return  # sentence-transformers' defaults
+    config = _json(found[0])
+    if not isinstance(config, dict):
+        raise ConversionError(f"{found[0]}: not a Transformer module configuration (a JSON object)")
+    changed = [f"{key}={json.dumps(config[key])}" for key in INPUT_SETTINGS if config.get(key)]
+    if changed:
+        raise ConversionError(f"{found[0]}: {', '.join(changed)} changes the texts before or while they are "
+                              "tokenised; fairseq_ext's pairs are the tokenizer's ids alone, so this cannot be "
+                              "carried")
+
+
+def _refuse_prompts(config, config_file: Path) -> None:
+    """One line for a directory whose prompts are text: sentence-transformers prepends them (by name, or
+    default_prompt_name to every text); fairseq_ext's pairs, its training and eval-retrieval have none.
+    Empty prompts (``{"query": "", "document": ""}``, as many models have) change nothing."""
+    prompts = config.get("prompts") if isinstance(config, dict) else None
+    prompts = prompts if isinstance(prompts, dict) else {}
+    named = [name for name, text in prompts.items() if not isinstance(text, str) or text]
+    if named:
+        default = config.get("default_prompt_name")
+        default = f" (default_prompt_name {default!r})" if default in named else ""
+        raise ConversionError(f"{config_file}: prompts {', '.join(map(repr, named))}{default} are prepended to "
+                              "texts by sentence-transformers; fairseq_ext's pairs carry no prompts (training and "
+                              "eval-retrieval never apply them), so this model cannot be carried")
 
 
 def _pooling(config_file: Path) -> str:
@@ -160,10 +207,9 @@ def _dense(config_file: Path) -> tuple[int, int]:
     return int(config["in_features"]), int(config["out_features"])
 
 
-def _similarity(config_file: Path) -> str:
+def _similarity(config) -> str:
     """What the directory scores by without a Normalize: its similarity_fn_name (cosine when not stated)."""
-    config = _json(config_file) if config_file.is_file() else {}
-    name = (config or {}).get("similarity_fn_name") if isinstance(config, dict) else None
+    name = config.get("similarity_fn_name") if isinstance(config, dict) else None
     return "dot" if name in ("dot", "dot_product") else "cosine"
 
 

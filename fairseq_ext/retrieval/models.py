@@ -120,7 +120,7 @@ def _sentence_transformer(path: Path, tok, tokenizer_path: Path, device: str) ->
 
     dictionary = TokenizerDictionary.from_tokenizer(tok)
     own = TokenizerDictionary.from_tokenizer(load_tokenizer(path)).identity()
-    check_same_tokenizer(own, dictionary.identity(), path, tokenizer_path)
+    check_same_tokenizer(own, dictionary.identity(), path, tokenizer_path, holder="model directory")
     try:
         from sentence_transformers import SentenceTransformer
 

@@ -58,11 +58,13 @@ class TokenizerIdentity:
         return f"{self.size} tokens ({specials}; vocabulary sha256 {self.vocab_sha256[:12]})"
 
 
-def check_same_tokenizer(recorded: TokenizerIdentity, actual: TokenizerIdentity, checkpoint, source) -> None:
-    """Raise :class:`TokenizerMismatchError` naming both sides unless ``actual`` is ``recorded``."""
+def check_same_tokenizer(recorded: TokenizerIdentity, actual: TokenizerIdentity, checkpoint, source,
+                         holder: str = "checkpoint") -> None:
+    """Raise :class:`TokenizerMismatchError` naming both sides unless ``actual`` is ``recorded``; ``holder`` says
+    what ``checkpoint`` is (a checkpoint, or a model directory)."""
     if recorded != actual:
         raise TokenizerMismatchError(
-            f"checkpoint {checkpoint} was made with a tokenizer of {recorded.describe()}; "
+            f"{holder} {checkpoint} was made with a tokenizer of {recorded.describe()}; "
             f"{source} has {actual.describe()}"
         )
 

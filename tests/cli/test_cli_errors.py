@@ -338,7 +338,7 @@ ROWS = TABLE_ROWS + [
         expect="{hf}: a transformers model without modules.json; eval-retrieval reads a fairseq checkpoint or a "
         "sentence-transformers directory (`fairseq-ext import-hf DIR -o OUT --pooling first|mean|max` makes"),
     row("eval-retrieval", "{st}", "--pairs", "{pairs}", "--json", "{out}",
-        expect="{st} was made with a tokenizer of"),
+        expect="model directory {st} was made with a tokenizer of"),
     row("eval-retrieval", "{st_ckpt}", "--pairs", "{pairs}", "--json", "{out}",
         expect="checkpoint {st_ckpt} was made with a tokenizer of"),
     row("eval-retrieval", "{cc_other}", "--pairs", "{pairs}", "--json", "{out}",
@@ -387,6 +387,11 @@ ROWS = TABLE_ROWS + [
         "activation torch.nn.modules.activation.Tanh cannot be converted"),
     row("import-hf", "{st_order}", "-o", "{out}", expect="{st_order}/modules.json: modules Transformer -> Dense -> "
         "Pooling -> Normalize; import-hf converts Transformer -> Pooling [-> Dense] [-> Normalize]"),
+    row("import-hf", "{st_prompt}", "-o", "{out}", expect="{st_prompt}/config_sentence_transformers.json: prompts "
+        "'query' (default_prompt_name 'query') are prepended to texts by sentence-transformers; fairseq_ext's pairs "
+        "carry no prompts"),
+    row("import-hf", "{st_lower}", "-o", "{out}", expect="{st_lower}/sentence_bert_config.json: do_lower_case=true "
+        "changes the texts before or while they are tokenised"),
     row("import-hf", "{st}", "-o", "{out}", "--pooling", "mean", expect="{st}: --pooling mean: a sentence-transformers "
         "directory pools as its modules.json says; leave --pooling out"),
     row(*IMPORT, "--pooling", "cls", expect="argument --pooling: invalid choice: 'cls'"),
@@ -546,6 +551,9 @@ def sentence_transformers_dirs(root: Path, bert_dir, bpe_dir) -> dict:
         "twopool": edit("1_Pooling/config.json", lambda c: {"embedding_dimension": 32, "pooling_mode_cls_token": True,
                                                            "pooling_mode_mean_tokens": True}),
         "densebias": edit("2_Dense/config.json", lambda c: {**c, "bias": True}),
+        "prompt": edit("config_sentence_transformers.json", lambda c: {**c, "default_prompt_name": "query",
+                                                                        "prompts": {"query": "Find: ", "doc": ""}}),
+        "lower": edit("sentence_bert_config.json", lambda c: {**c, "do_lower_case": True}),
         "densetanh": edit("2_Dense/config.json", lambda c: {**c, "activation_function":
                                                             "torch.nn.modules.activation.Tanh"}),
     }

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from conftest import make_text, run_cli
 from fairseq_ext.cli.main import main
-from fairseq_ext.convert.common import TOLERANCE
+from fairseq_ext.convert.common import TOLERANCE, ConversionError
 from fairseq_ext.convert.export import export_hf
 from fairseq_ext.convert.import_hf import import_hf
 from support.pairs import small_pairs
@@ -156,6 +156,75 @@ def test_the_cli_reports_what_it_imported(bert_dir, tmp_path):
            "sentence-transformers vs fairseq = " in proc.stdout
     assert "imported bert as fairseq hf_bert" in proc.stdout
     assert proc.stderr.strip() == ""  # no load report of transformers or sentence-transformers
+    assert f'continue with: fairseq-train PAIRS --user-dir "$(fairseq-ext user-dir)" $(cat {tmp_path / "ckpt"}/' \
+           "model_args.txt) --restore-file " in proc.stdout
+    assert "--reset-optimizer --reset-dataloader --reset-meters --reset-lr-scheduler ..." in proc.stdout
+
+
+def test_the_helps_say_what_is_imported_and_measured(capsys):
+    assert main(["import-hf", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "into a fairseq checkpoint to continue pretraining, or a sentence-transformers directory (or a bare " \
+           "encoder given --pooling) into a contrastive (code search) one." in text
+    assert main(["eval-retrieval", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "MODEL is a fairseq checkpoint of --task code_contrastive, of any family (t5_encoder, hf_bert)" in text
+    assert "or any sentence-transformers directory" in text
+    assert "a --task code_contrastive checkpoint .pt (t5_encoder, hf_bert), or a sentence-transformers directory" \
+           in text
+
+
+def edit_json(file: Path, **change) -> None:
+    file.write_text(json.dumps({**json.loads(file.read_text()), **change}), encoding="utf-8")
+
+
+PROMPTED = {"query": "Represent this question for searching code: ", "document": ""}
+
+
+@pytest.mark.parametrize("default", [None, "query"])
+def test_prompts_are_refused_in_one_line(bert_dir, tmp_path, default):
+    """sentence-transformers prepends a prompt that is text (every text's with default_prompt_name); fairseq's
+    pairs, training and eval-retrieval never do, so the import would be another model."""
+    directory = bert_st_dir(tmp_path / "st", bert_dir)
+    edit_json(directory / "config_sentence_transformers.json", prompts=PROMPTED, default_prompt_name=default)
+    with pytest.raises(ConversionError) as err:
+        import_hf(directory, tmp_path / "ckpt")
+    said = " (default_prompt_name 'query')" if default else ""
+    assert str(err.value) == (f"{directory}/config_sentence_transformers.json: prompts 'query'{said} are prepended "
+                              "to texts by sentence-transformers; fairseq_ext's pairs carry no prompts (training "
+                              "and eval-retrieval never apply them), so this model cannot be carried")
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_empty_prompts_import(bert_dir, tmp_path):
+    directory = bert_st_dir(tmp_path / "st", bert_dir, normalize=True)
+    edit_json(directory / "config_sentence_transformers.json", prompts={"query": "", "document": ""},
+              default_prompt_name="query")
+    r = import_hf(directory, tmp_path / "ckpt")
+    assert r.embedding.max_abs_diff <= TOLERANCE
+    torch.testing.assert_close(fairseq_embed(tmp_path / "ckpt"), st_encode(directory), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("setting, value", [("do_lower_case", True), ("tokenizer_args", {"do_lower_case": True}),
+                                            ("processing_kwargs", {"text": {"add_special_tokens": False}})])
+def test_settings_that_change_the_inputs_are_refused_before_the_weights(bert_dir, tmp_path, setting, value):
+    """The Transformer module lower-cases (or otherwise changes) texts before or while tokenising them;
+    code-pairs tokenises with the tokenizer alone. Refused before any weight is read: none is there."""
+    directory = bert_st_dir(tmp_path / "st", bert_dir)
+    edit_json(directory / "sentence_bert_config.json", **{setting: value})
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(ConversionError) as err:
+        import_hf(directory, tmp_path / "ckpt")
+    assert str(err.value) == (f"{directory}/sentence_bert_config.json: {setting}={json.dumps(value)} changes the "
+                              "texts before or while they are tokenised; fairseq_ext's pairs are the tokenizer's "
+                              "ids alone, so this cannot be carried")
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_settings_left_at_their_defaults_import(bert_dir, tmp_path):
+    directory = bert_st_dir(tmp_path / "st", bert_dir)
+    edit_json(directory / "sentence_bert_config.json", do_lower_case=False, tokenizer_args={})
+    assert import_hf(directory, tmp_path / "ckpt").embedding.max_abs_diff <= TOLERANCE
 
 
 @pytest.mark.parametrize("family", list(BUILDERS))
