@@ -85,14 +85,7 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
                           sum(p.numel() for p in hf_model.parameters()), fmt, info, type(hf_model).__name__, note)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         hf_model.save_pretrained(str(tmp), safe_serialization=True)
-        if target.input_names is not None:
-            tok.model_input_names = list(target.input_names)
-            tok.init_kwargs["model_input_names"] = tok.model_input_names
-        if info is not None:
-            info.tokens_fixed = st.add_fairseq_specials(tok, dictionary)
-        save_tokenizer(tok, tmp)
-        if info is not None:
-            st.recheck_tokenizer(tmp, info, dictionary)
+        _write_tokenizer(tok, tmp, target, info, dictionary)
         if fmt == FORMATS[1]:
             texts = st.sample_texts(state, tower or "query", separate)
             st.write_sentence_transformers(tmp, fs_model, tok, dictionary, pooled, info, texts, checkpoint)
@@ -104,6 +97,19 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
         (tmp / "fairseq_ext_export.json").write_text(json.dumps(export_record(result, state), indent=2) + "\n",
                                                      encoding="utf-8")
     return result
+
+
+def _write_tokenizer(tok, out: Path, target, info: st.EmbeddingInfo | None, dictionary) -> None:
+    """The tokenizer with the inputs the family's model takes; for an embedding, giving fairseq's special tokens
+    (added when the tokenizer lacks them), checked as written."""
+    if target.input_names is not None:
+        tok.model_input_names = list(target.input_names)
+        tok.init_kwargs["model_input_names"] = tok.model_input_names
+    if info is not None:
+        info.tokens_fixed = st.add_fairseq_specials(tok, dictionary)
+    save_tokenizer(tok, out)
+    if info is not None:
+        st.recheck_tokenizer(out, info, dictionary)
 
 
 def _training_figures(state: dict) -> tuple[int | None, float | None, str]:

@@ -114,12 +114,29 @@ def read_hf_dir(hf_dir: Path):
     return family, config, tok, symbols
 
 
-def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, pad_to_multiple: int = 8, seed: int = 0,
-              overwrite: bool = False, pooling: str | None = None) -> ImportResult:
-    """Convert ``hf_dir``; ``pooling`` (first|mean|max): a bare encoder imported for contrastive training."""
+def fairseq_checkpoint(args, weights: dict, dictionary, hf_dir: Path) -> dict:
+    """What fairseq-train writes, for ``weights`` trained by the settings ``args`` (none yet: update 0)."""
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from omegaconf import OmegaConf
 
+    with warnings.catch_warnings():  # hydra's deprecation notices about fairseq's own config files
+        warnings.simplefilter("ignore", UserWarning)
+        cfg = convert_namespace_to_omegaconf(args)
+    return {
+        "args": None,
+        "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        "model": weights,
+        "criterion": None,
+        "optimizer_history": [{"criterion_name": criterion_class(args), "optimizer_name": "FairseqAdam",
+                               "lr_scheduler_state": {"best": None}, "num_updates": 0}],
+        "task_state": tokenizer_task_state(dictionary.identity()),  # checked by the tasks and export-hf
+        "extra_state": {"metrics": {}, "previous_training_time": 0, "imported_from": str(hf_dir)},
+    }
+
+
+def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, pad_to_multiple: int = 8, seed: int = 0,
+              overwrite: bool = False, pooling: str | None = None) -> ImportResult:
+    """Convert ``hf_dir``; ``pooling`` (first|mean|max): a bare encoder imported for contrastive training."""
     hf_dir = Path(hf_dir)
     head = st_import.read_pooled_head(hf_dir, pooling) if hf_dir.is_dir() else None
     model_dir = hf_dir if head is None else head.encoder_dir
@@ -148,20 +165,7 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, pad_to_mult
         if head is not None:  # before anything is written: the embeddings sentence-transformers gives
             st_diff, agree, example = st_import.check_embeddings(st_model, fs_model, tok, dictionary, limit, hf_dir)
             embedding = Embedding(head.modules, head.similarity, st_diff, limit, agree, example)
-        with warnings.catch_warnings():  # hydra's deprecation notices about fairseq's own config files
-            warnings.simplefilter("ignore", UserWarning)
-            cfg = convert_namespace_to_omegaconf(args)
-        checkpoint = {
-            "args": None,
-            "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-            "model": fs.weights,
-            "criterion": None,
-            "optimizer_history": [{"criterion_name": criterion_class(args), "optimizer_name": "FairseqAdam",
-                                   "lr_scheduler_state": {"best": None}, "num_updates": 0}],
-            "task_state": tokenizer_task_state(dictionary.identity()),  # checked by the tasks and export-hf
-            "extra_state": {"metrics": {}, "previous_training_time": 0, "imported_from": str(hf_dir)},
-        }
-        torch.save(checkpoint, tmp / "checkpoint.pt")
+        torch.save(fairseq_checkpoint(args, fs.weights, dictionary, hf_dir), tmp / "checkpoint.pt")
         save_tokenizer(tok, tmp)
         write_dict_txt(symbols, tmp / "dict.txt")
         flags = fs.flags if head is None else [*train_flags, *fs.flags]
