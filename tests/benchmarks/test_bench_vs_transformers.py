@@ -73,7 +73,8 @@ def test_a_quick_run_gives_every_figure_and_the_start_check_holds(tmp_path):
         for side in ("ours", "theirs"):
             run = r[side]
             assert run["updates"] == record["setup"]["updates"] == 6, (name, side)
-            assert run["tokens_per_s"] > 0 and run["peak_rss_mb"] > 100, (name, side)
+            assert run["tokens_per_s"] > 0 and run["tokens_per_cpu_s"] > 0 and run["peak_rss_mb"] > 100, (name, side)
+            assert run["timed_updates"] == 6 - 2 and run["timed_tokens"] == sum(run["tokens_per_update"][2:])
             assert math.isfinite(run["valid_loss"]) and 0 < run["valid_loss"] < 10, (name, side)
         # the fairseq model's own loss and the evaluator's on its export, before any training
         assert r["figures"]["start_abs_diff"] < 1e-4, name
