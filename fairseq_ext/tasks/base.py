@@ -61,6 +61,9 @@ class TokenizerDataConfig(FairseqDataclass):
     pad_to_multiple: int = field(default=0, metadata={
         "help": "pad each batch's length to a multiple of this (tensor cores want 8; padding is masked, so "
         "results do not change); 0: 8 where CUDA is available, else 1 (on a CPU padding is only more work)"})
+    compile_model: bool = field(default=False, metadata={
+        "help": "train the model through torch.compile (in place: checkpoints and exports are unchanged); "
+        "compiling takes minutes at the start, and pays where kernel launches dominate (GPUs, small models)"})
     seed: int = II("common.seed")
     dataset_impl: Optional[str] = II("dataset.dataset_impl")
 
@@ -101,7 +104,7 @@ class TokenizerDataTask(FairseqTask):
 
     def batch_length_multiple(self) -> int:
         """What ``--pad-to-multiple`` resolves to (see its help)."""
-        multiple = self.cfg.pad_to_multiple
+        multiple = getattr(self.cfg, "pad_to_multiple", 0)  # the settings of a checkpoint made before it: 0
         if multiple < 0:
             raise UserError(f"--pad-to-multiple (task.pad_to_multiple) must be 0 (automatic) or more, got {multiple}")
         if multiple == 0:
@@ -177,6 +180,9 @@ class TokenizerDataTask(FairseqTask):
         if self.cfg.init_std > 0 and not from_checkpoint:
             init_normal_(model, self.cfg.init_std)
             logger.info(f"weights drawn from N(0, {self.cfg.init_std}) (--init-std)")
+        if getattr(self.cfg, "compile_model", False) and not from_checkpoint:  # fairseq-train's model, not a load
+            model.compile(dynamic=True)
+            logger.info("the model runs through torch.compile (--compile-model): the first updates compile it")
         return model
 
     @property
