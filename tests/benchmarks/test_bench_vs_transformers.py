@@ -53,6 +53,7 @@ def test_both_trainers_get_the_same_settings(workload):
     (["--workloads", "mlm,ner"], "--workloads: unknown ner; choose from mlm, denoising, code_mlm"),
     (["--updates", "2"], "--updates: 2 is too few"),
     (["--precision", "bf16"], "--precision bf16: only with --device cuda"),
+    (["--repeats", "-1"], "--repeats: -1 is negative"),
 ])
 def test_bad_options_stop_with_one_line(argv, message, tmp_path):
     proc = subprocess.run([sys.executable, SCRIPT, *argv, "--work", tmp_path / "w"], capture_output=True, text=True)
