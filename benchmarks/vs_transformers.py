@@ -471,20 +471,20 @@ def evaluate(workload: str, model_dir: Path, valid: list[dict], pad: int, device
     return total / count
 
 
-def fairseq_loss(checkpoint: Path, data: Path, valid: list[dict]) -> float:
+def fairseq_loss(checkpoint: Path, data: Path, valid: list[dict], device: str) -> float:
     """The same figure from the fairseq model itself (its task's criterion): the start check's other side."""
     import torch
-    from fairseq import checkpoint_utils
+    from fairseq import checkpoint_utils, utils
 
     import fairseq_ext  # noqa: F401
 
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)],
                                                                       arg_overrides={"data": str(data)})
-    model, criterion = models[0].float().eval(), task.build_criterion(cfg.criterion)
+    model, criterion = models[0].float().eval().to(device), task.build_criterion(cfg.criterion)
     total, count = 0.0, 0
     with torch.no_grad():
         for sample in valid:
-            loss, size, _ = criterion(model, sample)
+            loss, size, _ = criterion(model, utils.move_to_cuda(sample) if device == "cuda" else sample)
             total, count = total + float(loss), count + int(size)
     return total / count
 
@@ -493,7 +493,7 @@ def fairseq_loss(checkpoint: Path, data: Path, valid: list[dict]) -> float:
 
 def start_weights(name: str, base: list, s: Setup, w: Path) -> Path:
     """Ours built and saved unchanged (one update at lr 0), exported for theirs -> the checkpoint."""
-    run([BIN / "fairseq-train", *base, *train_flags(replace(s, device="cpu", precision="fp32"), 0.0, 1),
+    run([BIN / "fairseq-train", *base, *train_flags(replace(s, precision="fp32"), 0.0, 1),
          "--save-dir", w / "init"], w / "init.log", threads_env(s))
     checkpoint = w / "init" / "checkpoint_last.pt"
     export(name, checkpoint, w / "init-hf")
@@ -556,7 +556,8 @@ def workload(name: str, data: Path, s: Setup, work: Path, extra: list[str]) -> d
     train, pad = task_batches(argv, "train", s.updates)
     valid, _ = task_batches(argv, "valid", s.valid_batches)
     torch.save(unmasked_blocks(train, pad) if name == "mlm" else [hf_batch(b, pad) for b in train], w / "batches.pt")
-    start = {"fairseq": fairseq_loss(init, data, valid), "evaluator": evaluate(name, w / "init-hf", valid, pad, "cpu")}
+    start = {"fairseq": fairseq_loss(init, data, valid, s.device),
+             "evaluator": evaluate(name, w / "init-hf", valid, pad, s.device)}
     print(f"{name}: start check: fairseq {start['fairseq']:.6f}, evaluator on the export {start['evaluator']:.6f}",
           flush=True)
     ours, theirs = trainings(name, argv, init, s, w, pad, work / "tok")
