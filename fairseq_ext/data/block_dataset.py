@@ -12,8 +12,9 @@ class SeededBlockDataset(FairseqDataset):
     So a sample is the same whatever the number of data-loader workers or the order of access.
     """
 
-    def __init__(self, blocks, sizes, dictionary, seed: int, shuffle: bool = True):
+    def __init__(self, blocks, sizes, dictionary, seed: int, shuffle: bool = True, pad_to_multiple: int = 1):
         self.blocks = blocks
+        self.pad_to_multiple = pad_to_multiple  # a batch's length is padded to a multiple of it (8: tensor cores)
         self.sizes = np.asarray(sizes)
         self.dictionary = dictionary
         self.seed = seed
@@ -33,6 +34,15 @@ class SeededBlockDataset(FairseqDataset):
 
     def rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])
+
+    def padded_length(self, samples, key: str, pad_to_length=None) -> int | None:
+        """The length a batch of ``samples[key]`` is padded to: the longest (or ``pad_to_length``, as fairseq
+        asks for it) rounded up to ``pad_to_multiple``; None where that changes nothing."""
+        multiple = self.pad_to_multiple
+        longest = max((pad_to_length or {}).get(key) or 0, max(len(s[key]) for s in samples))
+        if multiple <= 1:
+            return (pad_to_length or {}).get(key)
+        return -(-longest // multiple) * multiple
 
     def random_tokens(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return self.random_pool[rng.integers(0, self.random_pool.size, size=n)]

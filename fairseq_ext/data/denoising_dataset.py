@@ -13,8 +13,9 @@ from fairseq_ext.data.noising import NoiseConfig, bart_noise
 class HFDenoisingDataset(SeededBlockDataset):
     """Wraps blocks shaped ``[bos] sentence eos ... eos`` and noises their source side."""
 
-    def __init__(self, blocks, sizes, dictionary, noise: NoiseConfig, seed: int, shuffle: bool = True):
-        super().__init__(blocks, sizes, dictionary, seed, shuffle)
+    def __init__(self, blocks, sizes, dictionary, noise: NoiseConfig, seed: int, shuffle: bool = True,
+                 pad_to_multiple: int = 1):
+        super().__init__(blocks, sizes, dictionary, seed, shuffle, pad_to_multiple)
         self.noise = noise
         whole_words = noise.mask_length in ("word", "span-poisson")
         self.is_word_start = dictionary.word_starts() if whole_words else np.ones(len(dictionary), dtype=bool)
@@ -29,5 +30,7 @@ class HFDenoisingDataset(SeededBlockDataset):
         return {"id": index, "source": torch.from_numpy(source), "target": target.long()}
 
     def collater(self, samples, pad_to_length=None):
+        if samples:
+            pad_to_length = {key: self.padded_length(samples, key, pad_to_length) for key in ("source", "target")}
         return collate(samples, self.dictionary.pad(), self.dictionary.eos(), self.dictionary,
                        pad_to_length=pad_to_length)

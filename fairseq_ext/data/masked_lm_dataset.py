@@ -16,8 +16,8 @@ class HFMaskedLMDataset(SeededBlockDataset):
     """Wraps blocks shaped ``[bos] tokens ...``; masks them dynamically (new masks every epoch)."""
 
     def __init__(self, blocks, sizes, dictionary, mask: MaskConfig, seed: int, short_seq_prob: float = 0.0,
-                 shuffle: bool = True, identifiers: Optional[IdentifierVocab] = None):
-        super().__init__(blocks, sizes, dictionary, seed, shuffle)
+                 shuffle: bool = True, identifiers: Optional[IdentifierVocab] = None, pad_to_multiple: int = 1):
+        super().__init__(blocks, sizes, dictionary, seed, shuffle, pad_to_multiple)
         self.mask = mask
         self.short_seq_prob = short_seq_prob
         self.is_word_start = (dictionary.word_starts() if mask.unit in ("word", "span")
@@ -35,16 +35,22 @@ class HFMaskedLMDataset(SeededBlockDataset):
         return {"id": index, "source": torch.from_numpy(source), "target": torch.from_numpy(target)}
 
     def collater(self, samples, pad_to_length=None):
+        """The batch, plus ``masked_positions``: where the targets are (flat indices into B*T, made here on
+        the host so that the LM head gathers them without the device telling how many), and their count."""
         if not samples:
             return {}
         pad = self.dictionary.pad()
-        src = data_utils.collate_tokens([s["source"] for s in samples], pad, pad_to_length=pad_to_length)
-        tgt = data_utils.collate_tokens([s["target"] for s in samples], pad, pad_to_length=pad_to_length)
+        length = self.padded_length(samples, "source", pad_to_length and {"source": pad_to_length})
+        src = data_utils.collate_tokens([s["source"] for s in samples], pad, pad_to_length=length)
+        tgt = data_utils.collate_tokens([s["target"] for s in samples], pad, pad_to_length=length)
         lengths = torch.tensor([len(s["source"]) for s in samples])
+        positions = tgt.view(-1).ne(pad).nonzero().squeeze(1)
         return {
             "id": torch.tensor([s["id"] for s in samples]),
             "nsentences": len(samples),
             "ntokens": int(lengths.sum()),
             "net_input": {"src_tokens": src, "src_lengths": lengths},
             "target": tgt,
+            "masked_positions": positions,
+            "nmasked": int(positions.numel()),
         }

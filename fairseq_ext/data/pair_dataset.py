@@ -53,8 +53,9 @@ class PairDataset(FairseqDataset):
     """Pair ``i`` of one split: ``{"id": i, "query": LongTensor, "key": LongTensor}``, each side cut to its limit."""
 
     def __init__(self, directory: str | os.PathLike, split: str, dictionary, max_query_tokens: int,
-                 max_key_tokens: int, mask: int | None, shuffle: bool = True, seed: int = 1):
+                 max_key_tokens: int, mask: int | None, shuffle: bool = True, seed: int = 1, pad_to_multiple: int = 1):
         self.dictionary, self.mask, self.shuffle, self.seed = dictionary, mask, shuffle, seed
+        self.pad_to_multiple = pad_to_multiple  # each side's length in a batch: a multiple of it (8: tensor cores)
         self.max_query_tokens, self.max_key_tokens = max_query_tokens, max_key_tokens
         eos = dictionary.eos()
         self.queries = ArrowTokenDataset(directory, split, eos, "query_ids", "query_length")
@@ -84,8 +85,9 @@ class PairDataset(FairseqDataset):
         if not samples:
             return {}
         pad = self.dictionary.pad()
-        query = data_utils.collate_tokens([s["query"] for s in samples], pad)
-        key = data_utils.collate_tokens([s["key"] for s in samples], pad)
+        multiple = self.pad_to_multiple
+        query = data_utils.collate_tokens([s["query"] for s in samples], pad, pad_to_multiple=multiple)
+        key = data_utils.collate_tokens([s["key"] for s in samples], pad, pad_to_multiple=multiple)
         return {
             "id": torch.tensor([s["id"] for s in samples], dtype=torch.long),
             "nsentences": len(samples),

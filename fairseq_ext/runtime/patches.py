@@ -24,7 +24,7 @@ import os
 import sys
 
 from fairseq_ext.errors import one_line_excepthook
-from fairseq_ext.runtime import checkpoint_files, checkpoint_loading, launch, signals, torchaudio
+from fairseq_ext.runtime import checkpoint_files, checkpoint_loading, fast_paths, launch, signals, torchaudio
 from fairseq_ext.runtime.patching import ABSENT, Patch
 
 CRASH = "tests/runtime/test_checkpoint_crash.py::"
@@ -116,6 +116,17 @@ PATCHES: tuple[Patch, ...] = (
           why="rank 0 sends the checkpoint it read to the other ranks through a bare torch.load, which "
               "torch >= 2.6 refuses",
           tests=(DISTRIBUTED + "test_two_ranks_resume_also_from_a_torn_checkpoint_last",)),
+    # -- the training step's fast paths (same results; see fast_paths) --
+    Patch("fairseq.models.roberta.model:RobertaLMHead.forward", fast_paths.lm_head_taking_positions,
+          what="the same, which also takes the masked positions as flat indices (gathered with index_select)",
+          why="selecting with a boolean mask makes the host wait for the device in every masked-LM step",
+          tests=("tests/runtime/test_fast_paths.py::test_lm_head_positions_give_what_the_mask_gives",
+                 "tests/criterions/test_masked_lm_positions.py::test_positions_and_mask_give_the_same_loss_and_grads")),
+    Patch("fairseq.modules.multihead_attention:MultiheadAttention.forward",
+          fast_paths.fused_encoder_decoder_attention,
+          what="the same, with static_kv cleared where there is no incremental state (training, scoring)",
+          why="static_kv keeps BART's cross-attention off torch's fused attention, where it computes the same",
+          tests=("tests/runtime/test_fast_paths.py::test_cross_attention_takes_the_fused_path_with_the_same_result",)),
     # -- the training loop (only where one is loaded: fairseq-train, python -m fairseq_cli.train, ranks) --
     Patch("fairseq_cli.train:validate_and_save", signals.stop_on_signal,
           what="the same, which saves and stops at the first update boundary after SIGUSR1/SIGTERM (their "

@@ -24,12 +24,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Optional, TypeVar
 
+import torch
 from fairseq.data import AppendTokenDataset, PrependTokenDataset, data_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask
 from omegaconf import II, MISSING
 
 from fairseq_ext.data.block_dataset import check_sentence_lengths, token_blocks
+from fairseq_ext.errors import UserError
 from fairseq_ext.models.init import init_normal_
 from fairseq_ext.vocab.dict_txt import tokenizer_path_for
 from fairseq_ext.vocab.dictionary import TokenizerDictionary
@@ -56,6 +58,12 @@ class TokenizerDataConfig(FairseqDataclass):
         "own initialisation (BART/RoBERTa use 0.02, tuned for 768+ wide models; about d**-0.5 suits narrow "
         "models such as the demo's 128-wide BART); 0 keeps the model's own. Ignored when weights are loaded "
         "from a checkpoint"})
+    pad_to_multiple: int = field(default=0, metadata={
+        "help": "pad each batch's length to a multiple of this (tensor cores want 8; padding is masked, so "
+        "results do not change); 0: 8 where CUDA is available, else 1 (on a CPU padding is only more work)"})
+    compile_model: bool = field(default=False, metadata={
+        "help": "train the model through torch.compile (in place: checkpoints and exports are unchanged); "
+        "compiling takes minutes at the start, and pays where kernel launches dominate (GPUs, small models)"})
     seed: int = II("common.seed")
     dataset_impl: Optional[str] = II("dataset.dataset_impl")
 
@@ -93,6 +101,15 @@ class TokenizerDataTask(FairseqTask):
             logger.info(f"{len(paths)} data directories, one per epoch in turn, all with {paths[0]}'s tokenizer; "
                         f"validation from {paths[0]}")
         return task
+
+    def batch_length_multiple(self) -> int:
+        """What ``--pad-to-multiple`` resolves to (see its help)."""
+        multiple = getattr(self.cfg, "pad_to_multiple", 0)  # the settings of a checkpoint made before it: 0
+        if multiple < 0:
+            raise UserError(f"--pad-to-multiple (task.pad_to_multiple) must be 0 (automatic) or more, got {multiple}")
+        if multiple == 0:
+            return 8 if torch.cuda.is_available() else 1
+        return multiple
 
     def data_dir(self, split: str, epoch: int) -> str:
         """The data directory ``split`` is read from in ``epoch``: train cycles through DATA, others use the first.
@@ -163,6 +180,9 @@ class TokenizerDataTask(FairseqTask):
         if self.cfg.init_std > 0 and not from_checkpoint:
             init_normal_(model, self.cfg.init_std)
             logger.info(f"weights drawn from N(0, {self.cfg.init_std}) (--init-std)")
+        if getattr(self.cfg, "compile_model", False) and not from_checkpoint:  # fairseq-train's model, not a load
+            model.compile(dynamic=True)
+            logger.info("the model runs through torch.compile (--compile-model): the first updates compile it")
         return model
 
     @property

@@ -106,7 +106,8 @@ class CodeContrastiveTask(TokenizerDataTask):
         data_path = self.data_dir(split, epoch)
         self.check_same_vocabulary(data_path)
         dataset = PairDataset(data_path, split, self.dictionary, self.cfg.max_query_tokens, self.cfg.max_key_tokens,
-                              self.mask, shuffle=split == "train", seed=self.cfg.seed)
+                              self.mask, shuffle=split == "train", seed=self.cfg.seed,
+                              pad_to_multiple=self.batch_length_multiple())
         self.datasets[split] = dataset
         logger.info(f"{split}: {len(dataset)} pairs from {data_path}; {dataset.queries_cut} queries cut to "
                     f"{self.cfg.max_query_tokens} tokens, {dataset.keys_cut} keys to {self.cfg.max_key_tokens}")

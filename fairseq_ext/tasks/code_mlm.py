@@ -120,7 +120,8 @@ class CodeMLMTask(HFMaskedLMTask):
         identifiers = self.identifiers() if str(self.cfg.mask_unit) == "identifier" else None
         self.datasets[split] = HFMaskedLMDataset(
             blocks, blocks.sizes, d, self.mask_config(), seed=self.cfg.seed, short_seq_prob=self.cfg.short_seq_prob,
-            shuffle=split != "test", identifiers=identifiers)
+            shuffle=split != "test", identifiers=identifiers,
+            pad_to_multiple=self.batch_length_multiple())
         logger.info(f"{split}: {len(blocks)} samples ({detail}) from {len(items)} files, "
                     f"{int(items.sizes.sum())} tokens with eos, in {where}")
 

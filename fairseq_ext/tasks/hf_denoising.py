@@ -74,7 +74,7 @@ class HFDenoisingTask(TokenizerDataTask):
         blocks, split_path = self.load_blocks(split, epoch, combine, append_eos=True)
         self.datasets[split] = HFDenoisingDataset(
             blocks, blocks.sizes, self.dictionary, self.noise_config(), seed=self.cfg.seed,
-            shuffle=split != "test",
+            shuffle=split != "test", pad_to_multiple=self.batch_length_multiple(),
         )
         logger.info(f"{split}: {len(blocks)} samples from {split_path}")
 

@@ -55,7 +55,8 @@ class HFMaskedLMTask(TokenizerDataTask):
         blocks, split_path = self.load_blocks(split, epoch, combine, append_eos=False)
         self.datasets[split] = HFMaskedLMDataset(blocks, blocks.sizes, self.dictionary, self.mask_config(),
                                                  seed=self.cfg.seed, short_seq_prob=self.cfg.short_seq_prob,
-                                                 shuffle=split != "test")
+                                                 shuffle=split != "test",
+                                                 pad_to_multiple=self.batch_length_multiple())
         logger.info(f"{split}: {len(blocks)} samples from {split_path}")
 
     def max_positions(self):

@@ -17,7 +17,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 from fairseq.data import Dictionary
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import run_cli
 from fairseq_ext import runtime
@@ -27,6 +26,7 @@ from fairseq_ext.runtime import precision
 from fairseq_ext.runtime.patching import patched
 from fairseq_ext.serialization import safe_torch_load
 from support.code_data import make_code_dataset
+from support.host_sync import NoHostSync
 from support.tiny import RUNS
 from support.training import fairseq_train
 
@@ -85,16 +85,6 @@ def test_install_wraps_call_main_once():
 
 
 # --- unit: no host-device synchronisation in the criterions' forward ---------------------------------
-
-
-class NoHostSync(TorchDispatchMode):
-    """Fails on ``aten._local_scalar_dense``: what ``int()``, ``float()``, ``bool()`` and ``.item()`` of a
-    tensor run, i.e. a wait for the device on CUDA."""
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            raise AssertionError("a tensor was read on the host (int()/float()/bool()/.item())")
-        return func(*args, **(kwargs or {}))
 
 
 class TinyLM(torch.nn.Module):

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fairseq_ext.models.towers import Pooler
+from fairseq_ext.runtime.fast_paths import gather_positions
 
 FEED_FORWARD_PROJ = ("relu", "gated-gelu")
 
@@ -157,8 +158,10 @@ class T5LMHead(nn.Module):
         self.scale = dim ** -0.5
 
     def forward(self, features: torch.Tensor, masked_tokens: torch.Tensor | None = None) -> torch.Tensor:
-        if masked_tokens is not None:
+        if masked_tokens is not None and masked_tokens.dtype == torch.bool:
             features = features[masked_tokens]  # (N, C)
+        elif masked_tokens is not None:  # flat positions into B*T, made on the host: the device is not waited for
+            features = gather_positions(features, masked_tokens)  # (N, C)
         x = self.layer_norm(F.gelu(self.dense(features), approximate="tanh"))
         return F.linear(x * self.scale, self.weight) + self.bias
 

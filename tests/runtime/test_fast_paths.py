@@ -1,0 +1,59 @@
+"""The training step's fast paths (fairseq_ext/runtime/fast_paths.py): the same numbers by a path that never
+waits for the device (the LM head's positions) or by torch's fused attention (BART's cross-attention)."""
+
+from __future__ import annotations
+
+import torch
+from fairseq.models.roberta.model import RobertaLMHead
+from fairseq.modules import multihead_attention
+from fairseq.modules.multihead_attention import MultiheadAttention
+
+import fairseq_ext  # noqa: F401  (installs the table)
+from fairseq_ext.runtime.patching import patched
+
+
+def test_lm_head_positions_give_what_the_mask_gives():
+    assert patched(RobertaLMHead.forward) == "fairseq.models.roberta.model:RobertaLMHead.forward"
+    torch.manual_seed(0)
+    head = RobertaLMHead(16, 40, "gelu", weight=torch.nn.Parameter(torch.randn(40, 16)))
+    features = torch.randn(3, 5, 16, requires_grad=True)
+    mask = torch.rand(3, 5) < 0.4
+    mask[0, 0] = True
+    by_mask = head(features, masked_tokens=mask)
+    (grad_mask,) = torch.autograd.grad(by_mask.square().sum(), features)
+    positions = mask.view(-1).nonzero().squeeze(1)
+    by_positions = head(features, masked_tokens=positions)
+    (grad_positions,) = torch.autograd.grad(by_positions.square().sum(), features)
+    assert by_positions.shape == (int(mask.sum()), 40)
+    assert torch.equal(by_mask, by_positions) and torch.equal(grad_mask, grad_positions)
+    assert torch.equal(head(features), head(features, masked_tokens=None))  # every position: unchanged
+
+
+def _cross_attention() -> tuple[MultiheadAttention, dict]:
+    torch.manual_seed(0)
+    attn = MultiheadAttention(16, 4, kdim=16, vdim=16, dropout=0.0, encoder_decoder_attention=True)
+    encoder = torch.randn(7, 2, 16)  # (S, B, C)
+    padding = torch.zeros(2, 7, dtype=torch.bool)
+    padding[1, 5:] = True
+    return attn, {"query": torch.randn(4, 2, 16), "key": encoder, "value": encoder, "key_padding_mask": padding}
+
+
+def test_cross_attention_takes_the_fused_path_with_the_same_result(monkeypatch):
+    assert patched(MultiheadAttention.forward) == "fairseq.modules.multihead_attention:MultiheadAttention.forward"
+    attn, inputs = _cross_attention()
+    unfused, _ = MultiheadAttention.forward.__wrapped__(attn, **inputs, static_kv=True, need_weights=False)
+    calls = []
+    fused = multihead_attention.F.multi_head_attention_forward
+    monkeypatch.setattr(multihead_attention.F, "multi_head_attention_forward",
+                        lambda *a, **k: calls.append(1) or fused(*a, **k))
+    out, _ = attn(**inputs, static_kv=True, need_weights=False)
+    assert calls, "the cross-attention did not take torch's fused path"
+    torch.testing.assert_close(out, unfused, atol=1e-6, rtol=1e-5)
+    # where generation keeps keys and values in an incremental state, static_kv keeps its meaning
+    calls.clear()
+    state: dict = {}
+    first, _ = attn(**inputs, static_kv=True, incremental_state=state)
+    again, _ = attn(**inputs, static_kv=True, incremental_state=state)
+    assert not calls and state
+    torch.testing.assert_close(first, unfused, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(again, unfused, atol=1e-6, rtol=1e-5)
