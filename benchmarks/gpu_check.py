@@ -112,9 +112,9 @@ def data_stage(report: Report, work: Path, size, budget: Budget, env: dict) -> b
     start = time.perf_counter()
     try:
         record = {"status": "pass", "reason": "", **build_data(work, size, budget, env)}
-    except RuntimeError as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever stops the data, the report says it and the check ends
         status = "timeout" if "timed out" in str(exc) or not budget.left() else "fail"
-        record = {"status": status, "reason": str(exc)}
+        record = {"status": status, "reason": str(exc) if isinstance(exc, RuntimeError) else repr(exc)}
     record["seconds"] = round(time.perf_counter() - start, 1)
     report.stage("data", record)
     return record["status"] == "pass"

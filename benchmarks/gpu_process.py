@@ -52,6 +52,8 @@ class Proc:
 
     def failure(self, tail: int = 1500) -> str:
         """One line of why, then the end of the output."""
+        if self.timed_out and not self.seconds:
+            return f"not started: no time left before the stage's deadline ({Path(self.cmd[0]).name})"
         if self.timed_out:
             head = f"timed out after {self.timeout:.0f} s"
         else:

@@ -46,7 +46,7 @@ T5_TINY = ["--encoder-layers", "2", "--encoder-embed-dim", "32", "--kv-dim", "8"
 ENCODER_TINY = ["--encoder-layers", "1", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
                 "--encoder-attention-heads", "2"]
 SIZES = {
-    "cuda": Size("cuda", 128, 16384, 2.0, 2.0, {}),
+    "cuda": Size("cuda", 128, 8192, 2.0, 2.0, {}),  # 8 runs at once: a few GB of the GPU each
     "cpu": Size("cpu", 64, 1024, 0.3, 0.4, {
         "bart_small": [*ENCODER_TINY, "--decoder-layers", "1", "--decoder-embed-dim", "32",
                        "--decoder-ffn-embed-dim", "64", "--decoder-attention-heads", "2"],
