@@ -1,7 +1,8 @@
 """On a GPU: what benchmarks/gpu_check.py checks, as tests. Every task trains a few updates in each of fairseq's
 precisions (--fp16, what V100 users run; --bf16; --amp) on CUDA with every loss finite, saves weights held in the
-precision's dtype, and exports to transformers with its parity check passed; code_contrastive's gradient caching
-(whose replay re-enters the first pass's autocast) trains under --amp and --fp16 too.
+precision's dtype, resumes from checkpoint_last.pt, and exports to transformers with its parity check passed;
+code_contrastive's gradient caching (whose replay re-enters the first pass's autocast) trains under --amp and
+--fp16 too.
 
 Skipped, one line for the module, where CUDA is absent (CI has no GPU): `bash scripts/gpu_check.sh` runs the same
 checks at full size, and tests/gpu/test_gpu_check.py rehearses the script's logic on CPU.
@@ -39,10 +40,10 @@ def data(text_data, bpe_dir, tmp_path_factory):
     return {"hf_masked_lm": text_data, "hf_denoising": text_data, "code_mlm": root / "code", "code_contrastive": pairs}
 
 
-def train(data, task: str, precision: str, save, *extra: str):
+def train(data, task: str, precision: str, save, *extra: str, updates: int = 8):
     return fairseq_train(data[task], "--user-dir", "fairseq_ext", "--task", task, *TASKS[task], f"--{precision}",
                          *(["--tokens-per-sample", "64"] if task != "code_contrastive" else []),
-                         "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "2048", "--max-update", "8",
+                         "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "2048", "--max-update", str(updates),
                          "--num-workers", "0", "--log-interval", "1", "--seed", "1", "--save-dir", save,
                          "--no-epoch-checkpoints", "--disable-validation", *extra, console_script=False)
 
@@ -54,7 +55,7 @@ def saved_weights(checkpoint):
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("task", list(TASKS))
-def test_each_task_trains_in_each_precision_on_cuda_and_exports(data, task, precision, tmp_path):
+def test_each_task_trains_resumes_and_exports_in_each_precision_on_cuda(data, task, precision, tmp_path):
     run = train(data, task, precision, tmp_path / "ckpt")
     assert "CUDA enviroments for all 1 workers" in run.text  # fairseq's spelling: it trained on the GPU
     losses = run.train_losses
@@ -66,6 +67,11 @@ def test_each_task_trains_in_each_precision_on_cuda_and_exports(data, task, prec
         assert torch.equal(weights.to(EXACT[precision]).float(), weights)
     else:
         assert not torch.equal(weights.to(torch.bfloat16).float(), weights)
+    # the same command further: the optimizer's state (fp16: its loss scale, amp: its GradScaler) comes back
+    resumed = train(data, task, precision, tmp_path / "ckpt", updates=10)
+    assert "checkpoint_last.pt (epoch" in resumed.text and "@ 8 updates)" in resumed.text, resumed.text[-3000:]
+    assert resumed.updates[0] == 9 and resumed.updates[-1] == 10
+    assert all(math.isfinite(x) for x in resumed.train_losses), resumed.train_losses
     proc = run_cli("export-hf", str(tmp_path / "ckpt" / "checkpoint_last.pt"), "-o", str(tmp_path / "hf"))
     assert "fairseq vs transformers = " in proc.stdout and (tmp_path / "hf" / "model.safetensors").is_file()
 
