@@ -4,8 +4,8 @@ precision's dtype, resumes from checkpoint_last.pt, and exports to transformers 
 code_contrastive's gradient caching (whose replay re-enters the first pass's autocast) trains under --amp and
 --fp16 too.
 
-Skipped, one line for the module, where CUDA is absent (CI has no GPU): `bash scripts/gpu_check.sh` runs the same
-checks at full size, and tests/gpu/test_gpu_check.py rehearses the script's logic on CPU.
+Skipped where CUDA is absent, one summary line per test function (CI has no GPU): `bash scripts/gpu_check.sh`
+runs the same checks at full size, and tests/gpu/test_gpu_check.py rehearses the script's logic on CPU.
 """
 
 from __future__ import annotations
