@@ -12,7 +12,7 @@ import dataclasses
 from argparse import Namespace
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 
 def apply_preset(args: Any, preset: dict) -> None:
@@ -49,3 +49,16 @@ def settings_namespace(cfg: Any, default_arch: str) -> Namespace:
     args = Namespace(**values)
     args.arch = values.get("arch") or values.get("_name") or default_arch
     return args
+
+
+def record_setting(cfg: Any, key: str, value: Any) -> None:
+    """Write ``value`` as ``cfg``'s ``key`` (a Namespace, dict or DictConfig, struct or not): for a setting
+    resolved while the model is built, so that the settings fairseq saves in the checkpoint say it and a
+    reader that builds the model without the task (export-hf) gets the same model."""
+    if OmegaConf.is_config(cfg):
+        with open_dict(cfg):
+            cfg[key] = value
+    elif isinstance(cfg, dict):
+        cfg[key] = value
+    else:
+        setattr(cfg, key, value)

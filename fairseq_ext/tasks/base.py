@@ -33,6 +33,7 @@ from omegaconf import II, MISSING
 from fairseq_ext.data.block_dataset import check_sentence_lengths, token_blocks
 from fairseq_ext.errors import UserError
 from fairseq_ext.models.init import init_normal_
+from fairseq_ext.models.presets import record_setting
 from fairseq_ext.vocab.dict_txt import tokenizer_path_for
 from fairseq_ext.vocab.dictionary import TokenizerDictionary
 from fairseq_ext.vocab.identity import check_same_tokenizer, recorded_tokenizer, tokenizer_task_state
@@ -177,6 +178,10 @@ class TokenizerDataTask(FairseqTask):
         if self.cfg.init_std < 0:
             raise ValueError(f"--init-std must be >= 0, got {self.cfg.init_std}")
         model = super().build_model(cfg, from_checkpoint)
+        if getattr(cfg, "max_positions", 0) is None:  # taken from this task (code_contrastive: its side limits)
+            # fairseq builds from a copy of cfg, and saves cfg: a reader building without the task (export-hf)
+            # must find the same limit there
+            record_setting(cfg, "max_positions", model.max_positions())
         if self.cfg.init_std > 0 and not from_checkpoint:
             init_normal_(model, self.cfg.init_std)
             logger.info(f"weights drawn from N(0, {self.cfg.init_std}) (--init-std)")

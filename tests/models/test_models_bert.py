@@ -96,6 +96,18 @@ def test_hydra_model_section_keeps_the_preset(imported):
     assert len(model.encoder.sentence_encoder.layers) == 2 and model.args.layer_norm_eps == 1e-12
 
 
+def test_the_tasks_positions_are_written_into_the_saved_settings(imported):
+    """A task without --tokens-per-sample (code_contrastive) gives the positions; the model settings fairseq
+    saves then hold them, so export-hf (which builds the model without the task) builds the same model."""
+    cfg = merge_with_parent(HFBertConfig(), OmegaConf.create({"_name": "hf_bert", "encoder_embed_dim": 32,
+                                                              "encoder_ffn_embed_dim": 64,
+                                                              "encoder_attention_heads": 2}))
+    OmegaConf.set_struct(cfg, True)  # as fairseq-train holds it
+    assert cfg.max_positions is None
+    task_for(imported).build_model(cfg)
+    assert cfg.max_positions == 48 and resolved_args(cfg).max_positions == 48
+
+
 def test_bad_type_vocab_size_is_a_one_line_error():
     with pytest.raises(UserError, match=r"--type-vocab-size \(model.type_vocab_size\) must be at least 1, got 0"):
         resolved_args({"_name": "hf_bert", "type_vocab_size": 0, "max_positions": 8})
