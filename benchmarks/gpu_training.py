@@ -116,8 +116,6 @@ def train_command(task: str, precision: str, size: Size, data: Path, save: Path,
     length = ["--tokens-per-sample", str(size.tokens)]
     if task.startswith("code_contrastive"):
         length = ["--max-query-tokens", str(size.tokens // 2), "--max-key-tokens", str(size.tokens)]
-        if arch.startswith("hf_bert"):  # else its checkpoint has max_positions None and export-hf refuses it
-            length += ["--max-positions", str(size.tokens)]
     elif task == "hf_denoising":
         length += ["--max-source-positions", str(size.tokens), "--max-target-positions", str(size.tokens)]
     total = UPDATES + RESUME_UPDATES
