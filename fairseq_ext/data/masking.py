@@ -121,6 +121,8 @@ def identifier_runs(tokens: np.ndarray, vocab: IdentifierVocab) -> tuple[np.ndar
     keyword = (rows[:, None, :] == pad[None, :, :]).all(-1).any(-1)  # (R,)
     keep = vocab.can_start[tokens[first]] & ~keyword
     new_id = np.where(keep, np.cumsum(keep) - 1, -1)
+    if not new_id.size:  # no identifier piece at all (a block of punctuation): nothing to look up
+        return np.full(tokens.shape, -1, dtype=np.int64), rows[keep]
     return np.where(part, new_id[np.maximum(run, 0)], -1), rows[keep]
 
 

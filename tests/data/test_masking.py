@@ -240,6 +240,17 @@ def test_same_identifier_after_a_space_or_not():
     assert picks <= {(), (1, 4), (7, 9, 11), (1, 4, 7, 9, 11)}
 
 
+def test_a_sample_without_any_identifier_masks_nothing():
+    """Blocks of punctuation only happen in packed code (found at 128-token blocks of the stdlib)."""
+    from fairseq_ext.data.masking import identifier_runs
+
+    t = ids_of("<s> Ġ= Ġ( ) . : ( </s>")
+    runs, rows = identifier_runs(t, ident_vocab())
+    assert (runs == -1).all() and rows.shape[0] == 0
+    src, tgt = ident_mask(t, 0.3, 1)
+    assert np.array_equal(src, t) and (tgt == PAD).all()
+
+
 def random_code(rng, n=150):
     body = rng.integers(5, len(ID_SYMBOLS), size=n)
     where = rng.random(n) < 0.05

@@ -42,6 +42,10 @@ NOT_RUN = {
     "bash scripts/demo.sh": "sets up a virtualenv and runs the ~9 minute demo; tests/e2e/test_demo.py runs "
                             "`fairseq-ext demo` shrunk",
     "bash scripts/test.sh": "runs this test suite itself",
+    "bash scripts/gpu_check.sh --device cpu": "its CPU rehearsal: tests/gpu/test_gpu_check.py runs it (two tasks) "
+                                             "and checks its JSON",
+    "bash scripts/gpu_check.sh": "needs a GPU (6 minutes); tests/gpu/test_gpu_check.py runs it with --device cpu",
+    "GPU_CHECK_JSON=": "the GPU check again, with another report path (needs a GPU)",
     "fairseq-ext demo": "minutes of training; tests/e2e/test_demo.py runs the same verb with fewer updates",
     "HF_MODEL=path/to/bert-large-uncased": "tests/e2e/test_continue_pretraining_e2e.py runs "
                                            "scripts/continue_pretraining.sh on a tiny BERT",

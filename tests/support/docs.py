@@ -23,6 +23,7 @@ PAGES = (
     "docs/commands.md",
     "docs/conversion.md",
     "docs/cluster.md",
+    "docs/gpu.md",
     "docs/benchmarks.md",
     "docs/install.md",
     "docs/development.md",
