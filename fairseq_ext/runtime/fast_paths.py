@@ -1,4 +1,4 @@
-"""Two training-step fast paths in fairseq's modules (entries of :data:`fairseq_ext.runtime.patches.PATCHES`).
+"""Training-step fast paths in fairseq's modules (entries of :data:`fairseq_ext.runtime.patches.PATCHES`).
 
 * :func:`lm_head_taking_positions`: fairseq's ``RobertaLMHead`` (the head of ``roberta`` and ``hf_bert``)
   selects the masked positions with a boolean mask, ``features[masked_tokens]``: on CUDA that is a
@@ -12,11 +12,14 @@
   bmm). ``static_kv`` only matters with an incremental state (generation: keys and values are cached);
   without one both paths compute the same attention, so the replacement clears it there (not where a
   caller wants the scores before softmax or per head, which only the unfused path returns).
+* :func:`multi_tensor_adam_step`: fairseq's own Adam (``--optimizer adam`` without apex) over lists of tensors
+  instead of one tensor at a time, the same arithmetic.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -57,3 +60,60 @@ def fused_encoder_decoder_attention(current):
                        attn_mask, before_softmax, need_head_weights)
 
     return forward
+
+
+def multi_tensor_adam_step(current):
+    """``fairseq.optim.adam.Adam.step`` with each group's update done by ``torch._foreach_*`` ops.
+
+    fairseq's Adam (what ``--optimizer adam`` runs where apex's fused Adam is not installed, i.e. on CPU and
+    on most GPU machines today) updates one parameter at a time: about ten small ops per tensor, each a
+    kernel launch on a GPU. The same arithmetic over lists of tensors gives the same numbers (bit for bit
+    on a CPU, where the foreach ops run the same kernels tensor by tensor), with the Python loop gone. Groups
+    holding anything else than float32 dense tensors (``--memory-efficient-fp16``, sparse gradients) or
+    using ``amsgrad`` take fairseq's loop as before.
+    """
+
+    @functools.wraps(current)
+    def step(self, closure=None):
+        if not all(_foreach_ready(group) for group in self.param_groups):
+            return current(self, closure)
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                _adam_group_step(self.state, group, params)
+        return loss
+
+    return step
+
+
+def _foreach_ready(group: dict) -> bool:
+    return not group.get("amsgrad", False) and all(
+        p.dtype == torch.float32 and p.grad.dtype == torch.float32 and not p.grad.is_sparse
+        for p in group["params"] if p.grad is not None)
+
+
+def _adam_group_step(state: dict, group: dict, params: list) -> None:
+    """fairseq's Adam update (its decoupled weight decay, eps added to sqrt(v) before the bias correction)."""
+    beta1, beta2 = group["betas"]
+    lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
+    states = [state[p] for p in params]
+    for p, st in zip(params, states):
+        if len(st) == 0:
+            st["step"] = 0
+            st["exp_avg"], st["exp_avg_sq"] = torch.zeros_like(p.data), torch.zeros_like(p.data)
+        else:  # as fairseq: moments loaded from a checkpoint follow the parameter's device and dtype
+            st["exp_avg"], st["exp_avg_sq"] = st["exp_avg"].to(p.data), st["exp_avg_sq"].to(p.data)
+        st["step"] += 1
+    data, grads = [p.data for p in params], [p.grad.data for p in params]
+    exp_avgs, exp_avg_sqs = [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states]
+    torch._foreach_mul_(exp_avgs, beta1)
+    torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+    denoms = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_add_(denoms, eps)
+    if decay != 0:
+        torch._foreach_add_(data, data, alpha=-decay * lr)
+    steps = [-(lr * math.sqrt(1 - beta2 ** st["step"]) / (1 - beta1 ** st["step"])) for st in states]
+    torch._foreach_addcdiv_(data, exp_avgs, denoms, steps)

@@ -127,6 +127,10 @@ PATCHES: tuple[Patch, ...] = (
           what="the same, with static_kv cleared where there is no incremental state (training, scoring)",
           why="static_kv keeps BART's cross-attention off torch's fused attention, where it computes the same",
           tests=("tests/runtime/test_fast_paths.py::test_cross_attention_takes_the_fused_path_with_the_same_result",)),
+    Patch("fairseq.optim.adam:Adam.step", fast_paths.multi_tensor_adam_step,
+          what="the same update over lists of tensors (torch._foreach_*) for float32 groups without amsgrad",
+          why="fairseq's Adam updates one tensor at a time: ten small ops, on a GPU ten kernel launches, each",
+          tests=("tests/runtime/test_fast_paths.py::test_adam_over_lists_of_tensors_is_bit_identical_to_fairseqs",)),
     # -- the training loop (only where one is loaded: fairseq-train, python -m fairseq_cli.train, ranks) --
     Patch("fairseq_cli.train:validate_and_save", signals.stop_on_signal,
           what="the same, which saves and stops at the first update boundary after SIGUSR1/SIGTERM (their "

@@ -57,3 +57,42 @@ def test_cross_attention_takes_the_fused_path_with_the_same_result(monkeypatch):
     assert not calls and state
     torch.testing.assert_close(first, unfused, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(again, unfused, atol=1e-6, rtol=1e-5)
+
+
+def _adam_run(step, dtype=torch.float32, amsgrad=False, steps=4) -> tuple[list[torch.Tensor], list]:
+    from fairseq.optim.adam import Adam
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(*shape).to(dtype)) for shape in ((7, 5), (5,), (3, 4, 2), (6,))]
+    groups = [{"params": params[:3], "weight_decay": 0.01}, {"params": params[3:], "weight_decay": 0.0}]
+    opt = Adam(groups, lr=3e-3, betas=(0.9, 0.98), eps=1e-6, amsgrad=amsgrad)
+    gen = torch.Generator().manual_seed(1)
+    for i in range(steps):
+        for j, p in enumerate(params):
+            p.grad = None if (i == 1 and j == 2) else torch.randn(p.shape, generator=gen).to(dtype)  # one skips a step
+        opt.param_groups[0]["lr"] = 3e-3 * (i + 1) / steps  # a schedule changes lr between steps
+        step(opt)
+    return [p.detach().clone() for p in params], [opt.state[p] for p in params]
+
+
+def test_adam_over_lists_of_tensors_is_bit_identical_to_fairseqs(monkeypatch):
+    from fairseq.optim.adam import Adam
+
+    assert patched(Adam.step) == "fairseq.optim.adam:Adam.step"
+    calls = []
+    foreach_add = torch._foreach_add_
+    monkeypatch.setattr(torch, "_foreach_add_", lambda *a, **k: calls.append(1) or foreach_add(*a, **k))
+    params, state = _adam_run(Adam.step)
+    assert calls, "the update did not go through the foreach ops"
+    reference, reference_state = _adam_run(Adam.step.__wrapped__)
+    assert all(torch.equal(a, b) for a, b in zip(params, reference))
+    for mine, theirs in zip(state, reference_state):
+        assert mine["step"] == theirs["step"] and mine.keys() == theirs.keys()
+        assert torch.equal(mine["exp_avg"], theirs["exp_avg"]) and torch.equal(mine["exp_avg_sq"], theirs["exp_avg_sq"])
+    assert [s["step"] for s in state] == [4, 4, 3, 4]
+    # fairseq's loop: where a group holds half-precision weights or uses amsgrad, the same numbers as before
+    calls.clear()
+    for kwargs in ({"dtype": torch.bfloat16}, {"amsgrad": True}):
+        ours, theirs = _adam_run(Adam.step, **kwargs)[0], _adam_run(Adam.step.__wrapped__, **kwargs)[0]
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert not calls
