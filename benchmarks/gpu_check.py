@@ -56,7 +56,7 @@ PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), 
                     ("A100", 312.0), ("L40S", 362.0), ("A10G", 70.0), ("V100", 125.0)]
 MARGIN_S = 10  # kept at the end of --budget for writing the report
 SHARES = {"data": 0.2, "train": 0.45, "throughput_base": 0.6}  # of the time left when each stage starts
-BENCH_UPDATES = 20  # updates of each training of vs_transformers.py (its default is 40): both runs fit the budget
+BENCH_UPDATES = 20  # updates of each training of vs_transformers.py (its default is 30), once a side (--repeats 1)
 
 
 class Report:
@@ -148,7 +148,7 @@ def train_stage(report: Report, args, work: Path, budget: Budget, env: dict) -> 
 def throughput_stage(report: Report, work: Path, budget: Budget, env: dict, script: Path = BENCH) -> None:
     """benchmarks/vs_transformers.py at base size (with MFU) then the head-to-head workloads; their JSON merged."""
     peak = report.data["environment"]["peak_bf16_tflops"]
-    updates = ["--updates", str(BENCH_UPDATES)]
+    updates = ["--updates", str(BENCH_UPDATES), "--repeats", "1"]
     runs = {"base": (["--device", "cuda", "--precision", "bf16", "--size", "base", *updates,
                       *(["--peak-tflops", str(peak)] if peak else [])], SHARES["throughput_base"]),
             "workloads": (["--device", "cuda", "--size", "cpu", *updates], 1.0)}

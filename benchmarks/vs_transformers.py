@@ -72,8 +72,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 BIN = Path(sys.executable).parent
 WORKLOADS = ("mlm", "denoising", "code_mlm")
-PEAK_TFLOPS = {"H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}, "H200": {"bf16": 989.0, "fp16": 989.0},
-               "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5}}  # dense tensor-core peaks, per GPU
+JUDGED_UPDATES = 10  # fewer updates (--quick) print figures but no verdict on the goals
+MARKER = ".vs_transformers"  # in a --work directory this script made (the only kind it deletes)
+# dense tensor-core peaks (TFLOP/s) by a piece of torch.cuda.get_device_name(), first match wins (PCIe before SXM)
+PEAK_TFLOPS = {"H100 PCIe": {"bf16": 756.0, "fp16": 756.0}, "H100 NVL": {"bf16": 835.0, "fp16": 835.0},
+               "H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}, "H200": {"bf16": 989.0, "fp16": 989.0},
+               "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5}}
 GOAL_SPEED, GOAL_LOSS = 1.1, 0.02
 
 
@@ -612,6 +616,8 @@ def report(results: dict[str, dict], s: Setup) -> list[str]:
         f = r["figures"]
         speed_ok = "met" if f["speed_ratio"] >= GOAL_SPEED else "NOT met"
         loss_ok = "met" if abs(f["loss_rel_diff"]) <= GOAL_LOSS else "NOT met"
+        if s.updates < JUDGED_UPDATES:  # --quick: a smoke test, its clock holds a handful of updates
+            speed_ok = loss_ok = f"not judged, {s.updates} updates"
         mfu = (f", MFU ours {100 * f['mfu_ours']:.1f}% theirs {100 * f['mfu_theirs']:.1f}%" if "mfu_ours" in f
                else "")
         lines.append(f"{name}: ours/theirs tokens/s {f['speed_ratio']:.2f}x (goal >= {GOAL_SPEED}x: {speed_ok}); "
@@ -644,6 +650,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> list[str]:
     """The workloads asked for, or exit with a one-line error naming the setting."""
+    work = args.work  # deleted and made afresh by the run: never a directory of the user's
+    if work is not None and work.exists() and (not work.is_dir() or (any(work.iterdir())
+                                                                   and not (work / MARKER).exists())):
+        sys.exit(f"--work {work}: not an empty directory nor one this script made (no {MARKER}); give a new one")
     names = [x.strip() for x in args.workloads.split(",") if x.strip()]
     bad = [x for x in names if x not in WORKLOADS]
     if bad or not names:
@@ -652,6 +662,10 @@ def check_args(args: argparse.Namespace) -> list[str]:
         sys.exit(f"--updates: {args.updates} is too few (at least 4: the first are left out of the clock)")
     if args.repeats < 0:
         sys.exit(f"--repeats: {args.repeats} is negative")
+    if args.threads < 1:
+        sys.exit(f"--threads: {args.threads}; at least 1")
+    if args.quick and args.size != "cpu":
+        sys.exit("--quick: tiny models of the cpu size; not with --size base")
     if args.device == "cpu" and args.precision != "fp32":
         sys.exit(f"--precision {args.precision}: only with --device cuda")
     if args.device == "cuda":
@@ -673,8 +687,9 @@ def main(argv=None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="vs-transformers-"))
     started = time.perf_counter()
     try:
-        shutil.rmtree(work, ignore_errors=True)  # a kept --work from an earlier run: start afresh
+        shutil.rmtree(work, ignore_errors=True)  # empty, or made by this script (check_args): start afresh
         work.mkdir(parents=True)
+        (work / MARKER).write_text("made by benchmarks/vs_transformers.py: --work deletes it at the next run\n")
         extra = speed_flags(args.ours_flags)
         print(f"setup: {json.dumps(asdict(s))}\nours' extra flags: {' '.join(extra) or '(none)'}", flush=True)
         data = prepare(work, s, names)

@@ -11,7 +11,8 @@
   false, so the cross-attention of BART's decoder always ran the unfused path (bmm, softmax, dropout,
   bmm). ``static_kv`` only matters with an incremental state (generation: keys and values are cached);
   without one both paths compute the same attention, so the replacement clears it there (not where a
-  caller wants the scores before softmax or per head, which only the unfused path returns).
+  caller wants the scores before softmax or per head, which only the unfused path returns: fairseq's decoder
+  asks that of its last layer, the alignment layer, whose cross-attention so stays unfused).
 * :func:`multi_tensor_adam_step`: fairseq's own Adam (``--optimizer adam`` without apex) over lists of tensors
   instead of one tensor at a time, the same arithmetic.
 """
@@ -62,6 +63,9 @@ def fused_encoder_decoder_attention(current):
     return forward
 
 
+FOREACH_ELEMENTS = 2**25  # parameters updated together: their square roots are a temporary (128 MB in fp32)
+
+
 def multi_tensor_adam_step(current):
     """``fairseq.optim.adam.Adam.step`` with each group's update done by ``torch._foreach_*`` ops.
 
@@ -94,7 +98,20 @@ def _foreach_ready(group: dict) -> bool:
 
 
 def _adam_group_step(state: dict, group: dict, params: list) -> None:
-    """fairseq's Adam update (its decoupled weight decay, eps added to sqrt(v) before the bias correction)."""
+    """fairseq's Adam update (its decoupled weight decay, eps added to sqrt(v) before the bias correction),
+    over chunks of at most :data:`FOREACH_ELEMENTS` (the square roots are a temporary copy of a chunk's
+    second moments; fairseq's loop held one tensor's)."""
+    chunk, size = [], 0
+    for p in params:
+        if chunk and size + p.numel() > FOREACH_ELEMENTS:
+            _adam_update(state, group, chunk)
+            chunk, size = [], 0
+        chunk.append(p)
+        size += p.numel()
+    _adam_update(state, group, chunk)
+
+
+def _adam_update(state: dict, group: dict, params: list) -> None:
     beta1, beta2 = group["betas"]
     lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
     states = [state[p] for p in params]

@@ -126,7 +126,9 @@ PATCHES: tuple[Patch, ...] = (
           fast_paths.fused_encoder_decoder_attention,
           what="the same, with static_kv cleared where there is no incremental state (training, scoring)",
           why="static_kv keeps BART's cross-attention off torch's fused attention, where it computes the same",
-          tests=("tests/runtime/test_fast_paths.py::test_cross_attention_takes_the_fused_path_with_the_same_result",)),
+          tests=("tests/runtime/test_fast_paths.py::test_cross_attention_takes_the_fused_path_with_the_same_result",
+                 "tests/runtime/test_fast_paths.py::"
+                 "test_in_a_whole_bart_every_cross_attention_but_the_alignment_layers_is_fused")),
     Patch("fairseq.optim.adam:Adam.step", fast_paths.multi_tensor_adam_step,
           what="the same update over lists of tensors (torch._foreach_*) for float32 groups without amsgrad",
           why="fairseq's Adam updates one tensor at a time: ten small ops, on a GPU ten kernel launches, each",

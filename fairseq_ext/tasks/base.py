@@ -61,11 +61,13 @@ class TokenizerDataConfig(FairseqDataclass):
         "from a checkpoint"})
     pad_to_multiple: int = field(default=0, metadata={
         "help": "pad each batch's length to a multiple of this (tensor cores want 8; padding is masked, so "
-        "results do not change); 0: 8 where CUDA is available, else 1 (on a CPU padding is only more work)"})
+        "results do not change); 0: 8 when training on CUDA, 1 on a CPU (--cpu, or no GPU: padding is only more "
+        "work there)"})
     compile_model: bool = field(default=False, metadata={
         "help": "train the model through torch.compile (in place: checkpoints and exports are unchanged); "
         "compiling takes minutes at the start, and pays where kernel launches dominate (GPUs, small models)"})
     seed: int = II("common.seed")
+    cpu: bool = II("common.cpu")
     dataset_impl: Optional[str] = II("dataset.dataset_impl")
 
 
@@ -109,7 +111,8 @@ class TokenizerDataTask(FairseqTask):
         if multiple < 0:
             raise UserError(f"--pad-to-multiple (task.pad_to_multiple) must be 0 (automatic) or more, got {multiple}")
         if multiple == 0:
-            return 8 if torch.cuda.is_available() else 1
+            on_cpu = getattr(self.cfg, "cpu", False) is True  # --cpu (a config built outside fairseq: unresolved)
+            return 8 if torch.cuda.is_available() and not on_cpu else 1
         return multiple
 
     def data_dir(self, split: str, epoch: int) -> str:

@@ -54,12 +54,25 @@ def test_both_trainers_get_the_same_settings(workload):
     (["--updates", "2"], "--updates: 2 is too few"),
     (["--precision", "bf16"], "--precision bf16: only with --device cuda"),
     (["--repeats", "-1"], "--repeats: -1 is negative"),
+    (["--threads", "0"], "--threads: 0; at least 1"),
+    (["--quick", "--size", "base"], "--quick: tiny models of the cpu size; not with --size base"),
 ])
 def test_bad_options_stop_with_one_line(argv, message, tmp_path):
     proc = subprocess.run([sys.executable, SCRIPT, *argv, "--work", tmp_path / "w"], capture_output=True, text=True)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and message in proc.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_a_work_directory_it_did_not_make_is_never_deleted(tmp_path):
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    proc = subprocess.run([sys.executable, SCRIPT, "--work", mine, "--workloads", "ner"], capture_output=True,
+                          text=True)
+    assert proc.returncode != 0 and proc.stderr.strip() == (
+        f"--work {mine}: not an empty directory nor one this script made (no .vs_transformers); give a new one")
+    assert (mine / "notes.txt").read_text() == "keep me"
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """--pad-to-multiple: batches padded to a multiple of 8 (what tensor cores want) hold the same tokens and give
-the same loss; 0 means 8 with CUDA, 1 without; a negative value is one line naming the setting."""
+the same loss; 0 means 8 when training on CUDA, 1 on a CPU (--cpu or no GPU); a negative value is one line naming the setting."""
 
 from __future__ import annotations
 
@@ -56,9 +56,11 @@ def test_denoising_batches_padded_to_eight_hold_the_same_tokens_and_loss(bpe_dir
 
 
 def test_pad_to_multiple_resolves_and_refuses_a_negative_value():
-    def resolved(value: int) -> int:
-        return TokenizerDataTask.batch_length_multiple(SimpleNamespace(cfg=SimpleNamespace(pad_to_multiple=value)))
+    def resolved(value: int, cpu: bool = False) -> int:
+        cfg = SimpleNamespace(pad_to_multiple=value, cpu=cpu)
+        return TokenizerDataTask.batch_length_multiple(SimpleNamespace(cfg=cfg))
 
     assert resolved(0) == (8 if torch.cuda.is_available() else 1) and resolved(16) == 16 and resolved(1) == 1
+    assert resolved(0, cpu=True) == 1 and resolved(16, cpu=True) == 16
     with pytest.raises(UserError, match=r"^--pad-to-multiple \(task.pad_to_multiple\) must be 0 .* got -8$"):
         resolved(-8)

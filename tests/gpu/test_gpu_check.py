@@ -123,8 +123,9 @@ def test_throughput_calls_the_benchmark_at_base_size_with_the_peak_and_merges_it
     assert stage["status"] == "pass"
     base, workloads = stage["base"]["result"]["argv"], stage["workloads"]["result"]["argv"]
     assert base[:-2] == ["--device", "cuda", "--precision", "bf16", "--size", "base", "--updates", "20",
-                         "--peak-tflops", "989.0"]
-    assert workloads[:-2] == ["--device", "cuda", "--size", "cpu", "--updates", "20"] and workloads[-2] == "--json"
+                         "--repeats", "1", "--peak-tflops", "989.0"]
+    assert workloads[:-2] == ["--device", "cuda", "--size", "cpu", "--updates", "20", "--repeats", "1"]
+    assert workloads[-2] == "--json"
     assert stage["base"]["result"]["tokens_per_s"] == 1.0
 
 

@@ -78,6 +78,10 @@ def _adam_run(step, dtype=torch.float32, amsgrad=False, steps=4) -> tuple[list[t
 def test_adam_over_lists_of_tensors_is_bit_identical_to_fairseqs(monkeypatch):
     from fairseq.optim.adam import Adam
 
+    from fairseq_ext.runtime import fast_paths
+
+    monkeypatch.setattr(fast_paths, "FOREACH_ELEMENTS", 40)  # several chunks: 35 + 5, 24, 6 elements
+
     assert patched(Adam.step) == "fairseq.optim.adam:Adam.step"
     calls = []
     foreach_add = torch._foreach_add_
@@ -96,3 +100,30 @@ def test_adam_over_lists_of_tensors_is_bit_identical_to_fairseqs(monkeypatch):
         ours, theirs = _adam_run(Adam.step, **kwargs)[0], _adam_run(Adam.step.__wrapped__, **kwargs)[0]
         assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
     assert not calls
+
+
+def test_in_a_whole_bart_every_cross_attention_but_the_alignment_layers_is_fused(monkeypatch):
+    """fairseq's decoder asks its last layer (the alignment layer) for per-head weights, which only the unfused
+    path returns: that one stays unfused; the encoder's and decoder's self-attention were fused before."""
+    import argparse
+    from types import SimpleNamespace
+
+    from fairseq.data import Dictionary
+    from fairseq.models.bart.model import BARTModel, bart_base_architecture
+
+    d = Dictionary()
+    for i in range(40):
+        d.add_symbol(f"w{i}")
+    args = argparse.Namespace(encoder_layers=1, decoder_layers=3, encoder_embed_dim=16, decoder_embed_dim=16,
+                              encoder_ffn_embed_dim=32, decoder_ffn_embed_dim=32, encoder_attention_heads=2,
+                              decoder_attention_heads=2, share_all_embeddings=True, max_source_positions=32,
+                              max_target_positions=32, task="hf_denoising")
+    bart_base_architecture(args)
+    model = BARTModel.build_model(args, SimpleNamespace(source_dictionary=d, target_dictionary=d)).train()
+    calls = []
+    fused = multihead_attention.F.multi_head_attention_forward
+    monkeypatch.setattr(multihead_attention.F, "multi_head_attention_forward",
+                        lambda *a, **k: calls.append(1) or fused(*a, **k))
+    tokens = torch.randint(4, len(d), (2, 9))
+    model(tokens, torch.tensor([9, 9]), tokens)
+    assert len(calls) == 1 + 3 + 2  # encoder self, decoder self x 3, cross-attention of layers 1 and 2 (not 3)
