@@ -1,5 +1,6 @@
 """--pad-to-multiple: batches padded to a multiple of 8 (what tensor cores want) hold the same tokens and give
-the same loss; 0 means 8 when training on CUDA, 1 on a CPU (--cpu or no GPU); a negative value is one line naming the setting."""
+the same loss; 0 means 8 when training on CUDA, 1 on a CPU (--cpu or no GPU); a negative value is one line
+naming the setting."""
 
 from __future__ import annotations
 
