@@ -38,11 +38,11 @@ class SeededBlockDataset(FairseqDataset):
     def padded_length(self, samples, key: str, pad_to_length=None) -> int | None:
         """The length a batch of ``samples[key]`` is padded to: the longest (or ``pad_to_length``, as fairseq
         asks for it) rounded up to ``pad_to_multiple``; None where that changes nothing."""
-        multiple = self.pad_to_multiple
-        longest = max((pad_to_length or {}).get(key) or 0, max(len(s[key]) for s in samples))
-        if multiple <= 1:
-            return (pad_to_length or {}).get(key)
-        return -(-longest // multiple) * multiple
+        asked = (pad_to_length or {}).get(key)
+        if self.pad_to_multiple <= 1:
+            return asked
+        longest = max(asked or 0, max(len(s[key]) for s in samples))
+        return -(-longest // self.pad_to_multiple) * self.pad_to_multiple
 
     def random_tokens(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return self.random_pool[rng.integers(0, self.random_pool.size, size=n)]
