@@ -37,7 +37,8 @@ class SeededBlockDataset(FairseqDataset):
 
     def padded_length(self, samples, key: str, pad_to_length=None) -> int | None:
         """The length a batch of ``samples[key]`` is padded to: the longest (or ``pad_to_length``, as fairseq
-        asks for it) rounded up to ``pad_to_multiple``; None where that changes nothing."""
+        asks for it) rounded up to ``pad_to_multiple``; None where that changes nothing. For collaters that
+        cannot round (fairseq's denoising ``collate``); ``data_utils.collate_tokens`` rounds by itself."""
         asked = (pad_to_length or {}).get(key)
         if self.pad_to_multiple <= 1:
             return asked

@@ -40,9 +40,8 @@ class HFMaskedLMDataset(SeededBlockDataset):
         if not samples:
             return {}
         pad = self.dictionary.pad()
-        length = self.padded_length(samples, "source", pad_to_length and {"source": pad_to_length})
-        src = data_utils.collate_tokens([s["source"] for s in samples], pad, pad_to_length=length)
-        tgt = data_utils.collate_tokens([s["target"] for s in samples], pad, pad_to_length=length)
+        src, tgt = (data_utils.collate_tokens([s[key] for s in samples], pad, pad_to_length=pad_to_length,
+                                              pad_to_multiple=self.pad_to_multiple) for key in ("source", "target"))
         lengths = torch.tensor([len(s["source"]) for s in samples])
         positions = tgt.view(-1).ne(pad).nonzero().squeeze(1)
         return {
